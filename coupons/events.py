@@ -1,0 +1,295 @@
+"""SPEC section 1: parse and validate incoming events.
+
+`parse_event` turns one raw JSON text into a validated `Event` or raises
+`EventError` whose message names the offending field the way an integrator
+reads it: `data.items[0].unit_price: must be > 0`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
+
+import phonenumbers
+from babel.core import get_global
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from .model import CHANNELS
+from .money import known_currencies
+
+MAX_EVENT_BYTES = 256 * 1024
+EVENT_TYPES = ("order.paid", "stream.ended", "order.refunded", "customer.opted_out", "coupon.redeemed")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+_BCP47 = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+class EventError(ValueError):
+    """A rejected event; `field` is the dotted path, `reason` the rule it broke."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+@lru_cache(maxsize=1)
+def _countries() -> frozenset[str]:
+    """ISO 3166-1 alpha-2 codes (CLDR regions with time zones; 'ZZ' is CLDR's unknown)."""
+    return frozenset(code for code in get_global("territory_zones") if len(code) == 2 and code.isalpha()) - {"ZZ"}
+
+
+@lru_cache(maxsize=1)
+def _timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _strict_str(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _non_empty_str(value: Any) -> str:
+    _strict_str(value)
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_non_empty_str)]
+
+
+def _timestamp(value: Any) -> datetime:
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 timestamp with Z or an offset")
+    try:
+        return datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+    except ValueError:
+        raise ValueError("must be an RFC 3339 timestamp with Z or an offset") from None
+
+
+def _e164(value: Any) -> str:
+    _strict_str(value)
+    if not re.fullmatch(r"\+[1-9]\d{6,14}", value):
+        raise ValueError("must be an E.164 number like +6281234567890")
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("must be an E.164 number like +6281234567890") from None
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError("is not a possible phone number")
+    return value
+
+
+def _email(value: Any) -> str:
+    _strict_str(value)
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"must be a valid email address ({exc})") from None
+
+
+def _price(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("must be a decimal string or number")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError("must be a decimal string or number") from None
+    if not amount.is_finite():
+        raise ValueError("must be a finite number")
+    if amount <= 0:
+        raise ValueError("must be > 0")
+    return amount
+
+
+def _quantity(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    if value < 1:
+        raise ValueError("must be >= 1")
+    return value
+
+
+def _channels(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of channels")
+    for channel in value:
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}; expected one of {', '.join(CHANNELS)}")
+    return list(dict.fromkeys(value))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class CustomerData(_Strict):
+    id: Text
+    name: Annotated[str, BeforeValidator(_strict_str)] | None = None
+    country: Annotated[str, BeforeValidator(_strict_str)]
+    locale: Annotated[str, BeforeValidator(_strict_str)] | None = None
+    timezone: Annotated[str, BeforeValidator(_strict_str)] | None = None
+    email: Annotated[str, BeforeValidator(_email)] | None = None
+    phone: Annotated[str, BeforeValidator(_e164)] | None = None
+    whatsapp: Annotated[str, BeforeValidator(_e164)] | None = None
+    line_id: Text | None = None
+    telegram_id: Text | None = None
+    consent: Annotated[list[str], BeforeValidator(_channels)]
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        if value.upper() not in _countries() or len(value) != 2:
+            raise ValueError("must be an ISO 3166-1 alpha-2 country code")
+        return value.upper()
+
+    @field_validator("locale")
+    @classmethod
+    def _bcp47(cls, value: str | None) -> str | None:
+        if value is not None and not _BCP47.match(value):
+            raise ValueError("must be a BCP 47 language tag like pt-BR")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana(cls, value: str | None) -> str | None:
+        if value is not None and value not in _timezones():
+            raise ValueError("must be an IANA time zone like Asia/Jakarta")
+        return value
+
+
+class ItemData(_Strict):
+    sku: Text
+    name: Text
+    unit_price: Annotated[Decimal, BeforeValidator(_price)]
+    quantity: Annotated[int, BeforeValidator(_quantity)]
+    refill_sku: Text | None = None
+
+
+class OrderPaid(_Strict):
+    order_id: Text
+    stream_id: Text | None = None
+    currency: Annotated[str, BeforeValidator(_strict_str)]
+    customer: CustomerData
+    items: list[ItemData] = Field(min_length=1)
+
+    @field_validator("currency")
+    @classmethod
+    def _iso4217(cls, value: str) -> str:
+        if value not in known_currencies():
+            raise ValueError("must be an ISO 4217 currency code like USD")
+        return value
+
+
+class StreamEnded(_Strict):
+    stream_id: Text
+
+
+class OrderRefunded(_Strict):
+    order_id: Text
+
+
+class CustomerOptedOut(_Strict):
+    customer_id: Text
+    channels: Annotated[list[str], BeforeValidator(_channels)] | None = None
+
+
+class CouponRedeemed(_Strict):
+    code: Text
+    order_id: Text
+    customer_id: Text | None = None
+
+
+DATA_MODELS: dict[str, type[_Strict]] = {
+    "order.paid": OrderPaid,
+    "stream.ended": StreamEnded,
+    "order.refunded": OrderRefunded,
+    "customer.opted_out": CustomerOptedOut,
+    "coupon.redeemed": CouponRedeemed,
+}
+
+
+class Envelope(_Strict):
+    id: Annotated[str, BeforeValidator(_strict_str), Field(min_length=1, max_length=128)]
+    type: Literal["order.paid", "stream.ended", "order.refunded", "customer.opted_out", "coupon.redeemed"]
+    occurred_at: Annotated[datetime, BeforeValidator(_timestamp)]
+    data: dict[str, Any]
+
+
+class Event(_Strict):
+    """A validated event: the envelope plus its typed `data`."""
+
+    id: str
+    type: str
+    occurred_at: datetime
+    data: OrderPaid | StreamEnded | OrderRefunded | CustomerOptedOut | CouponRedeemed
+    raw: dict[str, Any]
+
+
+_PYDANTIC_REASONS = {
+    "missing": "required",
+    "string_too_short": "must not be empty",
+    "string_too_long": "is too long",
+    "too_short": "must not be empty",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "literal_error": "must be one of " + ", ".join(EVENT_TYPES),
+}
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += ("." if path else "") + str(part)
+    return path
+
+
+def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> EventError:
+    error = exc.errors(include_url=False)[0]
+    reason = _PYDANTIC_REASONS.get(error["type"])
+    if reason is None:
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        reason = reason[0].lower() + reason[1:] if reason else "is invalid"
+    if error["type"] == "string_too_long" and error.get("ctx"):
+        reason = f"must be at most {error['ctx']['max_length']} characters"
+    return EventError(_field_path(prefix + tuple(error["loc"])), reason)
+
+
+def validate_event(obj: Any) -> Event:
+    """Validate one decoded JSON value as an event."""
+    if not isinstance(obj, dict):
+        raise EventError("", "an event must be a JSON object")
+    try:
+        envelope = Envelope.model_validate(obj)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+    try:
+        data = DATA_MODELS[envelope.type].model_validate(envelope.data)
+    except ValidationError as exc:
+        raise _first_error(exc, ("data",)) from None
+    return Event(id=envelope.id, type=envelope.type, occurred_at=envelope.occurred_at, data=data, raw=obj)
+
+
+def parse_event(text: str | bytes) -> Event:
+    """Validate one raw JSON text (one line of JSON Lines, or one request body element)."""
+    if len(text) > MAX_EVENT_BYTES:
+        raise EventError("", f"event is larger than {MAX_EVENT_BYTES // 1024} KiB")
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EventError("", f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise EventError("", "not valid JSON (nested too deeply)") from None
+    return validate_event(obj)

@@ -1,0 +1,157 @@
+"""Markets: the per-region rules (depth, framing, channels, quiet hours, language).
+
+They live in an editable TOML file so a seller can retune a market without a
+release; this module only parses and validates it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from datetime import time
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel.core import get_global
+
+from .model import CHANNELS, Framing
+
+SHIPPED_MARKETS_FILE = "markets.toml"
+
+
+class MarketsFileError(ValueError):
+    """The markets file is unusable; the message names the market and key."""
+
+
+@dataclass(frozen=True)
+class Market:
+    name: str
+    depth_percent: Decimal
+    framing: Framing
+    valid_days: int
+    channels: tuple[str, ...]
+    quiet_start: time
+    quiet_end: time
+    language: str
+    country_timezones: dict[str, str] = field(default_factory=dict)
+    country_languages: dict[str, str] = field(default_factory=dict)
+    is_default: bool = False
+
+    def language_for(self, country: str) -> str:
+        return self.country_languages.get(country, self.language)
+
+    def timezone_for(self, country: str) -> str:
+        return self.country_timezones.get(country) or default_timezone(country)
+
+
+@dataclass(frozen=True)
+class Markets:
+    by_name: dict[str, Market]
+
+    def for_country(self, country: str) -> Market:
+        for market in self.by_name.values():
+            if country in market.country_timezones:
+                return market
+        return self.default
+
+    @property
+    def default(self) -> Market:
+        return next(m for m in self.by_name.values() if m.is_default)
+
+
+def default_timezone(country: str) -> str:
+    """A country's zone when the markets file names none: CLDR's first zone, else UTC."""
+    zones = get_global("territory_zones").get(country.upper())
+    return zones[0] if zones else "UTC"
+
+
+def _parse_time(value: object, where: str) -> time:
+    try:
+        hours, minutes = str(value).split(":")
+        return time(int(hours), int(minutes))
+    except (ValueError, TypeError):
+        raise MarketsFileError(f"{where}: must be HH:MM, got {value!r}") from None
+
+
+def _parse_market(name: str, raw: dict) -> Market:
+    def need(key: str) -> object:
+        if key not in raw:
+            raise MarketsFileError(f"{name}.{key}: required")
+        return raw[key]
+
+    try:
+        depth = Decimal(str(need("depth_percent")))
+    except InvalidOperation:
+        raise MarketsFileError(f"{name}.depth_percent: must be a number") from None
+    if not 0 < depth < 100:
+        raise MarketsFileError(f"{name}.depth_percent: must be between 0 and 100")
+    framing = need("framing")
+    if framing not in ("urgency", "loyalty"):
+        raise MarketsFileError(f"{name}.framing: must be 'urgency' or 'loyalty'")
+    valid_days = need("valid_days")
+    if not isinstance(valid_days, int) or valid_days < 1:
+        raise MarketsFileError(f"{name}.valid_days: must be an integer >= 1")
+    channels = tuple(need("channels"))
+    for channel in channels:
+        if channel not in CHANNELS:
+            raise MarketsFileError(f"{name}.channels: unknown channel {channel!r}")
+    quiet = need("quiet_hours")
+    if not isinstance(quiet, list) or len(quiet) != 2:
+        raise MarketsFileError(f"{name}.quiet_hours: must be [start, end]")
+    timezones: dict[str, str] = {}
+    languages: dict[str, str] = {}
+    for country, spec in (raw.get("countries") or {}).items():
+        if len(country) != 2 or not country.isupper():
+            raise MarketsFileError(f"{name}.countries.{country}: must be ISO 3166-1 alpha-2")
+        zone = spec.get("timezone") or default_timezone(country)
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise MarketsFileError(f"{name}.countries.{country}.timezone: unknown zone {zone!r}") from None
+        timezones[country] = zone
+        if "language" in spec:
+            languages[country] = spec["language"]
+    return Market(
+        name=name,
+        depth_percent=depth,
+        framing=framing,
+        valid_days=valid_days,
+        channels=channels,
+        quiet_start=_parse_time(quiet[0], f"{name}.quiet_hours[0]"),
+        quiet_end=_parse_time(quiet[1], f"{name}.quiet_hours[1]"),
+        language=str(raw.get("language", "en")),
+        country_timezones=timezones,
+        country_languages=languages,
+        is_default=bool(raw.get("default", False)),
+    )
+
+
+def parse_markets(text: str) -> Markets:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MarketsFileError(f"markets file: {exc}") from None
+    markets = {name: _parse_market(name, spec) for name, spec in raw.items()}
+    defaults = [m.name for m in markets.values() if m.is_default]
+    if len(defaults) != 1:
+        raise MarketsFileError(f"markets file: exactly one market needs default = true, found {defaults}")
+    seen: dict[str, str] = {}
+    for market in markets.values():
+        for country in market.country_timezones:
+            if country in seen:
+                raise MarketsFileError(f"{market.name}.countries.{country}: already in {seen[country]}")
+            seen[country] = market.name
+    return Markets(markets)
+
+
+@lru_cache(maxsize=8)
+def load_markets(path: str | None = None) -> Markets:
+    """The markets from `path`, or the shipped defaults when None."""
+    if path is None:
+        text = resources.files("coupons").joinpath(SHIPPED_MARKETS_FILE).read_text("utf-8")
+    else:
+        text = Path(path).read_text("utf-8")
+    return parse_markets(text)

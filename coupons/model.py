@@ -1,0 +1,97 @@
+"""Plain value types shared by the domain, the store and the channels.
+
+They carry no session, no broker and no clock: everything that decides what a
+customer receives takes these and returns these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+CHANNELS: tuple[str, ...] = ("email", "sms", "whatsapp", "line", "telegram")
+"""Every channel Encore knows, in the order the settings list them."""
+
+ADDRESS_FIELD: dict[str, str] = {
+    "email": "email",
+    "sms": "phone",
+    "whatsapp": "whatsapp",
+    "line": "line_id",
+    "telegram": "telegram_id",
+}
+"""Which customer attribute holds the recipient for each channel (and the
+placeholder name in that channel's Apprise URL template)."""
+
+OfferType = Literal["refill", "second_half_price", "percent_off"]
+Framing = Literal["urgency", "loyalty"]
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    country: str
+    name: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    whatsapp: str | None = None
+    line_id: str | None = None
+    telegram_id: str | None = None
+    consent: frozenset[str] = field(default_factory=frozenset)
+
+    def address(self, channel: str) -> str | None:
+        return getattr(self, ADDRESS_FIELD[channel])
+
+
+@dataclass(frozen=True)
+class Item:
+    sku: str
+    name: str
+    unit_price: Decimal
+    quantity: int
+    refill_sku: str | None = None
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What the coupon gives: one plain sentence, no conditions beyond the SKU.
+
+    `price` is set for a refill (the refill's price in major units, already
+    rounded to the currency's minor unit); `percent` for the two others
+    (50 for second_half_price).
+    """
+
+    type: OfferType
+    sku: str
+    product_name: str
+    currency: str
+    price: Decimal | None = None
+    percent: Decimal | None = None
+    regular_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """A rendered message; `subject` and `html` only for email."""
+
+    text: str
+    subject: str | None = None
+    html: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """Everything a template needs to say the offer to one customer."""
+
+    language: str  # resolved language code: en, es, pt, id, th, vi, ar
+    locale: str  # babel locale for formats, e.g. "pt_BR", "id_ID", "en_US"
+    customer_name: str | None
+    offer: Offer
+    code: str
+    expires_at: datetime  # aware
+    timezone: str  # IANA zone the expiry is shown in
+    framing: Framing
+    shop_name: str = "Encore"

@@ -1,0 +1,66 @@
+"""Rule 1 and rule 8: when a coupon triggers, is due, and must be sent by.
+
+Every function takes the times it needs; none reads the clock.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+DEADLINE_AFTER = timedelta(hours=24)
+STREAM_WAIT = timedelta(hours=6)
+FREQUENCY_CAP = timedelta(hours=24)
+
+
+def deadline_for(trigger_at: datetime) -> datetime:
+    return trigger_at + DEADLINE_AFTER
+
+
+def stream_trigger_at(first_order_at: datetime, last_order_at: datetime, stream_ended_at: datetime | None) -> datetime | None:
+    """When a customer's stream orders trigger, or None while still waiting for the end.
+
+    The stream's end, or the customer's last order if it came after the end;
+    `stream_fallback_at` covers a stream.ended that never arrives.
+    """
+    if stream_ended_at is None:
+        return None
+    return max(stream_ended_at, last_order_at)
+
+
+def stream_fallback_at(first_order_at: datetime) -> datetime:
+    """A stream order whose stream.ended never comes triggers 6 h after it."""
+    return first_order_at + STREAM_WAIT
+
+
+def _in_quiet_hours(local: time, start: time, end: time) -> bool:
+    if start <= end:
+        return start <= local < end
+    return local >= start or local < end
+
+
+def outside_quiet_hours(when: datetime, timezone: str, quiet_start: time, quiet_end: time) -> datetime:
+    """`when`, or the end of the recipient's local quiet hours if it falls inside them (UTC)."""
+    zone = ZoneInfo(timezone)
+    local = when.astimezone(zone)
+    if not _in_quiet_hours(local.time(), quiet_start, quiet_end):
+        return when.astimezone(UTC)
+    end_day = local.date()
+    if quiet_start > quiet_end and local.time() >= quiet_start:
+        end_day += timedelta(days=1)
+    # Round-trip through UTC so a wall time in a DST gap lands on a real instant.
+    end_local = datetime.combine(end_day, quiet_end, tzinfo=zone)
+    return end_local.astimezone(UTC)
+
+
+def retry_due_at(now: datetime, attempt: int, base_seconds: float, rng: random.Random | None = None,
+                 retry_after: float | None = None) -> datetime:
+    """Exponential backoff with full jitter around base × 2^(attempt-1); a provider's
+    Retry-After is a floor."""
+    rng = rng or random.Random()
+    nominal = base_seconds * (2 ** max(attempt - 1, 0))
+    delay = rng.uniform(nominal * 0.5, nominal * 1.5)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return now + timedelta(seconds=delay)

@@ -1,0 +1,405 @@
+"""The one place Encore talks to Apprise: `open_sender(channel, template).send(...)`.
+
+A sender takes an address and a rendered Message and returns a SendResult; it
+raises nothing a caller must handle. Everything Apprise-specific stays here:
+filling the URL template, avoiding Apprise's per-message SMTP reconnect and its
+throttle sleep, reading its per-call logs, and a short in-call retry for blips.
+
+Retries live in two places only: this short in-call retry (a refused or reset
+connection, at most 2 extra tries within ~3 s) and Encore's own backoff through
+`due_at` (SPEC rule 12). Apprise's own `retry=` is forced to 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from urllib.parse import quote, unquote
+
+import apprise
+from apprise.utils.parse import is_email
+from tenacity import (
+    Retrying,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from coupons.model import ADDRESS_FIELD, CHANNELS, Message
+
+from .classify import SendResult, classify_apprise_log
+from .smtp import SmtpConnection, SmtpSettings
+
+__all__ = [
+    "ChannelConfigError",
+    "ChannelSender",
+    "SendResult",
+    "fill_template",
+    "open_sender",
+    "setting_name",
+    "validate_channel_template",
+]
+
+log = logging.getLogger(__name__)
+
+# In-call retry for connection blips only. 2 extra tries within 3 s keeps a
+# batch of 100 moving even when every send blips once; anything longer belongs
+# to the outer backoff, which frees the worker meanwhile.
+IN_CALL_RETRIES = 2
+IN_CALL_BUDGET_SECONDS = 3.0
+IN_CALL_RETRY_REASONS = frozenset({"connection", "timeout"})
+
+# Apprise's per-service deadline. 0 runs the plugin inline (no thread hop, and a
+# Celery soft time limit lands in our thread); the plugins' own socket timeouts
+# (4 s for HTTP, 15 s for SMTP) and the task's time limits bound a send instead.
+APPRISE_SERVICE_TIMEOUT = 0
+
+# Addresses used to check a template at start. They must look real enough for
+# Apprise's own validation (LINE user ids are "U" + 32 hex).
+SAMPLE_ADDRESS: dict[str, str] = {
+    "email": "sample@example.com",
+    "sms": "+15551234567",
+    "whatsapp": "+15551234567",
+    "line": "U0123456789abcdef0123456789abcdef",
+    "telegram": "123456789",
+}
+
+EMAIL_SCHEMES = ("mailto", "mailtos")
+
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+class ChannelConfigError(ValueError):
+    """A channel template Encore cannot use; the message names the setting."""
+
+
+def setting_name(channel: str) -> str:
+    """The environment variable that holds `channel`'s template."""
+    return f"ENCORE_CHANNEL_{channel.upper()}"
+
+
+def fill_template(template: str, address: str) -> str:
+    """Put the percent-encoded address in place of the template's placeholder."""
+    encoded = quote(address, safe="")
+    return _PLACEHOLDER.sub(
+        lambda m: encoded if m.group(1) in ADDRESS_FIELD.values() else m.group(0),
+        template,
+    )
+
+
+def validate_channel_template(channel: str, template: str) -> None:
+    """Fail at start, naming the setting, when a template cannot work."""
+    _load_template(channel, template)
+
+
+class ChannelSender:
+    """Sends one channel's messages for one batch; use as a context manager.
+
+    Not thread-safe: one sender per batch, in the thread that sends the batch.
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        *,
+        in_call_retries: int = IN_CALL_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.channel = channel
+        self._in_call_retries = max(0, in_call_retries)
+        self._sleep = sleep
+
+    def send(self, address: str, message: Message) -> SendResult:
+        """Deliver one message. Never raises, except Celery's control-flow signals."""
+        if not address or not address.strip():
+            return SendResult(False, False, "invalid_address", "no address")
+        if self._in_call_retries == 0:
+            return self._guarded(address, message)
+        retrying = Retrying(
+            stop=stop_after_attempt(1 + self._in_call_retries)
+            | stop_after_delay(IN_CALL_BUDGET_SECONDS),
+            wait=wait_exponential_jitter(multiplier=0.1, max=1.0, jitter=0.1),
+            retry=retry_if_result(_worth_retrying_now),
+            retry_error_callback=lambda state: state.outcome.result(),
+            reraise=True,
+            sleep=self._sleep,
+        )
+        return retrying(self._guarded, address, message)
+
+    def close(self) -> None:
+        """Release the batch's connection, if any."""
+
+    def __enter__(self) -> ChannelSender:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _guarded(self, address: str, message: Message) -> SendResult:
+        try:
+            return self._send_once(address, message)
+        except _PASS_THROUGH:
+            raise
+        except Exception as error:  # noqa: BLE001 - a send must not kill a batch
+            log.exception("unexpected error sending %s", self.channel)
+            return SendResult(False, True, "unknown", f"{type(error).__name__} in sender")
+
+    def _send_once(self, address: str, message: Message) -> SendResult:
+        raise NotImplementedError
+
+
+class _SmtpSender(ChannelSender):
+    """mailto:// and mailtos://: Apprise parses the URL, smtplib keeps the session."""
+
+    def __init__(self, channel: str, settings: SmtpSettings, **kwargs) -> None:
+        super().__init__(channel, **kwargs)
+        self._connection = SmtpConnection(settings)
+
+    @property
+    def connections_opened(self) -> int:
+        return self._connection.connections_opened
+
+    def _send_once(self, address: str, message: Message) -> SendResult:
+        # validate_channel_template made sure the placeholder is the only To:
+        # target, so the recipient is the address as Apprise would parse it.
+        parsed = is_email(address)
+        if not parsed:
+            return SendResult(False, False, "invalid_address", "not an email address")
+        return self._connection.send(parsed["full_email"], message)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class _AppriseSender(ChannelSender):
+    """Every other scheme: one fresh Apprise plugin per message.
+
+    Fresh per message because the recipient is part of the URL; a fresh plugin
+    also never sleeps in Apprise's throttle (it only sleeps between two sends of
+    the same object), and request_rate_per_sec is zeroed anyway: Encore paces
+    sends with channels.ratelimit, shared by every worker.
+    """
+
+    def __init__(self, channel: str, template: str, **kwargs) -> None:
+        super().__init__(channel, **kwargs)
+        self._template = template
+        self._redact = _redactor(template)
+        self._asset = _asset()
+
+    def _send_once(self, address: str, message: Message) -> SendResult:
+        url = fill_template(self._template, address)
+        with _apprise_debug_logs:
+            plugin = apprise.Apprise.instantiate(url, asset=self._asset)
+            if plugin is None:
+                # The template loaded with a sample address, so this one is the cause.
+                return SendResult(False, False, "invalid_address", "Apprise rejected the recipient")
+            plugin.request_rate_per_sec = 0
+            plugin.retry = 0
+            notifier = apprise.Apprise(asset=self._asset)
+            notifier.add(plugin)
+            if self.channel == "email" and message.html:
+                body, body_format = message.html, apprise.NotifyFormat.HTML
+            else:
+                body, body_format = message.text, apprise.NotifyFormat.TEXT
+            result = notifier.notify(
+                body=body,
+                title=message.subject or "",
+                body_format=body_format,
+                log_level=logging.DEBUG,
+            )
+            try:
+                ok = bool(result)
+                timed_out = result.status == apprise.AppriseResultStatus.TIMEOUT
+                log_text = "\n".join(f"{e.level} - {e.message}" for e in result.logs())
+            finally:
+                result.close()
+        if timed_out:
+            outcome = SendResult(False, True, "timeout", "Apprise stopped waiting for the provider")
+        else:
+            outcome = classify_apprise_log(ok, log_text)
+        if outcome.detail:
+            outcome = _with_detail(outcome, self._redact(outcome.detail))
+        return outcome
+
+
+def open_sender(
+    channel: str,
+    template: str,
+    *,
+    in_call_retries: int = IN_CALL_RETRIES,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ChannelSender:
+    """A sender for one batch of `channel` messages; raises ChannelConfigError."""
+    plugin = _load_template(channel, template)
+    if _scheme(template) in EMAIL_SCHEMES:
+        return _SmtpSender(
+            channel,
+            SmtpSettings.from_apprise(plugin),
+            in_call_retries=in_call_retries,
+            sleep=sleep,
+        )
+    return _AppriseSender(channel, template, in_call_retries=in_call_retries, sleep=sleep)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _worth_retrying_now(result: SendResult) -> bool:
+    return result.transient and result.reason in IN_CALL_RETRY_REASONS
+
+
+def _pass_through() -> tuple[type[BaseException], ...]:
+    """Celery's control-flow exceptions derive from Exception; never swallow them."""
+    found: list[type[BaseException]] = []
+    try:
+        from billiard.exceptions import SoftTimeLimitExceeded, Terminated, TimeLimitExceeded
+
+        found += [SoftTimeLimitExceeded, TimeLimitExceeded, Terminated]
+    except ImportError:
+        pass
+    try:
+        from celery.exceptions import Ignore, Reject, Retry
+
+        found += [Retry, Ignore, Reject]
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+_PASS_THROUGH = _pass_through()
+
+
+def _scheme(template: str) -> str:
+    return template.partition("://")[0].strip().lower()
+
+
+def _load_template(channel: str, template: str):
+    """Check a template with a sample address; return the Apprise plugin it makes."""
+    if channel not in CHANNELS:
+        raise ChannelConfigError(f"unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
+    name = setting_name(channel)
+    field = ADDRESS_FIELD[channel]
+    if not template or "://" not in template:
+        raise ChannelConfigError(f"{name}: not an Apprise URL (scheme://...)")
+    placeholders = _PLACEHOLDER.findall(template)
+    if placeholders.count(field) != 1:
+        raise ChannelConfigError(
+            f"{name}: the template must hold the placeholder {{{field}}} exactly once"
+        )
+    others = sorted(set(placeholders) - {field})
+    if others:
+        raise ChannelConfigError(
+            f"{name}: unexpected placeholder(s) {', '.join('{' + p + '}' for p in others)};"
+            f" this channel's recipient is {{{field}}}"
+        )
+    sample = SAMPLE_ADDRESS[channel]
+    with _apprise_debug_logs, apprise.LogCapture(level=logging.WARNING) as captured:
+        plugin = apprise.Apprise.instantiate(fill_template(template, sample), asset=_asset())
+    if plugin is None:
+        why = _redactor(template)(_last_line(captured.getvalue()))
+        raise ChannelConfigError(
+            f"{name}: Apprise cannot use this URL"
+            + (f" ({why})" if why else " (unknown scheme or invalid arguments)")
+        )
+    if _scheme(template) in EMAIL_SCHEMES:
+        targets = [addr for _, addr in getattr(plugin, "targets", [])]
+        if targets != [sample] or plugin.cc or plugin.bcc:
+            raise ChannelConfigError(
+                f"{name}: {{{field}}} must be the only recipient (to=, no cc/bcc)"
+            )
+    return plugin
+
+
+def _asset() -> apprise.AppriseAsset:
+    return apprise.AppriseAsset(app_id="Encore", service_timeout=APPRISE_SERVICE_TIMEOUT)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1].split(" - ", 2)[-1].strip()[:200]
+
+
+_SECRET_RUN = re.compile(r"[A-Za-z0-9_\-+=~.]{16,}")
+_USERINFO = re.compile(r"^[a-z0-9+.-]+://([^@/?#]+)@", re.IGNORECASE)
+
+
+def _redactor(template: str) -> Callable[[str], str]:
+    """Mask the template's credentials in text meant for logs and the database.
+
+    Best effort: the URL's user and password, and every long token-like run in
+    it (API keys, bot tokens). Hostnames and short path words stay readable.
+    """
+    secrets: set[str] = set()
+    bare = _PLACEHOLDER.sub("", template)
+    match = _USERINFO.match(bare)
+    if match:
+        for part in match.group(1).split(":"):
+            if len(part) >= 4:
+                secrets.update({part, unquote(part)})
+    for run in _SECRET_RUN.findall(bare):
+        if run.count(".") < 2:  # a dotted name is a hostname, not a token
+            secrets.update({run, unquote(run)})
+    ordered = sorted(secrets, key=len, reverse=True)
+
+    def redact(text: str) -> str:
+        for secret in ordered:
+            text = text.replace(secret, "***")
+        return text
+
+    return redact
+
+
+def _with_detail(result: SendResult, detail: str) -> SendResult:
+    return SendResult(result.ok, result.transient, result.reason, detail, result.retry_after)
+
+
+class _DebugLogScope:
+    """Let Apprise's DEBUG lines reach our per-call capture, and nowhere else.
+
+    Timeouts show only at DEBUG ("Socket Exception: ... Read timed out"), so the
+    apprise logger must be at DEBUG while a send runs. Those lines hold the
+    recipient and the message (a coupon code), so while Encore lowers the level
+    it also stops them propagating to the application's handlers. Reference
+    counted: concurrent sends in threads share one change, restored by the last.
+    Only an explicit DEBUG level on the "apprise" logger itself (someone
+    debugging Apprise) is left alone; a root logger at DEBUG is not enough.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: tuple[int, bool] | None = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                logger = logging.getLogger(apprise.LOGGER_NAME)
+                if logger.level == logging.NOTSET or logger.level > logging.DEBUG:
+                    self._saved = (logger.level, logger.propagate)
+                    logger.setLevel(logging.DEBUG)
+                    logger.propagate = False
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._saved is not None:
+                logger = logging.getLogger(apprise.LOGGER_NAME)
+                logger.setLevel(self._saved[0])
+                logger.propagate = self._saved[1]
+                self._saved = None
+
+
+_apprise_debug_logs = _DebugLogScope()

@@ -1,0 +1,310 @@
+"""Say an offer to one customer in their language, on one channel.
+
+Wording lives in `coupons/locales/<lang>.toml` (one file per language, same keys
+everywhere) and layout in `coupons/templates/`. User-provided strings (customer,
+product and shop names) only ever enter as values: they are never parsed as
+templates or format strings, and the HTML part escapes them.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from datetime import datetime, timezone as dt_timezone
+from decimal import ROUND_HALF_UP, Decimal
+from functools import cache, lru_cache
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel import Locale, localedata
+from babel.core import get_global
+from babel.dates import format_date
+from babel.numbers import NumberPattern, format_percent, get_currency_precision
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template, pass_eval_context
+from markupsafe import escape
+
+from coupons.model import Message, MessageContext
+
+LANGUAGES: tuple[str, ...] = ("en", "es", "pt", "id", "th", "vi", "ar", "fr", "de")
+"""Languages with a translation file; anything else falls back (rule 6)."""
+
+DEFAULT_LANGUAGE = "en"
+SHORT_CHANNELS: tuple[str, ...] = ("sms", "whatsapp", "line", "telegram")
+
+# SMS is paid per segment: long names are shortened there, nowhere else.
+_SMS_MAX_PRODUCT = 40
+_SMS_MAX_NAME = 30
+
+# Old ISO 639 codes still sent by Java/Android ("in-ID" is Indonesian).
+_LANGUAGE_ALIASES = {"in": "id", "iw": "he", "ji": "yi"}
+
+# language[-Script][-REGION], then anything (variants, extensions, ".UTF-8", "@euro").
+_TAG = re.compile(
+    r"([A-Za-z]{2,3})(?:[-_]([A-Za-z]{4}))?(?:[-_]([A-Za-z]{2}|[0-9]{3}))?(?=$|[-_.@])"
+)
+
+
+# --------------------------------------------------------------------------- language
+
+
+def resolve_language(customer_locale: str | None, market_language: str) -> tuple[str, str]:
+    """Pick (language, babel locale): the customer's if we speak it, else the
+    market's, else English. Never raises: junk input just falls back."""
+    if not isinstance(customer_locale, str):
+        customer_locale = None
+    if not isinstance(market_language, str):
+        market_language = DEFAULT_LANGUAGE
+    return _resolve(customer_locale, market_language)
+
+
+@lru_cache(maxsize=4096)
+def _resolve(customer_locale: str | None, market_language: str) -> tuple[str, str]:
+    customer = _parse_tag(customer_locale)
+    market = _parse_tag(market_language)
+    customer_region = customer[1] if customer else None
+    if customer and customer[0] in LANGUAGES:
+        return customer[0], _locale_name(customer[0], customer_region)
+    # A fallback language still keeps the customer's region when babel knows the
+    # pair (fr-CA customer, English market -> en_CA formats), else the market's.
+    if market and market[0] in LANGUAGES:
+        return market[0], _locale_name(market[0], customer_region, market[1])
+    return DEFAULT_LANGUAGE, _locale_name(DEFAULT_LANGUAGE, customer_region)
+
+
+def _parse_tag(tag: str | None) -> tuple[str, str | None] | None:
+    if not tag:
+        return None
+    m = _TAG.match(tag.strip())
+    if not m:
+        return None
+    lang = m.group(1).lower()
+    lang = _LANGUAGE_ALIASES.get(lang, lang)
+    region = m.group(3).upper() if m.group(3) else None
+    return lang, region
+
+
+def _locale_name(lang: str, *regions: str | None) -> str:
+    for region in regions:
+        if region and localedata.exists(f"{lang}_{region}"):
+            return f"{lang}_{region}"
+    likely = get_global("likely_subtags").get(lang)  # e.g. "pt_Latn_BR"
+    if likely:
+        region = likely.split("_")[-1]
+        if localedata.exists(f"{lang}_{region}"):
+            return f"{lang}_{region}"
+    return lang
+
+
+@cache
+def _babel_locale(locale_name: str, language: str) -> Locale:
+    try:
+        return Locale.parse(locale_name.replace("-", "_"))
+    except (ValueError, TypeError, LookupError):
+        return Locale.parse(_resolve(language, DEFAULT_LANGUAGE)[1])
+
+
+@cache
+def _direction(language: str) -> str:
+    try:
+        rtl = Locale.parse(language).character_order == "right-to-left"
+    except (ValueError, TypeError, LookupError):
+        rtl = False
+    return "rtl" if rtl else "ltr"
+
+
+# ------------------------------------------------------------------------ translations
+
+
+@cache
+def translations(language: str) -> dict[str, str]:
+    """The strings of one language, read once from its packaged TOML file."""
+    if language not in LANGUAGES:
+        raise KeyError(language)
+    path = resources.files("coupons") / "locales" / f"{language}.toml"
+    with path.open("rb") as fh:
+        data = tomllib.load(fh)
+    return {str(k): str(v) for k, v in data.items()}
+
+
+# ---------------------------------------------------------------------------- formats
+
+
+@cache
+def _currency_pattern(locale: Locale, digits: int) -> NumberPattern:
+    pattern = copy.copy(locale.currency_formats["standard"])
+    pattern.frac_prec = (digits, digits)
+    return pattern
+
+
+@cache
+def _currency_digits(currency: str) -> tuple[int, int]:
+    """(standard, cash) fraction digits: IDR has 2 on paper and 0 in practice."""
+    standard = get_currency_precision(currency)
+    fractions = get_global("currency_fractions")
+    cash = fractions.get(currency, fractions["DEFAULT"])[2]
+    return standard, min(cash, standard)
+
+
+def format_money(amount: Decimal, currency: str, locale: Locale) -> str:
+    """Local currency format; whole amounts drop the decimals a currency never
+    shows in practice (Rp132.300, not Rp132.300,00), others keep theirs."""
+    amount = amount if isinstance(amount, Decimal) else Decimal(str(amount))
+    currency = currency.upper()
+    standard, cash = _currency_digits(currency)
+    digits = standard
+    if cash < standard and amount == amount.quantize(Decimal(1).scaleb(-cash)):
+        digits = cash
+    return _currency_pattern(locale, digits).apply(
+        amount, locale, currency=currency, currency_digits=False
+    )
+
+
+def _discounted(regular: Decimal, percent: Decimal, currency: str) -> Decimal:
+    exp = Decimal(1).scaleb(-_currency_digits(currency.upper())[0])
+    return (regular * (Decimal(100) - percent) / Decimal(100)).quantize(exp, ROUND_HALF_UP)
+
+
+def _zone(name: str) -> Any:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, LookupError, TypeError):  # ZoneInfoNotFoundError is a KeyError
+        return dt_timezone.utc
+
+
+def _expiry_date(expires_at: datetime, zone: str, locale: Locale) -> str:
+    if expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=dt_timezone.utc)
+    return format_date(expires_at.astimezone(_zone(zone)).date(), format="long", locale=locale)
+
+
+def _clean(value: str | None, limit: int | None = None) -> str | None:
+    """One line of text (names with newlines would break SMS), optionally shortened."""
+    if value is None:
+        return None
+    value = " ".join(str(value).split())
+    if not value:
+        return None
+    if limit is not None and len(value) > limit:
+        value = value[: limit - 1].rstrip() + "…"
+    return value
+
+
+# --------------------------------------------------------------------------- templates
+
+
+@pass_eval_context
+def _fill(eval_ctx: Any, text: str, values: dict[str, Any]) -> str:
+    """Fill a translation's {placeholders}; in HTML both text and values are escaped.
+
+    Only our own translation strings are ever used as format strings.
+    """
+    if eval_ctx.autoescape:
+        return escape(text).format(**values)
+    return text.format(**values)
+
+
+@cache
+def _templates() -> dict[str, Template]:
+    """Built once: compiling templates per message would dominate the hot path."""
+    loader = PackageLoader("coupons", "templates")
+    common: dict[str, Any] = dict(
+        loader=loader,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    text_env = Environment(autoescape=False, **common)
+    html_env = Environment(autoescape=True, **common)
+    for env in (text_env, html_env):
+        env.filters["fill"] = _fill
+    return {
+        "subject": text_env.get_template("email_subject.txt.j2"),
+        "email_text": text_env.get_template("email.txt.j2"),
+        "email_html": html_env.get_template("email.html.j2"),
+        "sms": text_env.get_template("sms.txt.j2"),
+        "chat": text_env.get_template("chat.txt.j2"),
+    }
+
+
+# ---------------------------------------------------------------------------- render
+
+
+def render_message(ctx: MessageContext, channel: str) -> Message:
+    """The coupon message for one customer on one channel (rule 6)."""
+    if channel != "email" and channel not in SHORT_CHANNELS:
+        raise ValueError(f"unknown channel: {channel!r}")
+    language = ctx.language if ctx.language in LANGUAGES else _resolve(ctx.locale, "")[0]
+    t = translations(language)
+    locale = _babel_locale(ctx.locale or language, language)
+    offer = ctx.offer
+    sms = channel == "sms"
+
+    name = _clean(ctx.customer_name, _SMS_MAX_NAME if sms else None)
+    product = _clean(offer.product_name, _SMS_MAX_PRODUCT if sms else None) or offer.sku
+    values: dict[str, Any] = {
+        "name": name,
+        "product": product,
+        "shop": _clean(ctx.shop_name) or "Encore",
+        "code": ctx.code,
+        "date": _expiry_date(ctx.expires_at, ctx.timezone, locale),
+        "price": None,
+        "regular_price": None,
+        "percent": None,
+    }
+
+    if offer.regular_price is not None:
+        values["regular_price"] = format_money(offer.regular_price, offer.currency, locale)
+    if offer.type == "refill":
+        if offer.price is None:
+            raise ValueError("refill offer without a price")
+        values["price"] = format_money(offer.price, offer.currency, locale)
+        offer_key = "offer_refill"
+    elif offer.type in ("percent_off", "second_half_price"):
+        percent = offer.percent
+        if percent is None:
+            if offer.type == "percent_off":
+                raise ValueError("percent_off offer without a percent")
+            percent = Decimal(50)
+        percent = Decimal(str(percent))
+        values["percent"] = format_percent(
+            (percent / 100).normalize(), locale=locale, decimal_quantization=False
+        )
+        price = offer.price
+        if price is None and offer.regular_price is not None:
+            price = _discounted(offer.regular_price, percent, offer.currency)
+        if price is not None:
+            values["price"] = format_money(price, offer.currency, locale)
+        offer_key = f"offer_{offer.type}"
+    else:
+        raise ValueError(f"unknown offer type: {offer.type!r}")
+    if values["regular_price"] is not None and values["price"] is not None:
+        offer_key += "_with_regular" if offer.type == "refill" else "_with_price"
+
+    urgency = ctx.framing == "urgency"
+    context: dict[str, Any] = {
+        "t": t,
+        "a": values,
+        "greeting_key": "greeting" if name else "greeting_anonymous",
+        "offer_key": offer_key,
+        # Urgency names the end in its own line; loyalty still shows the expiry.
+        "framing_keys": ("urgency",) if urgency else ("loyalty", "valid_until"),
+        "subject_key": "subject_urgency" if urgency else "subject_loyalty",
+    }
+
+    templates = _templates()
+    if channel == "email":
+        subject = templates["subject"].render(context).strip()
+        text = templates["email_text"].render(context).strip() + "\n"
+        region = locale.territory if locale.language == language else None
+        html = templates["email_html"].render(
+            context,
+            subject=subject,
+            lang_tag=f"{language}-{region}" if region else language,
+            direction=_direction(language),
+        )
+        return Message(text=text, subject=subject, html=html)
+    template = templates["sms" if sms else "chat"]
+    return Message(text=template.render(context).strip())

@@ -1,0 +1,65 @@
+"""`encore emit`: JSON Lines in, events stored and enqueued, rejects reported.
+
+Input is streamed in batches, so a file of a million lines never sits in memory;
+each batch is committed to the inbox before its ids go to the broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from coupons.events import EventError, parse_event
+from store.db import session_scope
+
+from .intake import store_dead_letter, store_events
+from .runtime import Runtime
+
+EMIT_BATCH = 1000
+
+
+@dataclass
+class EmitReport:
+    accepted: int = 0
+    rejected: int = 0
+    enqueue_errors: int = 0
+
+
+def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str]], now: Callable[[], datetime],
+               enqueue: Callable[[list[str]], None], on_reject: Callable[[str, int, str], None]) -> EmitReport:
+    """`lines` yields (source, line number, text). Valid events are stored then
+    passed to `enqueue`; each rejected one is dead-lettered and reported to `on_reject`."""
+    report = EmitReport()
+    batch: list = []
+    rejects: list[tuple[str, int, str, str]] = []
+
+    def flush() -> None:
+        with session_scope(runtime.database_url) as session:
+            new_ids = store_events(session, batch, now())
+            for source, number, text, reason in rejects:
+                store_dead_letter(session, f"emit:{source}:{number}", text, reason, now())
+        report.accepted += len(batch)
+        report.rejected += len(rejects)
+        for source, number, _, reason in rejects:
+            on_reject(source, number, reason)
+        if new_ids:
+            try:
+                enqueue(new_ids)
+            except Exception:  # stored already: the relay re-enqueues after the lease
+                report.enqueue_errors += 1
+        batch.clear()
+        rejects.clear()
+
+    for source, number, text in lines:
+        if not text.strip():
+            continue
+        try:
+            batch.append(parse_event(text))
+        except EventError as exc:
+            rejects.append((source, number, text, str(exc)))
+        if len(batch) + len(rejects) >= EMIT_BATCH:
+            flush()
+    if batch or rejects:
+        flush()
+    return report

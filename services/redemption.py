@@ -1,0 +1,54 @@
+"""Rule 13: a code redeems once, atomically, on SQLite and PostgreSQL alike.
+
+The single conditional UPDATE is the lock: of two concurrent redemptions only
+one can match `redeemed_at IS NULL`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from coupons.codes import normalize_code
+from store.models import Coupon
+
+REDEEMED = "redeemed"
+ALREADY_REDEEMED = "already_redeemed"
+EXPIRED = "expired"
+VOID = "void"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Redemption:
+    status: str  # redeemed | already_redeemed | expired | void | unknown
+    code: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == REDEEMED
+
+
+def redeem(session: Session, code_text: str, order_id: str, now: datetime) -> Redemption:
+    code = normalize_code(code_text)
+    if code is None:
+        return Redemption(UNKNOWN)
+    claimed = session.execute(
+        update(Coupon)
+        .where(Coupon.code == code, Coupon.redeemed_at.is_(None), Coupon.void_at.is_(None), Coupon.expires_at > now)
+        .values(redeemed_at=now, redeemed_order_id=order_id)
+        .returning(Coupon.id)
+    ).scalar()
+    if claimed is not None:
+        return Redemption(REDEEMED, code)
+    coupon = session.scalar(select(Coupon).where(Coupon.code == code))
+    if coupon is None:
+        return Redemption(UNKNOWN)
+    if coupon.redeemed_at is not None:
+        return Redemption(ALREADY_REDEEMED, code)
+    if coupon.void_at is not None:
+        return Redemption(VOID, code)
+    return Redemption(EXPIRED, code)

@@ -1,0 +1,72 @@
+"""The relay: moves due rows from the database to the broker.
+
+The broker is only a doorbell. A row is stamped `enqueued_at` when its id goes
+on the queue; if the message is lost (Redis flushed, worker killed), the stamp
+ages past the lease and the relay rings again. Claims are single statements
+(`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite serialises writers), so two
+relays, or two beat processes, never enqueue the same row twice in one lease.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from store.models import SCHEDULED, SENDING, Delivery, InboxEvent
+
+SEND_BATCH = 200
+"""Deliveries per send task: one SMTP connection and one commit serve them all."""
+RELAY_LIMIT = 5000
+"""Rows claimed per relay statement; the relay loops until nothing is due."""
+
+
+def release_expired_leases(session: Session, now: datetime) -> int:
+    """Deliveries whose worker died mid-send go back to `scheduled`."""
+    return session.execute(
+        update(Delivery).where(Delivery.state == SENDING, Delivery.lease_expires_at < now)
+        .values(state=SCHEDULED, lease_expires_at=None, enqueued_at=None, updated_at=now)
+    ).rowcount
+
+
+def claim_due_deliveries(session: Session, now: datetime, requeue_after: timedelta,
+                         limit: int = RELAY_LIMIT) -> list[int]:
+    """Stamp and return due deliveries not already waiting in the broker."""
+    due = (
+        select(Delivery.id)
+        .where(Delivery.state == SCHEDULED, Delivery.due_at <= now,
+               or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < now - requeue_after))
+        .order_by(Delivery.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.execute(
+        update(Delivery).where(Delivery.id.in_(due.scalar_subquery())).values(enqueued_at=now)
+        .returning(Delivery.id)
+    ).scalars())
+
+
+def claim_unapplied_events(session: Session, now: datetime, requeue_after: timedelta,
+                           limit: int = RELAY_LIMIT) -> list[str]:
+    """Inbox rows stored but not applied, whose queue message is presumed lost."""
+    stale = (
+        select(InboxEvent.id)
+        .where(InboxEvent.processed_at.is_(None),
+               or_(InboxEvent.enqueued_at.is_(None), InboxEvent.enqueued_at < now - requeue_after))
+        .order_by(InboxEvent.occurred_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.execute(
+        update(InboxEvent).where(InboxEvent.id.in_(stale.scalar_subquery())).values(enqueued_at=now)
+        .returning(InboxEvent.id)
+    ).scalars())
+
+
+def next_due_at(session: Session) -> datetime | None:
+    return session.scalar(select(Delivery.due_at).where(Delivery.state == SCHEDULED).order_by(Delivery.due_at).limit(1))
+
+
+def batches(ids: list, size: int) -> list[list]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]

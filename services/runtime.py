@@ -1,0 +1,34 @@
+"""What every use case needs besides a session: settings, markets, channels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from coupons.markets import Markets, load_markets
+from workers.settings import Settings, load_settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    markets: Markets
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url
+
+    @property
+    def configured_channels(self) -> frozenset[str]:
+        return frozenset(self.settings.channel_templates)
+
+
+def build_runtime(settings: Settings | None = None) -> Runtime:
+    settings = settings or load_settings()
+    return Runtime(settings=settings, markets=load_markets(settings.markets_file))
+
+
+@lru_cache(maxsize=1)
+def current_runtime() -> Runtime:
+    """The process-wide runtime built from the environment (workers, command line)."""
+    return build_runtime()

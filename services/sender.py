@@ -1,0 +1,229 @@
+"""Claim, send, record: the sending side of a batch of deliveries.
+
+1. Claim: one UPDATE moves due `scheduled` rows to `sending` with a lease; a row
+   another worker claimed is simply not returned, so no delivery goes out twice.
+2. Decide (pure, `coupons.delivery_rules.decide_send`) with fresh consent,
+   refunds, quiet hours and the frequency cap; render the message.
+3. Send per channel over one reused connection; record every attempt and the
+   new state in small groups, so a worker killed mid-batch leaves at most
+   `RECORD_EVERY` sent-but-unrecorded messages behind (see README, duplicates).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from channels.adapter import SendResult, open_sender
+from coupons.delivery_rules import after_attempt, decide_send
+from coupons.messages import render_message, resolve_language
+from coupons.model import Message, MessageContext, Offer
+from store.db import session_scope
+from store.models import (
+    SCHEDULED,
+    SENDING,
+    SENT,
+    Attempt,
+    Coupon,
+    Customer,
+    Delivery,
+    Order,
+)
+
+from .planner import customer_value
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+RECORD_EVERY = 20
+"""Messages sent between two commits of their results: the bound on duplicates
+after a crash, traded against one commit per message."""
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Outgoing:
+    delivery_id: int
+    customer_id: str
+    channel: str
+    address: str
+    message: Message
+    deadline_at: datetime
+    channel_attempts: int
+    failed_channels: list[str]
+    attempts: int
+    timezone: str
+    market_name: str
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    ended: int = 0
+    rescheduled: int = 0
+
+
+def claim(session: Session, ids: list[int], now: datetime, lease: timedelta) -> list[int]:
+    return list(session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.state == SCHEDULED, Delivery.due_at <= now)
+        .values(state=SENDING, lease_expires_at=now + lease, updated_at=now)
+        .returning(Delivery.id)
+    ).scalars())
+
+
+def offer_of(coupon: Coupon) -> Offer:
+    return Offer(
+        type=coupon.offer_type, sku=coupon.sku, product_name=coupon.product_name, currency=coupon.currency,
+        price=None if coupon.price is None else Decimal(coupon.price),
+        percent=None if coupon.percent is None else Decimal(coupon.percent),
+        regular_price=None if coupon.regular_price is None else Decimal(coupon.regular_price),
+    )
+
+
+def _prepare(session: Session, runtime: Runtime, ids: list[int], now: datetime) -> tuple[list[Outgoing], list[dict], int]:
+    """Decide each claimed delivery; returns what to send, rows to update now, and reschedules."""
+    rows = session.execute(
+        select(Delivery, Coupon, Customer)
+        .join(Coupon, Coupon.id == Delivery.coupon_id)
+        .join(Customer, Customer.id == Delivery.customer_id)
+        .where(Delivery.id.in_(ids))
+    ).all()
+    coupon_ids = [coupon.id for _, coupon, _ in rows]
+    live_orders = dict(session.execute(
+        select(Order.coupon_id, func.count()).where(Order.coupon_id.in_(coupon_ids), Order.refunded_at.is_(None))
+        .group_by(Order.coupon_id)
+    ).all())
+    last_sent = dict(session.execute(
+        select(Delivery.customer_id, func.max(Delivery.sent_at))
+        .where(Delivery.customer_id.in_({d.customer_id for d, _, _ in rows}), Delivery.state == SENT)
+        .group_by(Delivery.customer_id)
+    ).all())
+    outgoing: list[Outgoing] = []
+    updates: list[dict] = []
+    rescheduled = 0
+    for delivery, coupon, customer_row in rows:
+        customer = customer_value(customer_row)
+        market = runtime.markets.for_country(customer.country)
+        last_reason = delivery.reason
+        decision = decide_send(
+            now=now, deadline_at=delivery.deadline_at, customer=customer, market=market,
+            configured=runtime.configured_channels, opted_out=customer_row.opted_out or (),
+            failed_channels=delivery.failed_channels or [], last_reason=last_reason,
+            all_orders_refunded=live_orders.get(coupon.id, 0) == 0,
+            last_sent_to_customer_at=last_sent.get(customer.id),
+        )
+        if decision.action == "end":
+            updates.append(_row(delivery.id, now, state=decision.state, reason=decision.reason))
+            continue
+        if decision.action == "reschedule":
+            updates.append(_row(delivery.id, now, state=SCHEDULED, due_at=decision.due_at))
+            rescheduled += 1
+            continue
+        channel = decision.channel
+        channel_attempts = delivery.channel_attempts if channel == delivery.channel else 0
+        timezone = customer.timezone or market.timezone_for(customer.country)
+        language, locale = resolve_language(customer.locale, market.language_for(customer.country))
+        message = render_message(MessageContext(
+            language=language, locale=locale, customer_name=customer.name, offer=offer_of(coupon),
+            code=coupon.code, expires_at=coupon.expires_at, timezone=timezone, framing=market.framing,
+        ), channel)
+        last_sent[customer.id] = now  # a second delivery to them in this batch hits the cap
+        outgoing.append(Outgoing(
+            delivery_id=delivery.id, customer_id=customer.id, channel=channel, address=customer.address(channel),
+            message=message, deadline_at=delivery.deadline_at, channel_attempts=channel_attempts,
+            failed_channels=list(delivery.failed_channels or []), attempts=delivery.attempts,
+            timezone=timezone, market_name=market.name,
+        ))
+    return outgoing, updates, rescheduled
+
+
+def _row(delivery_id: int, now: datetime, *, state: str, reason: str | None = None,
+         due_at: datetime | None = None, **extra) -> dict:
+    """An update row for ORM bulk UPDATE by primary key (every row must have the same keys)."""
+    return dict(id=delivery_id, state=state, reason=reason, updated_at=now, lease_expires_at=None,
+                enqueued_at=None, **({"due_at": due_at} if due_at else {}), **extra)
+
+
+def _bulk_update(session: Session, rows: list[dict]) -> None:
+    by_keys: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_keys[tuple(sorted(row))].append(row)
+    for group in by_keys.values():
+        session.execute(update(Delivery), group)
+
+
+def _outcome_row(item: Outgoing, result: SendResult, now: datetime, runtime: Runtime) -> dict:
+    settings = runtime.settings
+    channel_attempts = item.channel_attempts + 1
+    outcome = after_attempt(
+        now=now, deadline_at=item.deadline_at, channel=item.channel, ok=result.ok, transient=result.transient,
+        reason=result.reason, retry_after=result.retry_after, channel_attempts=channel_attempts,
+        max_attempts=settings.max_attempts_per_channel, failed_channels=item.failed_channels,
+        retry_base_seconds=settings.retry_base_seconds, timezone=item.timezone,
+        market=runtime.markets.by_name[item.market_name],
+    )
+    return dict(
+        id=item.delivery_id, state=outcome.state, reason=outcome.reason, updated_at=now, lease_expires_at=None,
+        enqueued_at=None, due_at=outcome.due_at or now, channel=item.channel, attempts=item.attempts + 1,
+        channel_attempts=outcome.channel_attempts, failed_channels=outcome.failed_channels,
+        sent_at=now if result.ok else None,
+    )
+
+
+def _record(runtime: Runtime, pending: list[tuple[Outgoing, SendResult, datetime]]) -> None:
+    if not pending:
+        return
+    with session_scope(runtime.database_url) as session:
+        session.execute(insert(Attempt), [
+            dict(delivery_id=item.delivery_id, at=at, channel=item.channel,
+                 outcome="sent" if result.ok else ("transient" if result.transient else "permanent"),
+                 reason=result.reason, detail=result.detail[:2000])
+            for item, result, at in pending
+        ])
+        session.execute(update(Delivery), [_outcome_row(item, result, at, runtime) for item, result, at in pending])
+
+
+def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> BatchReport:
+    """Claim, send and record one batch; safe to run twice with the same ids."""
+    now = clock()
+    with session_scope(runtime.database_url) as session:
+        claimed = claim(session, ids, now, timedelta(seconds=runtime.settings.lease_seconds))
+    if not claimed:
+        return BatchReport()
+    with session_scope(runtime.database_url) as session:
+        outgoing, updates, rescheduled = _prepare(session, runtime, claimed, now)
+        _bulk_update(session, updates)
+    by_channel: dict[str, list[Outgoing]] = defaultdict(list)
+    for item in outgoing:
+        by_channel[item.channel].append(item)
+    sent = retried = 0
+    pending: list[tuple[Outgoing, SendResult, datetime]] = []
+    for channel, items in by_channel.items():
+        with open_sender(channel, runtime.settings.channel_templates[channel]) as sender:
+            for item in items:
+                result = sender.send(item.address, item.message)
+                pending.append((item, result, clock()))
+                sent += result.ok
+                retried += not result.ok
+                if len(pending) >= RECORD_EVERY:
+                    _record(runtime, pending)
+                    pending = []
+    _record(runtime, pending)
+    ended = len(updates) - rescheduled
+    return BatchReport(claimed=len(claimed), sent=sent, retried=retried, ended=ended, rescheduled=rescheduled)

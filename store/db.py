@@ -1,0 +1,85 @@
+"""Engines, sessions and the schema: upgraded by Alembic on first use, no manual step."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_upgrade_lock = threading.Lock()
+_upgraded: set[str] = set()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """WAL lets readers run beside the one writer; busy_timeout makes writers queue, not fail."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the database to the newest migration (idempotent, safe from several processes)."""
+    from alembic import command
+    from alembic.config import Config
+
+    key = str(engine.url)
+    with _upgrade_lock:
+        if key in _upgraded:
+            return
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                # Several workers may start at once: one migrates, the others wait.
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(715517)")
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        _upgraded.add(key)
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    engine = make_engine(url)
+    upgrade_schema(engine)
+    return engine
+
+
+@lru_cache(maxsize=8)
+def session_factory(url: str) -> sessionmaker[Session]:
+    return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A unit of work: commit on success, roll back on any error."""
+    session = session_factory(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

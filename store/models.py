@@ -1,0 +1,181 @@
+"""The tables that hold the truth: what came in, what was promised, what was sent.
+
+Amounts are stored as decimal strings (SQLite has no exact decimal type);
+times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Delivery states (SPEC section 4).
+SCHEDULED = "scheduled"
+SENDING = "sending"
+SENT = "sent"
+FAILED = "failed"
+EXPIRED = "expired"
+SUPPRESSED = "suppressed"
+CANCELLED = "cancelled"
+DELIVERY_STATES = (SCHEDULED, SENDING, SENT, FAILED, EXPIRED, SUPPRESSED, CANCELLED)
+FINAL_STATES = (SENT, FAILED, EXPIRED, SUPPRESSED, CANCELLED)
+
+
+class InboxEvent(Base):
+    """Every accepted event, keyed by its id: the idempotency record."""
+
+    __tablename__ = "events"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    payload: Mapped[str] = mapped_column(Text)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    __table_args__ = (Index("ix_events_unprocessed", "processed_at", "received_at"),)
+
+
+class DeadLetter(Base):
+    """A rejected event: its raw text and why, so nothing is lost."""
+
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64))
+    raw: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    country: Mapped[str] = mapped_column(String(2))
+    locale: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    whatsapp: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    line_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    telegram_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    consent: Mapped[list] = mapped_column(JSON, default=list)
+    opted_out: Mapped[list] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Stream(Base):
+    __tablename__ = "streams"
+    id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128))
+    customer_id: Mapped[str] = mapped_column(String(256), index=True)
+    stream_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    items: Mapped[list] = mapped_column(JSON)
+    refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    coupon_id: Mapped[int | None] = mapped_column(ForeignKey("coupons.id"), nullable=True, index=True)
+    __table_args__ = (Index("ix_orders_stream_customer", "stream_id", "customer_id"),)
+
+
+class Coupon(Base):
+    """One per (trigger, customer): the unique key that makes planning idempotent."""
+
+    __tablename__ = "coupons"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    trigger_key: Mapped[str] = mapped_column(String(300))
+    customer_id: Mapped[str] = mapped_column(String(256))
+    market: Mapped[str] = mapped_column(String(64))
+    offer_type: Mapped[str] = mapped_column(String(32))
+    sku: Mapped[str] = mapped_column(Text)
+    product_name: Mapped[str] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(String(3))
+    price: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    percent: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    regular_price: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    void_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    redeemed_order_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    __table_args__ = (UniqueConstraint("trigger_key", "customer_id", name="uq_coupon_trigger_customer"),)
+
+
+class Delivery(Base):
+    """The promise to reach one customer with one coupon, and where it stands."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    coupon_id: Mapped[int] = mapped_column(ForeignKey("coupons.id"), unique=True)
+    customer_id: Mapped[str] = mapped_column(String(256), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    failed_channels: Mapped[list] = mapped_column(JSON, default=list)
+    trigger_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deadline_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    channel_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    __table_args__ = (Index("ix_deliveries_state_due", "state", "due_at"),)
+
+
+class Attempt(Base):
+    """One row per try on a channel: when, where, and what the provider said."""
+
+    __tablename__ = "attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    channel: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))  # sent | transient | permanent
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,22 @@
+"""Apply stored inbox events."""
+
+from services.intake import apply_events as apply_events_service
+from services.runtime import current_runtime
+from services.sender import utcnow
+from store.db import session_scope
+from workers.app import app
+
+
+@app.task(name="tasks.intake.apply_events")
+def apply_events(event_ids: list[str]) -> int:
+    runtime = current_runtime()
+    with session_scope(runtime.database_url) as session:
+        applied = apply_events_service(session, runtime, event_ids, utcnow())
+    from tasks.plan import plan_stream
+    from tasks.relay import relay
+
+    for stream_id in applied.streams_to_plan:
+        plan_stream.delay(stream_id)
+    if applied.scheduled:
+        relay.delay()
+    return len(event_ids)

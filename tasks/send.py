@@ -1,0 +1,15 @@
+"""Send one batch of deliveries."""
+
+from services.runtime import current_runtime
+from services.sender import send_deliveries as send_deliveries_service
+from workers.app import app
+
+
+@app.task(name="tasks.send.send_deliveries")
+def send_deliveries(delivery_ids: list[int]) -> int:
+    report = send_deliveries_service(current_runtime(), delivery_ids)
+    if report.rescheduled or report.retried:
+        from tasks.relay import relay
+
+        relay.delay()  # a permanent failure moves to the next channel at once
+    return report.sent

@@ -1,0 +1,385 @@
+"""Rule 6: the message speaks the customer's language, in local formats, safely."""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from dataclasses import replace
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from babel import Locale
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coupons.messages import LANGUAGES, render_message, resolve_language
+from coupons.model import CHANNELS, Message, MessageContext, Offer
+
+LOCALES_DIR = Path(__file__).resolve().parents[2] / "coupons" / "locales"
+REQUIRED = ("en", "es", "pt", "id", "th", "vi", "ar")
+EXPIRES = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+
+
+def refill(currency: str = "USD", price: str = "14.00", regular: str | None = None) -> Offer:
+    return Offer(
+        type="refill",
+        sku="SHAMPOO-REFILL",
+        product_name="Lavender Shampoo",
+        currency=currency,
+        price=Decimal(price),
+        regular_price=Decimal(regular) if regular else None,
+    )
+
+
+def percent_off(currency: str = "USD", percent: str = "15", regular: str | None = None) -> Offer:
+    return Offer(
+        type="percent_off",
+        sku="COFFEE-1KG",
+        product_name="Coffee Beans",
+        currency=currency,
+        percent=Decimal(percent),
+        regular_price=Decimal(regular) if regular else None,
+    )
+
+
+def second_half(currency: str = "USD", regular: str | None = None) -> Offer:
+    return Offer(
+        type="second_half_price",
+        sku="MASK-5",
+        product_name="Clay Mask",
+        currency=currency,
+        percent=Decimal(50),
+        regular_price=Decimal(regular) if regular else None,
+    )
+
+
+def ctx(
+    customer_locale: str | None = "en-US",
+    market_language: str = "en",
+    *,
+    name: str | None = "Ana",
+    offer: Offer | None = None,
+    framing: str = "urgency",
+    tz: str = "UTC",
+    expires_at: datetime = EXPIRES,
+    shop: str = "Encore",
+) -> MessageContext:
+    language, locale = resolve_language(customer_locale, market_language)
+    return MessageContext(
+        language=language,
+        locale=locale,
+        customer_name=name,
+        offer=offer or refill(),
+        code="K7QX-M3PA-HZ2W",
+        expires_at=expires_at,
+        timezone=tz,
+        framing=framing,  # type: ignore[arg-type]
+        shop_name=shop,
+    )
+
+
+def all_parts(m: Message) -> list[str]:
+    return [p for p in (m.subject, m.text, m.html) if p is not None]
+
+
+# ---------------------------------------------------------------------- resolve_language
+
+
+@pytest.mark.parametrize(
+    ("customer", "market", "expected"),
+    [
+        ("pt-BR", "en", ("pt", "pt_BR")),
+        ("pt_BR", "en", ("pt", "pt_BR")),
+        ("PT-br", "en", ("pt", "pt_BR")),
+        ("pt-PT", "es", ("pt", "pt_PT")),
+        ("pt", "en", ("pt", "pt_BR")),
+        ("id", "en", ("id", "id_ID")),
+        ("id-ID", "en", ("id", "id_ID")),
+        ("in-ID", "en", ("id", "id_ID")),  # Java/Android's old code for Indonesian
+        ("es-MX", "en", ("es", "es_MX")),
+        ("es-419", "en", ("es", "es_419")),
+        ("th", "en", ("th", "th_TH")),
+        ("vi", "en", ("vi", "vi_VN")),
+        ("ar", "en", ("ar", "ar_EG")),
+        ("ar-SA", "en", ("ar", "ar_SA")),
+        ("en_US.UTF-8", "id", ("en", "en_US")),
+        ("de-CH-1996", "en", ("de", "de_CH")),
+        # unsupported customer language -> market language
+        ("zh-CN", "pt", ("pt", "pt_BR")),
+        ("ja", "id", ("id", "id_ID")),
+        (None, "th", ("th", "th_TH")),
+        (None, "pt-BR", ("pt", "pt_BR")),
+        # the fallback keeps the customer's region when babel has that pair
+        ("nl-BE", "en", ("en", "en_BE")),
+        # neither supported -> English
+        ("zh-CN", "ja", ("en", "en_US")),
+        (None, "xx", ("en", "en_US")),
+    ],
+)
+def test_resolve_language(customer, market, expected):
+    assert resolve_language(customer, market) == expected
+
+
+@pytest.mark.parametrize("junk", ["", " ", "!!!", "e", "123", "-", "__", "und", "{{7*7}}", "\x00pt"])
+def test_resolve_language_malformed_falls_back_to_market(junk):
+    assert resolve_language(junk, "vi") == ("vi", "vi_VN")
+
+
+def test_resolve_language_tolerates_trailing_junk_after_a_clear_language():
+    assert resolve_language("en-", "vi") == ("en", "en_US")
+    assert resolve_language("pt-BR-\x00", "vi") == ("pt", "pt_BR")
+
+
+def test_resolve_language_non_string_input_falls_back():
+    assert resolve_language(42, "id") == ("id", "id_ID")  # type: ignore[arg-type]
+    assert resolve_language(None, None) == ("en", "en_US")  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), st.text(max_size=40)), st.text(max_size=12))
+def test_resolve_language_never_raises(customer, market):
+    language, locale = resolve_language(customer, market)
+    assert language in LANGUAGES
+    assert Locale.parse(locale).language == language
+
+
+# ------------------------------------------------------------------------ translations
+
+
+def _placeholders(text: str) -> set[str]:
+    return {field for _, field, _, _ in string.Formatter().parse(text) if field}
+
+
+def test_every_language_file_has_the_same_keys_and_placeholders():
+    files = {p.stem: tomllib.loads(p.read_text("utf-8")) for p in LOCALES_DIR.glob("*.toml")}
+    assert set(REQUIRED) <= set(files)
+    assert set(files) == set(LANGUAGES)
+    reference = files["en"]
+    for lang, data in files.items():
+        assert set(data) == set(reference), f"{lang}: keys differ from en"
+        for key, text in data.items():
+            assert isinstance(text, str) and text.strip(), f"{lang}.{key} is empty"
+            assert _placeholders(text) == _placeholders(reference[key]), f"{lang}.{key}"
+
+
+def test_translations_are_actually_translated():
+    files = {p.stem: tomllib.loads(p.read_text("utf-8")) for p in LOCALES_DIR.glob("*.toml")}
+    for lang, data in files.items():
+        if lang != "en":
+            assert data["offer_refill"] != files["en"]["offer_refill"], lang
+
+
+# ------------------------------------------------------------------- local formats
+
+
+@pytest.mark.parametrize(
+    ("customer", "market", "offer", "price", "date"),
+    [
+        ("en-US", "en", refill("USD", "14.00"), "$14.00", "December 1, 2026"),
+        ("en-GB", "en", refill("GBP", "14.00"), "£14.00", "1 December 2026"),
+        ("id-ID", "id", refill("IDR", "132300"), "Rp132.300", "1 Desember 2026"),
+        ("pt-BR", "pt", refill("BRL", "14.00"), "R$\xa014,00", "1 de dezembro de 2026"),
+        ("es-MX", "es", refill("MXN", "280.50"), "$280.50", "1 de diciembre de 2026"),
+        ("es-ES", "es", refill("EUR", "14.00"), "14,00\xa0€", "1 de diciembre de 2026"),
+        ("th-TH", "th", refill("THB", "350"), "฿350.00", "1 ธันวาคม ค.ศ. 2026"),
+        ("vi-VN", "vi", refill("VND", "150000"), "150.000\xa0₫", "1 tháng 12, 2026"),
+        ("ar", "ar", refill("SAR", "50"), "50.00\xa0ر.س.", "1 ديسمبر 2026"),
+        ("en-US", "en", refill("JPY", "1400"), "¥1,400", "December 1, 2026"),
+    ],
+)
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_each_language_names_customer_product_code_price_and_date(
+    customer, market, offer, price, date, channel
+):
+    m = render_message(ctx(customer, market, name="Ana", offer=offer), channel)
+    for part in all_parts(m):
+        if part is m.subject:
+            continue
+        assert "Ana" in part
+        assert "Lavender Shampoo" in part
+        assert "K7QX-M3PA-HZ2W" in part
+        assert price in part
+        assert date in part
+
+
+def test_idr_keeps_decimals_only_when_there_are_some():
+    whole = render_message(ctx("id", "id", offer=refill("IDR", "132300")), "sms")
+    assert "Rp132.300" in whole.text and "Rp132.300,00" not in whole.text
+    m = render_message(ctx("id", "id", offer=refill("IDR", "132999.30")), "sms")
+    assert "Rp132.999,30" in m.text
+
+
+def test_jpy_has_no_decimals():
+    m = render_message(ctx("en-US", "en", offer=refill("JPY", "1400")), "sms")
+    assert "¥1,400" in m.text
+    assert "1,400.00" not in m.text
+
+
+def test_refill_shows_regular_price_when_known():
+    m = render_message(ctx("en-US", "en", offer=refill("USD", "14.00", "20.00")), "email")
+    assert "$14.00" in m.text and "$20.00" in m.text
+
+
+def test_percent_is_formatted_per_locale():
+    en = render_message(ctx("en-US", "en", offer=percent_off("USD", "15")), "sms").text
+    es = render_message(ctx("es-ES", "es", offer=percent_off("EUR", "15")), "sms").text
+    assert "15%" in en and "Coffee Beans" in en
+    assert "15\xa0%" in es
+
+
+def test_percent_off_with_regular_price_shows_the_discounted_price():
+    m = render_message(ctx("en-US", "en", offer=percent_off("USD", "10", "20.00")), "sms")
+    assert "10%" in m.text and "$18.00" in m.text and "$20.00" in m.text
+
+
+def test_fractional_percent_is_not_rounded():
+    m = render_message(ctx("en-US", "en", offer=percent_off("USD", "12.5")), "sms")
+    assert "12.5%" in m.text
+
+
+def test_second_half_price_says_half_price():
+    en = render_message(ctx("en-US", "en", offer=second_half()), "sms").text
+    assert "half price" in en and "Clay Mask" in en
+    pt = render_message(ctx("pt-BR", "pt", offer=second_half("BRL", "40.00")), "sms").text
+    assert "metade do preço" in pt and "R$\xa020,00" in pt and "R$\xa040,00" in pt
+
+
+def test_expiry_date_is_shown_in_the_customers_timezone():
+    late_utc = datetime(2026, 11, 30, 20, 0, tzinfo=timezone.utc)  # 03:00 on 1 Dec in Jakarta
+    m = render_message(ctx("id", "id", tz="Asia/Jakarta", expires_at=late_utc), "sms")
+    assert "1 Desember 2026" in m.text
+    early_utc = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)  # 23:00 on 30 Nov in São Paulo
+    m = render_message(ctx("pt-BR", "pt", tz="America/Sao_Paulo", expires_at=early_utc), "sms")
+    assert "30 de novembro de 2026" in m.text
+
+
+def test_unknown_timezone_does_not_break_rendering():
+    m = render_message(ctx("en-US", "en", tz="Mars/Olympus"), "sms")
+    assert "December 1, 2026" in m.text
+
+
+# -------------------------------------------------------------------------- channels
+
+
+def test_email_has_subject_text_and_html():
+    m = render_message(ctx(), "email")
+    assert m.subject and "\n" not in m.subject and "Lavender Shampoo" in m.subject
+    assert m.text and "<" not in m.text
+    assert m.html.startswith("<!DOCTYPE html>")
+    assert '<html lang="en-US" dir="ltr">' in m.html
+    assert "</html>" in m.html
+
+
+@pytest.mark.parametrize("channel", ["sms", "whatsapp", "line", "telegram"])
+def test_short_channels_are_plain_text_only(channel):
+    m = render_message(ctx(), channel)
+    assert m.subject is None and m.html is None
+    assert "<" not in m.text
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("offer", [refill("USD", "14.00", "20.00"), percent_off(regular="20.00"), second_half()])
+@pytest.mark.parametrize("framing", ["urgency", "loyalty"])
+def test_every_language_offer_and_framing_renders_short_sms(lang, offer, framing):
+    c = ctx(lang, "en", name="Maria Fernanda", offer=offer, framing=framing, shop="Glow Shop")
+    for channel in CHANNELS:
+        m = render_message(c, channel)
+        assert "K7QX-M3PA-HZ2W" in m.text
+        assert "{" not in m.text and "}" not in m.text  # no unfilled placeholder
+    assert len(render_message(c, "sms").text) <= 300
+
+
+def test_sms_shortens_very_long_product_names_only():
+    long_name = "Organic Single-Origin Colombian Coffee Beans, Medium Roast, 1 kg Resealable Bag"
+    offer = replace(refill(), product_name=long_name)
+    sms = render_message(ctx(offer=offer), "sms").text
+    assert long_name not in sms and "Organic Single-Origin" in sms and "…" in sms
+    assert len(sms) <= 300
+    assert long_name in render_message(ctx(offer=offer), "email").text
+
+
+def test_unknown_channel_is_refused():
+    with pytest.raises(ValueError):
+        render_message(ctx(), "pigeon")
+
+
+# --------------------------------------------------------------------------- greeting
+
+
+def test_missing_name_gets_a_neutral_greeting():
+    m = render_message(ctx(name=None), "email")
+    assert m.text.startswith("Hi there,")
+    assert "None" not in m.text and "None" not in m.html
+    assert render_message(ctx(name="   "), "sms").text.startswith("Encore: Hi there,")
+    assert render_message(ctx("pt-BR", "pt", name=None), "sms").text.startswith("Encore: Olá!")
+
+
+# --------------------------------------------------------------------------- framing
+
+
+def test_urgency_and_loyalty_wording_differ():
+    urgency = render_message(ctx(framing="urgency"), "email")
+    loyalty = render_message(ctx(framing="loyalty"), "email")
+    assert "Limited time: ends December 1, 2026." in urgency.text
+    assert "Limited time" in urgency.subject and "December 1, 2026" in urgency.subject
+    assert "loyal customers" in loyalty.text and "loyal customers" in loyalty.subject
+    assert "Limited time" not in loyalty.text
+    assert "loyal" not in urgency.text
+    assert "Valid until December 1, 2026." in loyalty.text  # loyalty still names the expiry
+
+
+def test_indonesian_loyalty_framing():
+    m = render_message(ctx("id-ID", "id", framing="loyalty", offer=refill("IDR", "132300")), "whatsapp")
+    assert "Khusus untuk pelanggan setia kami" in m.text
+    assert "Berlaku hingga 1 Desember 2026" in m.text
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_urgency_names_the_end_date_in_every_language(lang):
+    c = ctx(lang, "en", framing="urgency")
+    u = render_message(c, "sms").text
+    lo = render_message(replace(c, framing="loyalty"), "sms").text
+    assert u != lo
+    date_re = re.compile(r"2026")
+    assert date_re.search(u) and date_re.search(lo)
+
+
+# -------------------------------------------------------------------------- escaping
+
+NASTY = '<script>alert("x")</script> {{ 7*7 }} {% raw %} ${7*7} {name} & Co'
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_user_strings_are_never_evaluated(channel):
+    offer = replace(refill(), product_name="Tea {{7*7}} <b>")
+    name = "{{ 7*7 }} <script>"  # short enough that SMS keeps it whole
+    m = render_message(ctx(name=name, offer=offer, shop="Shop {{ 6*7 }}"), channel)
+    for part in all_parts(m):
+        assert "49" not in part and "42" not in part
+    # plain text parts carry the strings literally
+    assert name in m.text
+    assert "Tea {{7*7}} <b>" in m.text
+
+
+def test_html_part_escapes_user_strings():
+    offer = replace(refill(), product_name="Tea {{7*7}} <b>")
+    m = render_message(ctx(name=NASTY, offer=offer, shop="A&B <i>"), "email")
+    assert "<script>" not in m.html and "<b>" not in m.html and "<i>" not in m.html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; {{ 7*7 }}" in m.html
+    assert "Tea {{7*7}} &lt;b&gt;" in m.html
+    assert "A&amp;B &lt;i&gt;" in m.html
+    assert "{name}" in m.html  # a brace in a name is not a placeholder
+    assert NASTY in m.text
+    assert "49" not in m.html
+
+
+def test_arabic_html_is_right_to_left():
+    m = render_message(ctx("ar", "ar", framing="loyalty", offer=refill("SAR", "50")), "email")
+    assert 'dir="rtl"' in m.html
+    assert 'lang="ar-EG"' in m.html
+    assert "عرض حصري لعملائنا الأوفياء" in m.text
+    for lang in ("en", "th", "id"):
+        assert 'dir="ltr"' in render_message(ctx(lang, "en"), "email").html

@@ -1,0 +1,53 @@
+"""The one Celery app. Settings favour at-least-once delivery: a task is acked
+after it ran, and requeued when its worker dies, so every task must be safe to
+run twice (they are: each claims rows in the database before acting)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from workers.settings import Settings, load_settings
+
+QUEUES = ("intake", "plan", "send", "relay")
+TASK_MODULES = ("tasks.intake", "tasks.plan", "tasks.relay", "tasks.send")
+RELAY_TICK_SECONDS = 5.0
+SWEEP_TICK_SECONDS = 60.0
+
+app = Celery("encore")
+
+
+def configure(settings: Settings) -> Celery:
+    """Point the app at `settings` (called at import, and again by tests and the demo)."""
+    if app._pool is not None:
+        # Drop connections to a previous broker, as Celery does after a fork.
+        app._pool.force_close_all()
+        app._after_fork()
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_connection_retry_on_startup=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_default_queue="intake",
+        task_routes={f"tasks.{queue}.*": {"queue": queue} for queue in QUEUES},
+        task_serializer="json",
+        accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "relay": {"task": "tasks.relay.relay", "schedule": RELAY_TICK_SECONDS},
+            "sweep-streams": {"task": "tasks.plan.sweep_streams", "schedule": SWEEP_TICK_SECONDS},
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        include=list(TASK_MODULES),
+    )
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # Far above any task's run time, so a slow batch is not redelivered while still running.
+        app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    return app
+
+
+configure(load_settings())

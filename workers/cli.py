@@ -1,0 +1,140 @@
+"""The `encore` command line (SPEC section 4)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from workers.settings import SettingsError
+
+
+def _lines(paths: list[str]) -> Iterator[tuple[str, int, str]]:
+    for path in paths or ["-"]:
+        stream = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="replace")
+        try:
+            for number, line in enumerate(stream, start=1):
+                yield path, number, line
+        finally:
+            if stream is not sys.stdin:
+                stream.close()
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from services.emit import emit_lines
+    from services.runtime import current_runtime
+    from services.sender import utcnow
+    from tasks.intake import apply_events
+
+    for path in args.files:
+        if path != "-" and not Path(path).is_file():
+            print(f"encore emit: {path}: no such file", file=sys.stderr)
+            return 2
+    several = len(args.files) > 1
+
+    def on_reject(source: str, number: int, reason: str) -> None:
+        where = f"{source}: line {number}" if several else f"line {number}"
+        print(f"{where}: {reason}", file=sys.stderr)
+
+    report = emit_lines(current_runtime(), _lines(args.files), utcnow, lambda ids: apply_events.delay(ids), on_reject)
+    print(f"accepted {report.accepted}, rejected {report.rejected}")
+    if report.enqueue_errors:
+        print("warning: the broker did not answer; stored events will be enqueued by the relay", file=sys.stderr)
+    return 1 if report.rejected else 0
+
+
+def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
+    from workers.app import QUEUES, app
+
+    argv = ["worker", "-Q", ",".join(QUEUES), "--loglevel", "INFO", *extra]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
+    from workers.app import app
+
+    app.start(["beat", "--loglevel", "INFO", *extra])
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from services.reports import status
+    from services.runtime import current_runtime
+    from store.db import session_scope
+
+    with session_scope(current_runtime().database_url) as session:
+        report = status(session)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"events      accepted {report['events']['accepted']}, rejected {report['events']['rejected']}")
+    print("deliveries  " + ", ".join(f"{state} {count}" for state, count in report["deliveries"].items()))
+    print(f"on time     {report['on_time_rate']:.1%}")
+    latency = report["latency_seconds"]
+    print(f"latency     p50 {latency['p50']:.1f}s, p95 {latency['p95']:.1f}s, p99 {latency['p99']:.1f}s (due → sent)")
+    return 0
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    from services.reports import deliveries
+    from services.runtime import current_runtime
+    from store.db import session_scope
+
+    with session_scope(current_runtime().database_url) as session:
+        rows = deliveries(session, args.customer)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    print(f"{'customer':<16} {'state':<10} {'reason':<14} {'channel':<9} {'offer':<28} {'code':<18} {'due_at':<21} sent_at")
+    for row in rows:
+        offer = row["offer"]
+        what = f"{offer['type']} {offer.get('price') or str(offer.get('percent')) + '%'} {offer['currency']}"
+        print(f"{row['customer_id'][:16]:<16} {row['state']:<10} {row['reason'] or '':<14} {row['channel'] or '':<9} "
+              f"{what[:28]:<28} {row['code']:<18} {row['due_at']:<21} {row['sent_at'] or ''}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workers.demo import run_demo
+
+    return run_demo(buyers=args.buyers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="encore", description="Shop events to repurchase coupons within 24 hours.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    emit = commands.add_parser("emit", help="store and enqueue JSON Lines events")
+    emit.add_argument("files", nargs="*", default=["-"], help="JSON Lines files, or - for standard input")
+    commands.add_parser("worker", help="run a Celery worker on every queue (extra args go to Celery)")
+    commands.add_parser("beat", help="run the scheduler (extra args go to Celery)")
+    status = commands.add_parser("status", help="counts and timings")
+    status.add_argument("--json", action="store_true")
+    deliveries = commands.add_parser("deliveries", help="one row per delivery")
+    deliveries.add_argument("--customer")
+    deliveries.add_argument("--json", action="store_true")
+    demo = commands.add_parser("demo", help="the whole pipeline on embedded defaults")
+    demo.add_argument("--buyers", type=int, default=40, help="buyers in the sample livestream")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] in ("worker", "beat"):
+        args, extra = parser.parse_known_args(argv)
+        runner = cmd_worker if argv[0] == "worker" else cmd_beat
+        return runner(args, extra)
+    args = parser.parse_args(argv)
+    handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except SettingsError as exc:
+        print(f"encore: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

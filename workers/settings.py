@@ -1,0 +1,95 @@
+"""The one place that reads the environment (SPEC section 3).
+
+Everything has a default that needs no server, so a first run works with
+nothing set; production points the URLs at PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from coupons.model import CHANNELS
+
+DEFAULT_RETRY_BASE_SECONDS = 60.0
+DEFAULT_LEASE_SECONDS = 300.0
+
+
+class SettingsError(ValueError):
+    """A setting is unusable; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    markets_file: str | None
+    channel_templates: dict[str, str] = field(default_factory=dict)
+    retry_base_seconds: float = DEFAULT_RETRY_BASE_SECONDS
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    max_attempts_per_channel: int = 5
+    refill_ratio: Decimal = Decimal("0.70")
+    webhook_secret: str | None = None
+    shopify_secret: str | None = None
+    rate_limits: dict[str, float] = field(default_factory=dict)
+    campaigns_dir: str | None = None
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.broker_url.startswith(("sqla+", "filesystem:", "memory:"))
+
+    @property
+    def redis_url(self) -> str | None:
+        """Redis for shared rate limits: the broker when it is Redis."""
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
+
+
+def _number(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}: must be >= {minimum}")
+    return value
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    data_dir = Path(env.get("ENCORE_DATA_DIR") or "./var").resolve()
+    database_url = env.get("ENCORE_DATABASE_URL") or f"sqlite:///{data_dir / 'encore.db'}"
+    broker_url = env.get("ENCORE_BROKER_URL") or f"sqla+sqlite:///{data_dir / 'broker.db'}"
+    templates = {
+        channel: env[f"ENCORE_CHANNEL_{channel.upper()}"]
+        for channel in CHANNELS
+        if env.get(f"ENCORE_CHANNEL_{channel.upper()}")
+    }
+    rate_limits = {
+        channel: _number(env, f"ENCORE_RATE_LIMIT_{channel.upper()}", 0.0)
+        for channel in CHANNELS
+        if env.get(f"ENCORE_RATE_LIMIT_{channel.upper()}")
+    }
+    ratio = _number(env, "ENCORE_REFILL_RATIO", 0.70)
+    if not 0 < ratio <= 1:
+        raise SettingsError("ENCORE_REFILL_RATIO: must be in (0, 1]")
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        broker_url=broker_url,
+        markets_file=env.get("ENCORE_MARKETS_FILE") or None,
+        channel_templates=templates,
+        retry_base_seconds=_number(env, "ENCORE_RETRY_BASE_SECONDS", DEFAULT_RETRY_BASE_SECONDS),
+        lease_seconds=_number(env, "ENCORE_LEASE_SECONDS", DEFAULT_LEASE_SECONDS, minimum=1.0),
+        max_attempts_per_channel=int(_number(env, "ENCORE_MAX_ATTEMPTS_PER_CHANNEL", 5, minimum=1)),
+        refill_ratio=Decimal(str(ratio)),
+        webhook_secret=env.get("ENCORE_WEBHOOK_SECRET") or None,
+        shopify_secret=env.get("ENCORE_SHOPIFY_SECRET") or None,
+        rate_limits=rate_limits,
+        campaigns_dir=env.get("ENCORE_CAMPAIGNS_DIR") or None,
+    )

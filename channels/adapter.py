@@ -32,6 +32,7 @@ from tenacity import (
 
 from coupons.model import ADDRESS_FIELD, CHANNELS, Message
 
+from . import http_headers
 from .classify import SendResult, classify_apprise_log
 from .smtp import SmtpConnection, SmtpSettings
 
@@ -211,12 +212,13 @@ class _AppriseSender(ChannelSender):
                 body, body_format = message.html, apprise.NotifyFormat.HTML
             else:
                 body, body_format = message.text, apprise.NotifyFormat.TEXT
-            result = notifier.notify(
-                body=body,
-                title=message.subject or "",
-                body_format=body_format,
-                log_level=logging.DEBUG,
-            )
+            with http_headers.capture() as response:
+                result = notifier.notify(
+                    body=body,
+                    title=message.subject or "",
+                    body_format=body_format,
+                    log_level=logging.DEBUG,
+                )
             try:
                 ok = bool(result)
                 timed_out = result.status == apprise.AppriseResultStatus.TIMEOUT
@@ -227,6 +229,10 @@ class _AppriseSender(ChannelSender):
             outcome = SendResult(False, True, "timeout", "Apprise stopped waiting for the provider")
         else:
             outcome = classify_apprise_log(ok, log_text)
+        header_wait = http_headers.retry_after_seconds(response.retry_after)
+        if outcome.transient and header_wait is not None:
+            outcome = SendResult(outcome.ok, outcome.transient, outcome.reason, outcome.detail,
+                                 max(header_wait, outcome.retry_after or 0.0))
         if outcome.detail:
             outcome = _with_detail(outcome, self._redact(outcome.detail))
         return outcome

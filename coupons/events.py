@@ -24,6 +24,9 @@ from .model import CHANNELS
 from .money import known_currencies
 
 MAX_EVENT_BYTES = 256 * 1024
+MAX_PRICE = Decimal(10) ** 15
+"""Above any real unit price in any currency (VND prices reach 1e9); keeps offer
+arithmetic inside Decimal's 28 digits."""
 EVENT_TYPES = ("order.paid", "stream.ended", "order.refunded", "customer.opted_out", "coupon.redeemed")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 _BCP47 = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
@@ -66,7 +69,7 @@ Text = Annotated[str, BeforeValidator(_non_empty_str)]
 
 
 def _timestamp(value: Any) -> datetime:
-    if not isinstance(value, str) or not _RFC3339.match(value):
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ValueError("must be an RFC 3339 timestamp with Z or an offset")
     try:
         return datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
@@ -106,6 +109,8 @@ def _price(value: Any) -> Decimal:
         raise ValueError("must be a finite number")
     if amount <= 0:
         raise ValueError("must be > 0")
+    if amount >= MAX_PRICE:
+        raise ValueError(f"must be < {MAX_PRICE:,}")
     return amount
 
 
@@ -153,7 +158,7 @@ class CustomerData(_Strict):
     @field_validator("locale")
     @classmethod
     def _bcp47(cls, value: str | None) -> str | None:
-        if value is not None and not _BCP47.match(value):
+        if value is not None and not _BCP47.fullmatch(value):
             raise ValueError("must be a BCP 47 language tag like pt-BR")
         return value
 
@@ -237,6 +242,7 @@ _PYDANTIC_REASONS = {
     "missing": "required",
     "string_too_short": "must not be empty",
     "string_too_long": "is too long",
+    "too_long": "is too long",
     "too_short": "must not be empty",
     "list_type": "must be a list",
     "dict_type": "must be an object",
@@ -262,7 +268,7 @@ def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> EventErr
     if reason is None:
         reason = str(error["msg"]).removeprefix("Value error, ")
         reason = reason[0].lower() + reason[1:] if reason else "is invalid"
-    if error["type"] == "string_too_long" and error.get("ctx"):
+    if error["type"] in ("string_too_long", "too_long") and error.get("ctx"):
         reason = f"must be at most {error['ctx']['max_length']} characters"
     return EventError(_field_path(prefix + tuple(error["loc"])), reason)
 
@@ -284,7 +290,8 @@ def validate_event(obj: Any) -> Event:
 
 def parse_event(text: str | bytes) -> Event:
     """Validate one raw JSON text (one line of JSON Lines, or one request body element)."""
-    if len(text) > MAX_EVENT_BYTES:
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_EVENT_BYTES:
         raise EventError("", f"event is larger than {MAX_EVENT_BYTES // 1024} KiB")
     try:
         obj = json.loads(text)

@@ -134,6 +134,12 @@ def parse_markets(text: str) -> Markets:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MarketsFileError(f"markets file: {exc}") from None
+    for name, spec in raw.items():
+        if not isinstance(spec, dict):
+            raise MarketsFileError(f"{name}: must be a table of market settings")
+        for country, entry in (spec.get("countries") or {}).items():
+            if not isinstance(entry, dict):
+                raise MarketsFileError(f"{name}.countries.{country}: must be a table like {{ timezone = \"...\" }}")
     markets = {name: _parse_market(name, spec) for name, spec in raw.items()}
     defaults = [m.name for m in markets.values() if m.is_default]
     if len(defaults) != 1:

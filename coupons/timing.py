@@ -15,7 +15,8 @@ FREQUENCY_CAP = timedelta(hours=24)
 
 
 def deadline_for(trigger_at: datetime) -> datetime:
-    return trigger_at + DEADLINE_AFTER
+    """24 elapsed hours, not 24 wall-clock hours: computed in UTC so a DST change can't shorten it."""
+    return trigger_at.astimezone(UTC) + DEADLINE_AFTER
 
 
 def stream_trigger_at(first_order_at: datetime, last_order_at: datetime, stream_ended_at: datetime | None) -> datetime | None:
@@ -31,7 +32,7 @@ def stream_trigger_at(first_order_at: datetime, last_order_at: datetime, stream_
 
 def stream_fallback_at(first_order_at: datetime) -> datetime:
     """A stream order whose stream.ended never comes triggers 6 h after it."""
-    return first_order_at + STREAM_WAIT
+    return first_order_at.astimezone(UTC) + STREAM_WAIT
 
 
 def _in_quiet_hours(local: time, start: time, end: time) -> bool:

@@ -10,11 +10,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+import logging
+
 from coupons.events import EventError, parse_event
 from store.db import session_scope
 
 from .intake import store_dead_letter, store_events
 from .runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 EMIT_BATCH = 1000
 
@@ -47,6 +51,7 @@ def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str]], now: Cal
             try:
                 enqueue(new_ids)
             except Exception:  # stored already: the relay re-enqueues after the lease
+                log.warning("enqueueing %d stored events failed; the relay will retry", len(new_ids), exc_info=True)
                 report.enqueue_errors += 1
         batch.clear()
         rejects.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from channels.adapter import validate_channel_template
 from coupons.markets import Markets, load_markets
 from workers.settings import Settings, load_settings
 
@@ -24,7 +25,11 @@ class Runtime:
 
 
 def build_runtime(settings: Settings | None = None) -> Runtime:
+    """Settings, markets and channel templates, all checked now: a broken Apprise URL
+    or markets file is a clear error at start, not a failure at send time."""
     settings = settings or load_settings()
+    for channel, template in settings.channel_templates.items():
+        validate_channel_template(channel, template)
     return Runtime(settings=settings, markets=load_markets(settings.markets_file))
 
 

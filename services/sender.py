@@ -12,17 +12,21 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
+import redis
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from channels.adapter import SendResult, open_sender
+from channels.ratelimit import Limiter, make_rate_limiter
 from coupons.delivery_rules import after_attempt, decide_send
 from coupons.messages import render_message, resolve_language
 from coupons.model import Message, MessageContext, Offer
@@ -199,6 +203,39 @@ def _record(runtime: Runtime, pending: list[tuple[Outgoing, SendResult, datetime
         session.execute(update(Delivery), [_outcome_row(item, result, at, runtime) for item, result, at in pending])
 
 
+MAX_RATE_WAIT_SECONDS = 1.0
+"""Longest a worker waits in place for a rate-limit token before rescheduling."""
+
+
+@lru_cache(maxsize=16)
+def _limiter_for(channel: str, rate: float, redis_url: str | None) -> Limiter:
+    client = redis.Redis.from_url(redis_url) if redis_url else None
+    return make_rate_limiter(channel, rate, max(1, math.ceil(rate)), client)
+
+
+def rate_limiter(runtime: Runtime, channel: str) -> Limiter | None:
+    """The channel's shared token bucket (Redis when the broker is Redis), or None if unlimited."""
+    rate = runtime.settings.rate_limits.get(channel)
+    return _limiter_for(channel, rate, runtime.settings.redis_url) if rate else None
+
+
+def _wait_for_token(limiter: Limiter | None) -> float | None:
+    """None once a token is taken; the wait in seconds if it is too long to hold the worker."""
+    if limiter is None:
+        return None
+    while (wait := limiter.acquire()) > 0:
+        if wait > MAX_RATE_WAIT_SECONDS:
+            return wait
+        time.sleep(wait)
+    return None
+
+
+def _postpone(runtime: Runtime, items: list[Outgoing], due_at: datetime) -> None:
+    with session_scope(runtime.database_url) as session:
+        _bulk_update(session, [_row(item.delivery_id, due_at, state=SCHEDULED, reason="rate_limited", due_at=due_at)
+                               for item in items])
+
+
 def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> BatchReport:
     """Claim, send and record one batch; safe to run twice with the same ids."""
     now = clock()
@@ -209,14 +246,23 @@ def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> 
     with session_scope(runtime.database_url) as session:
         outgoing, updates, rescheduled = _prepare(session, runtime, claimed, now)
         _bulk_update(session, updates)
+    ended = len(updates) - rescheduled
     by_channel: dict[str, list[Outgoing]] = defaultdict(list)
     for item in outgoing:
         by_channel[item.channel].append(item)
     sent = retried = 0
     pending: list[tuple[Outgoing, SendResult, datetime]] = []
     for channel, items in by_channel.items():
+        limiter = rate_limiter(runtime, channel)
         with open_sender(channel, runtime.settings.channel_templates[channel]) as sender:
-            for item in items:
+            for index, item in enumerate(items):
+                wait = _wait_for_token(limiter)
+                if wait is not None:
+                    # The provider's rate is spent for longer than a worker should hold:
+                    # hand the rest back to the relay for when tokens are there again.
+                    _postpone(runtime, items[index:], clock() + timedelta(seconds=wait))
+                    rescheduled += len(items) - index
+                    break
                 result = sender.send(item.address, item.message)
                 pending.append((item, result, clock()))
                 sent += result.ok
@@ -225,5 +271,4 @@ def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> 
                     _record(runtime, pending)
                     pending = []
     _record(runtime, pending)
-    ended = len(updates) - rescheduled
     return BatchReport(claimed=len(claimed), sent=sent, retried=retried, ended=ended, rescheduled=rescheduled)

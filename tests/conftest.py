@@ -49,13 +49,21 @@ def postgres_url():
 
 @pytest.fixture()
 def redis_url():
+    """Redis with Encore's queues emptied. Kombu's exchange bindings are kept: a
+    publisher in this process caches that it declared them (see README, crash safety)."""
     need_service("Redis", "127.0.0.1", 6379)
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
+
+    def purge() -> None:
+        for key in client.scan_iter():
+            if not key.startswith(b"_kombu.binding"):
+                client.delete(key)
+
+    purge()
     yield REDIS_URL
-    client.flushdb()
+    purge()
 
 
 @pytest.fixture()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -118,13 +123,59 @@ class Stack:
             return session.execute(statement).all()
 
 
+class WorkerProcess:
+    """A real `encore worker` process (prefork, like production), with its log."""
+
+    def __init__(self, env: dict[str, str], log_path, concurrency: int = 2):
+        self.env = env
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        log = open(self.log_path, "a")
+        start_offset = log.tell()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "worker", "--concurrency", str(self.concurrency),
+             "--loglevel", "INFO", "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h"],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+        )
+        log.close()
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()}")
+            with open(self.log_path) as f:
+                f.seek(start_offset)
+                return " ready." in f.read()
+
+        wait_until(ready, timeout)
+        return self
+
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()[-4000:]
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (parent and pool children), as a crash would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
 @contextmanager
 def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, env: dict | None = None,
-                  relay_tick: float = 0.5) -> Iterator[Stack]:
-    from celery.contrib.testing.worker import start_worker
-
+                  relay_tick: float = 0.5, concurrency: int = 2) -> Iterator[Stack]:
     import services.runtime as runtime_module
-    from workers.app import QUEUES, app, configure
+    from workers.app import configure
     from workers.settings import load_settings
 
     smtp = SmtpSink()
@@ -150,6 +201,7 @@ def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, 
     runtime_module.current_runtime.cache_clear()
     configure(load_settings())
     runtime = runtime_module.current_runtime()
+    worker = WorkerProcess(dict(os.environ), Path(data_dir) / "worker.log", concurrency)
     stop = threading.Event()
 
     def tick() -> None:
@@ -163,12 +215,14 @@ def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, 
 
     ticker = threading.Thread(target=tick, daemon=True)
     try:
-        with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False, queues=list(QUEUES),
-                          loglevel="WARNING", shutdown_timeout=30):
-            ticker.start()
-            yield Stack(runtime, smtp, http)
+        worker.start()
+        ticker.start()
+        stack = Stack(runtime, smtp, http)
+        stack.worker = worker
+        yield stack
     finally:
         stop.set()
+        worker.stop()
         smtp.stop()
         http.stop()
         runtime_module.current_runtime.cache_clear()

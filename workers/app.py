@@ -5,6 +5,7 @@ run twice (they are: each claims rows in the database before acting)."""
 from __future__ import annotations
 
 from celery import Celery
+from kombu import pools
 
 from workers.settings import Settings, load_settings
 
@@ -19,8 +20,9 @@ app = Celery("encore")
 def configure(settings: Settings) -> Celery:
     """Point the app at `settings` (called at import, and again by tests and the demo)."""
     if app._pool is not None:
-        # Drop connections to a previous broker, as Celery does after a fork.
-        app._pool.force_close_all()
+        # Drop connections to a previous broker: kombu keeps global per-URL pools,
+        # and Celery's own reset is the one it does after a fork.
+        pools.reset()
         app._after_fork()
     app.conf.update(
         broker_url=settings.broker_url,
@@ -44,9 +46,10 @@ def configure(settings: Settings) -> Celery:
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         include=list(TASK_MODULES),
     )
-    if settings.broker_url.startswith(("redis://", "rediss://")):
-        # Far above any task's run time, so a slow batch is not redelivered while still running.
-        app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    # Redis: far above any task's run time, so a slow batch is not redelivered while
+    # still running. Other transports take no such option (SQLAlchemy's would reject it).
+    is_redis = settings.broker_url.startswith(("redis://", "rediss://"))
+    app.conf.broker_transport_options = {"visibility_timeout": 3600} if is_redis else {}
     return app
 
 

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from channels.adapter import ChannelConfigError
+from coupons.markets import MarketsFileError
 from workers.settings import SettingsError
 
 
@@ -46,7 +48,10 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
+    from services.runtime import current_runtime
     from workers.app import QUEUES, app
+
+    current_runtime()  # fail fast on bad settings, before Celery starts
 
     argv = ["worker", "-Q", ",".join(QUEUES), "--loglevel", "INFO", *extra]
     app.worker_main(argv)
@@ -54,7 +59,10 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
+    from services.runtime import current_runtime
     from workers.app import app
+
+    current_runtime()
 
     app.start(["beat", "--loglevel", "INFO", *extra])
     return 0
@@ -97,6 +105,48 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from services.dead_letters import list_dead_letters
+    from services.runtime import current_runtime
+    from store.db import session_scope
+
+    with session_scope(current_runtime().database_url) as session:
+        rows = list_dead_letters(session, include_replayed=args.all)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no dead letters")
+    for row in rows:
+        print(f"{row['id']:<8} {row['kind']:<9} {row['at'] or '':<21} {row['source'][:24]:<24} {row['reason']}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from services.dead_letters import replay
+    from services.runtime import current_runtime
+    from services.sender import utcnow
+    from store.db import session_scope
+    from tasks.intake import apply_events
+    from tasks.relay import relay
+
+    fixed = Path(args.file).read_text("utf-8") if args.file else None
+    if fixed is not None and len(args.ids) != 1:
+        print("encore replay: --file takes exactly one id", file=sys.stderr)
+        return 2
+    failures = 0
+    for item_id in args.ids:
+        with session_scope(current_runtime().database_url) as session:
+            result = replay(session, item_id, utcnow(), fixed)
+        print(f"{item_id}: {result.message}")
+        failures += not result.ok
+        if result.event_id:
+            apply_events.delay([result.event_id])
+        if result.delivery_id:
+            relay.delay()
+    return 1 if failures else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.demo import run_demo
 
@@ -115,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries = commands.add_parser("deliveries", help="one row per delivery")
     deliveries.add_argument("--customer")
     deliveries.add_argument("--json", action="store_true")
+    dead = commands.add_parser("dead-letters", help="rejected events and failed deliveries, with reasons")
+    dead.add_argument("--json", action="store_true")
+    dead.add_argument("--all", action="store_true", help="include dead letters already replayed")
+    replay = commands.add_parser("replay", help="re-submit rejected events (L<n>) or re-queue failed deliveries (D<n>)")
+    replay.add_argument("ids", nargs="+")
+    replay.add_argument("--file", help="the fixed event text to use instead of the stored one (one id only)")
     demo = commands.add_parser("demo", help="the whole pipeline on embedded defaults")
     demo.add_argument("--buyers", type=int, default=40, help="buyers in the sample livestream")
     return parser
@@ -126,12 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("worker", "beat"):
         args, extra = parser.parse_known_args(argv)
         runner = cmd_worker if argv[0] == "worker" else cmd_beat
-        return runner(args, extra)
+        try:
+            return runner(args, extra)
+        except (SettingsError, ChannelConfigError, MarketsFileError) as exc:
+            print(f"encore: {exc}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
-    handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo}
+    handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo,
+                "dead-letters": cmd_dead_letters, "replay": cmd_replay}
     try:
         return handlers[args.command](args)
-    except SettingsError as exc:
+    except (SettingsError, ChannelConfigError, MarketsFileError) as exc:
         print(f"encore: {exc}", file=sys.stderr)
         return 2
 

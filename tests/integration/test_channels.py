@@ -210,16 +210,29 @@ def test_http_400_is_permanent(http_sink: HttpSink) -> None:
     assert (result.ok, result.transient, result.reason) == (False, False, "http_400")
 
 
-def test_http_429_is_transient_but_its_retry_after_header_is_invisible(http_sink: HttpSink) -> None:
+def test_http_429_retry_after_header_is_read(http_sink: HttpSink) -> None:
     # Given a provider that rate-limits with a Retry-After header
     http_sink.respond("/sms/", [(429, {"Retry-After": "7"})])
     with open_sender("sms", f"json://{http_sink.address}/sms/{{phone}}") as sender:
         # When a message is sent
         result = sender.send(PHONE, SMS)
 
-    # Then it is transient; Apprise logs no response headers, so no retry_after
+    # Then it is transient and carries the provider's wait (Apprise hides headers;
+    # channels.http_headers reads them from the response)
     assert (result.transient, result.reason) == (True, "http_429")
-    assert result.retry_after is None
+    assert result.retry_after == 7.0
+
+
+def test_http_503_retry_after_as_an_http_date_is_read(http_sink: HttpSink) -> None:
+    from email.utils import format_datetime
+    from datetime import UTC, datetime, timedelta
+
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    http_sink.respond("/sms/", [(503, {"Retry-After": when})])
+    with open_sender("sms", f"json://{http_sink.address}/sms/{{phone}}") as sender:
+        result = sender.send(PHONE, SMS)
+    assert (result.transient, result.reason) == (True, "http_503")
+    assert 100 < result.retry_after <= 120
 
 
 def test_http_429_retry_after_in_the_response_body_is_read(http_sink: HttpSink) -> None:

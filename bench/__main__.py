@@ -1,0 +1,26 @@
+"""`python -m bench NAME [OPTIONS]`: run one benchmark (see `python -m bench --help`)."""
+
+from __future__ import annotations
+
+import sys
+
+BENCHMARKS = {
+    "fanout": ("bench.fanout", "N buyers of one livestream: time to the last email vs raw SMTP capacity"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
+        print("usage: python -m bench NAME [--help | OPTIONS]\n\nbenchmarks:")
+        for name, (_, about) in BENCHMARKS.items():
+            print(f"  {name:<10} {about}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    import importlib
+
+    module = importlib.import_module(BENCHMARKS[argv[0]][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""`encore demo`: the whole pipeline on embedded defaults, nothing to set up.
+
+It starts local stand-ins for the providers (an SMTP server and an HTTP
+endpoint for SMS, WhatsApp, LINE and Telegram), a real worker process with its
+scheduler, feeds sample shops' orders and a livestream from several markets,
+shows progress, and ends with a summary and a few messages as customers see them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+from channels.sinks import HttpSink, SmtpSink
+
+SAMPLE_CUSTOMERS = [
+    # country, currency, locale, name, channels, product (sku, name, price, refill?)
+    ("US", "USD", "en-US", "Ann Lee", ["email", "sms"], ("shampoo", "Argan Shampoo", "20.00", True)),
+    ("CA", "CAD", "en-CA", "Marc Roy", ["email"], ("mug", "Travel Mug", "18.50", False)),
+    ("DE", "EUR", "de-DE", "Jonas Weber", ["email"], ("tea", "Green Tea 100g", "9.90", True)),
+    ("BR", "BRL", "pt-BR", "Ana Souza", ["whatsapp", "email"], ("serum", "Sérum Facial", "89.90", True)),
+    ("MX", "MXN", "es-MX", "Luis Pérez", ["whatsapp", "sms"], ("cap", "Gorra", "250", False)),
+    ("ID", "IDR", "id-ID", "Siti Rahma", ["whatsapp", "email"], ("serum", "Serum Wajah", "189000", True)),
+    ("TH", "THB", "th-TH", "Niran", ["line", "sms"], ("soap", "สบู่สมุนไพร", "120", True)),
+    ("VN", "VND", "vi-VN", "Nguyễn An", ["whatsapp", "email"], ("coffee", "Cà phê rang", "150000", True)),
+    ("SA", "SAR", "ar-SA", "فاطمة", ["whatsapp", "email"], ("oud", "عطر العود", "320", False)),
+    ("AE", "AED", "ar-AE", "Omar", ["email"], ("dates", "Premium Dates", "75", True)),
+    ("NG", "NGN", "en-NG", "Chidi", ["telegram", "email"], ("earbuds", "Earbuds", "45000", False)),
+    ("PH", "PHP", "en-PH", "Maria <b>Cruz</b>", ["whatsapp", "sms"], ("lotion", "Body Lotion", "399", True)),
+]
+
+
+def _customer(run: str, index: int, spec: tuple, rng: random.Random) -> dict:
+    country, _currency, locale, name, consent, _product = spec
+    number = f"{rng.randrange(10**8, 10**9)}"
+    prefix = {"US": "+1415", "CA": "+1416", "DE": "+4915", "BR": "+55119", "MX": "+52155", "ID": "+62812",
+              "TH": "+6681", "VN": "+8490", "SA": "+96650", "AE": "+97150", "NG": "+234803", "PH": "+63917"}[country]
+    phone = (prefix + number)[:13] if country not in ("US", "CA") else prefix + number[:7]
+    return {
+        "id": f"{run}-cust-{index:04d}", "name": name, "country": country, "locale": locale,
+        "email": f"buyer{index}.{run}@example.com", "phone": phone, "whatsapp": phone,
+        "line_id": f"line-{run}-{index}", "telegram_id": str(100000 + index), "consent": consent,
+    }
+
+
+def sample_events(run: str, buyers: int, now: datetime, seed: int = 7) -> list[str]:
+    """Plain orders, a livestream with `buyers` buyers (some buying twice), its end,
+    a repeated event and a broken line: the cases a seller meets on a normal day."""
+    rng = random.Random(seed)
+    events: list[dict | str] = []
+    stream_id = f"{run}-live"
+    for index in range(buyers):
+        spec = SAMPLE_CUSTOMERS[index % len(SAMPLE_CUSTOMERS)]
+        customer = _customer(run, index, spec, rng)
+        sku, name, price, consumable = spec[5]
+        in_stream = index >= len(SAMPLE_CUSTOMERS)
+        orders = 2 if in_stream and index % 5 == 0 else 1
+        for n in range(orders):
+            item = {"sku": sku, "name": name, "unit_price": price, "quantity": 1 + (index + n) % 2 * (not consumable)}
+            if consumable:
+                item["refill_sku"] = f"{sku}-refill"
+            data = {"order_id": f"{run}-order-{index}-{n}", "currency": spec[1], "customer": customer, "items": [item]}
+            if in_stream:
+                data["stream_id"] = stream_id
+            events.append({"id": f"{run}-evt-{index}-{n}", "type": "order.paid",
+                           "occurred_at": (now - timedelta(minutes=30 - n)).strftime("%Y-%m-%dT%H:%M:%SZ"), "data": data})
+    events.append(events[0])  # a webhook delivered twice: acknowledged, ignored
+    events.append('{"id": "broken", "type": "order.paid", "occurred_at": "yesterday"}')
+    events.append({"id": f"{run}-evt-end", "type": "stream.ended",
+                   "occurred_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "data": {"stream_id": stream_id}})
+    return [e if isinstance(e, str) else json.dumps(e, ensure_ascii=False) for e in events]
+
+
+def _channel_env(smtp: SmtpSink, http: HttpSink) -> dict[str, str]:
+    base = f"json://127.0.0.1:{http.port}"
+    return {
+        "ENCORE_CHANNEL_EMAIL": f"mailto://127.0.0.1:{smtp.port}?from=shop@encore.example&to={{email}}",
+        "ENCORE_CHANNEL_SMS": f"{base}/sms/{{phone}}",
+        "ENCORE_CHANNEL_WHATSAPP": f"{base}/whatsapp/{{whatsapp}}",
+        "ENCORE_CHANNEL_LINE": f"{base}/line/{{line_id}}",
+        "ENCORE_CHANNEL_TELEGRAM": f"{base}/telegram/{{telegram_id}}",
+    }
+
+
+def _settled(report: dict, events_pending: int) -> bool:
+    deliveries = report["deliveries"]
+    return events_pending == 0 and deliveries["sending"] == 0 and sum(deliveries.values()) > 0
+
+
+def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
+    from services.emit import emit_lines
+    from services.reports import status
+    from services.runtime import current_runtime
+    from services.sender import utcnow
+    from store.db import session_scope
+    from workers.app import configure
+    from workers.settings import load_settings
+
+    smtp, http = SmtpSink().start(), HttpSink().start()
+    os.environ.update(_channel_env(smtp, http))
+    os.environ.setdefault("ENCORE_RETRY_BASE_SECONDS", "2")
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    configure(settings)
+    current_runtime.cache_clear()
+    runtime = current_runtime()
+    print(f"Encore demo — database {settings.database_url}, broker {settings.broker_url}")
+    print(f"  providers: SMTP on 127.0.0.1:{smtp.port}, SMS/WhatsApp/LINE/Telegram on http://127.0.0.1:{http.port}")
+    log_path = settings.data_dir / "demo-worker.log"
+    with open(log_path, "w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "worker", "--beat", "--concurrency", "2",
+             "--schedule", str(settings.data_dir / "demo-beat-schedule")],
+            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+        )
+    print(f"  worker: pid {worker.pid} (log {log_path})")
+    try:
+        from tasks.intake import apply_events
+
+        run = datetime.now(UTC).strftime("d%H%M%S")
+        lines = sample_events(run, buyers, utcnow())
+        rejected: list[str] = []
+        report = emit_lines(runtime, (("demo", n, text) for n, text in enumerate(lines, 1)), utcnow,
+                            lambda ids: apply_events.delay(ids), lambda _s, n, reason: rejected.append(f"line {n}: {reason}"))
+        print(f"\nFed {len(lines)} events: accepted {report.accepted}, rejected {report.rejected}")
+        for line in rejected:
+            print(f"  rejected {line}")
+        started = time.monotonic()
+        last = ""
+        while True:
+            with session_scope(runtime.database_url) as session:
+                snapshot = status(session)
+                from sqlalchemy import func, select
+
+                from store.models import InboxEvent
+
+                pending = session.scalar(select(func.count()).select_from(InboxEvent).where(InboxEvent.processed_at.is_(None)))
+            line = "  " + ", ".join(f"{k} {v}" for k, v in snapshot["deliveries"].items() if v) + f" | events waiting {pending}"
+            if line != last:
+                print(f"[{time.monotonic() - started:5.1f}s]{line}")
+                last = line
+            if _settled(snapshot, pending) and time.monotonic() - started > 3:
+                break
+            if worker.poll() is not None:
+                print(f"the worker stopped (exit {worker.returncode}); see {log_path}")
+                return 1
+            if time.monotonic() - started > timeout:
+                print("demo timed out waiting for the worker")
+                return 1
+            time.sleep(0.5)
+        _summary(snapshot, smtp, http)
+        return 0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        smtp.stop()
+        http.stop()
+
+
+def _summary(snapshot: dict, smtp: SmtpSink, http: HttpSink) -> None:
+    deliveries = snapshot["deliveries"]
+    print("\nSummary")
+    print(f"  sent {deliveries['sent']}  scheduled {deliveries['scheduled']} (waiting for the end of the customer's "
+          f"quiet hours)  suppressed {deliveries['suppressed']}  expired {deliveries['expired']}  failed {deliveries['failed']}")
+    print(f"  provider stand-ins received: {smtp.count} emails, {http.count} SMS/chat messages")
+    print(f"  latency due → sent: p50 {snapshot['latency_seconds']['p50']}s, p99 {snapshot['latency_seconds']['p99']}s")
+    shown = 0
+    for mail in smtp.messages[:2]:
+        print(f"\n── email to {mail['To']} ──\nSubject: {mail['Subject']}\n{mail.get_body(('plain',)).get_content().strip()}")
+        shown += 1
+    for request in http.requests[:3]:
+        body = request.json or {}
+        print(f"\n── {request.path.split('/')[1]} to {request.path.split('/')[-1]} ──\n{body.get('message', '').strip()}")
+        shown += 1
+    print("\nNow try: encore status   ·   encore deliveries   ·   encore deliveries --json")

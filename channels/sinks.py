@@ -12,6 +12,7 @@ Run alone for benchmarks (counts messages, prints the count on SIGTERM/SIGINT):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import signal
 import sys
@@ -85,6 +86,10 @@ class _SmtpHandler:
         return f"250 {server.hostname}"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self._sink.rcpt_delay:
+            # A slow provider, before anything is accepted: a client killed now
+            # leaves no message behind (crash tests rely on this).
+            await asyncio.sleep(self._sink.rcpt_delay)
         refusal = self._sink._refusals.get(address.lower())
         if refusal is not None:
             code, text = refusal
@@ -146,6 +151,7 @@ class SmtpSink:
     def __init__(self, host: str = LOCALHOST, *, parse: bool = True) -> None:
         self._received = _Collector()
         self._refusals: dict[str, tuple[int, str]] = {}
+        self.rcpt_delay = 0.0  # seconds the server waits before answering RCPT
         self._sessions = 0
         self._sessions_lock = threading.Lock()
         self._controller = _SmtpController(_SmtpHandler(self, parse=parse), host)

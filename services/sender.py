@@ -22,7 +22,7 @@ from decimal import Decimal
 from functools import lru_cache
 
 import redis
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from channels.adapter import SendResult, open_sender
@@ -47,9 +47,12 @@ from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-RECORD_EVERY = 20
-"""Messages sent between two commits of their results: the bound on duplicates
-after a crash, traded against one commit per message."""
+RECORD_EVERY = 1
+"""Messages sent between two commits of their results, and so the most a worker
+killed mid-batch can leave sent-but-unrecorded (sent again after its lease).
+One: each result is committed right after the provider answered. On PostgreSQL
+that commit skips the WAL flush wait (synchronous_commit off): a killed worker
+cannot lose it, only a crash of the database server itself could."""
 
 Clock = Callable[[], datetime]
 
@@ -194,6 +197,8 @@ def _record(runtime: Runtime, pending: list[tuple[Outgoing, SendResult, datetime
     if not pending:
         return
     with session_scope(runtime.database_url) as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         session.execute(insert(Attempt), [
             dict(delivery_id=item.delivery_id, at=at, channel=item.channel,
                  outcome="sent" if result.ok else ("transient" if result.transient else "permanent"),
@@ -201,6 +206,31 @@ def _record(runtime: Runtime, pending: list[tuple[Outgoing, SendResult, datetime
             for item, result, at in pending
         ])
         session.execute(update(Delivery), [_outcome_row(item, result, at, runtime) for item, result, at in pending])
+
+
+class _LeaseKeeper:
+    """Extends the lease on the batch's unsent deliveries while the worker is alive,
+    so a slow batch is never handed to a second worker; a dead worker stops renewing
+    and its rows return to the relay one lease later."""
+
+    def __init__(self, runtime: Runtime, delivery_ids: list[int], clock: Clock):
+        self.runtime = runtime
+        self.remaining = set(delivery_ids)
+        self.clock = clock
+        self.seconds = runtime.settings.lease_seconds
+        self.renewed_at = clock()
+
+    def done(self, delivery_id: int) -> None:
+        self.remaining.discard(delivery_id)
+
+    def renew_if_due(self) -> None:
+        now = self.clock()
+        if not self.remaining or (now - self.renewed_at).total_seconds() < self.seconds / 3:
+            return
+        with session_scope(self.runtime.database_url) as session:
+            session.execute(update(Delivery).where(Delivery.id.in_(self.remaining), Delivery.state == SENDING)
+                            .values(lease_expires_at=now + timedelta(seconds=self.seconds)))
+        self.renewed_at = now
 
 
 MAX_RATE_WAIT_SECONDS = 1.0
@@ -252,6 +282,7 @@ def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> 
         by_channel[item.channel].append(item)
     sent = retried = 0
     pending: list[tuple[Outgoing, SendResult, datetime]] = []
+    lease = _LeaseKeeper(runtime, [item.delivery_id for item in outgoing], clock)
     for channel, items in by_channel.items():
         limiter = rate_limiter(runtime, channel)
         with open_sender(channel, runtime.settings.channel_templates[channel]) as sender:
@@ -263,8 +294,10 @@ def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> 
                     _postpone(runtime, items[index:], clock() + timedelta(seconds=wait))
                     rescheduled += len(items) - index
                     break
+                lease.renew_if_due()
                 result = sender.send(item.address, item.message)
                 pending.append((item, result, clock()))
+                lease.done(item.delivery_id)
                 sent += result.ok
                 retried += not result.ok
                 if len(pending) >= RECORD_EVERY:

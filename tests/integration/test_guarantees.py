@@ -1,0 +1,292 @@
+"""Delivery when things go wrong (SPEC rules 9–14) on PostgreSQL + Redis with a
+real worker process, a real SMTP server and HTTP endpoints that fail on purpose."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select, update
+
+from services.redemption import redeem
+from store.db import session_scope
+from store.models import Attempt, DeadLetter, Delivery, InboxEvent
+from tests.support import order_paid, running_stack, stream_ended, wait_until, zone_where_local_hour_is
+
+CODE_PATTERN = re.compile(r"\b[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}\b")
+
+
+@pytest.fixture()
+def stack(monkeypatch, tmp_path, postgres_url, redis_url, request):
+    env = getattr(request, "param", None) or {}
+    with running_stack(monkeypatch, data_dir=tmp_path, database_url=postgres_url, broker_url=redis_url,
+                       env=env) as running:
+        yield running
+
+
+def day() -> str:
+    return zone_where_local_hour_is(13)
+
+
+def night() -> str:
+    return zone_where_local_hour_is(23)
+
+
+def sms_order(event_id: str, customer_id: str, **kwargs) -> dict:
+    """A US customer reachable by SMS only."""
+    return order_paid(event_id, customer_id=customer_id, consent=["sms"], phone="+14155550100",
+                      timezone=kwargs.pop("timezone", day()), **kwargs)
+
+
+def attempts_of(stack, delivery_id: int) -> list[tuple]:
+    return stack.query(select(Attempt.channel, Attempt.outcome, Attempt.reason, Attempt.at)
+                       .where(Attempt.delivery_id == delivery_id).order_by(Attempt.id))
+
+
+def make_due_now(stack, customer_id: str) -> None:
+    """Stand in for the clock reaching the customer's morning."""
+    with session_scope(stack.runtime.database_url) as session:
+        session.execute(update(Delivery).where(Delivery.customer_id == customer_id)
+                        .values(due_at=datetime.now(UTC) - timedelta(seconds=1)))
+
+
+# -- rule 12: failures, retries, fallbacks ------------------------------------------
+
+def test_two_503s_then_200_is_sent_on_the_third_attempt(stack):
+    # Given an SMS provider that answers 503 twice, then 200
+    stack.http.respond("/sms/", [503, 503])
+    # When a customer reachable only by SMS orders
+    stack.emit(sms_order("e-503", "ivy"))
+    # Then the third attempt delivers it, on the same channel
+    [row] = stack.wait_for_states(1, ("sent",))
+    assert (row["channel"], row["attempts"]) == ("sms", 3)
+    assert [(c, o, r) for c, o, r, _ in attempts_of(stack, row["id"])] == [
+        ("sms", "transient", "http_503"), ("sms", "transient", "http_503"), ("sms", "sent", "sent")]
+    assert stack.http.count == 3
+
+
+def test_400_on_whatsapp_falls_back_to_sms_at_once(stack):
+    # Given a Brazilian customer on WhatsApp and SMS, and a WhatsApp provider that refuses them
+    stack.http.respond("/whatsapp/", [400], forever=True)
+    event = order_paid("e-400", customer_id="joa", country="BR", currency="BRL", consent=["whatsapp", "sms"],
+                       whatsapp="+5511912345678", phone="+5511912345678", timezone=day())
+    stack.emit(event)
+    # Then SMS delivers it, after exactly one WhatsApp attempt
+    [row] = stack.wait_for_states(1, ("sent",))
+    assert row["channel"] == "sms"
+    assert [(c, o) for c, o, _, _ in attempts_of(stack, row["id"])] == [("whatsapp", "permanent"), ("sms", "sent")]
+
+
+@pytest.mark.parametrize("stack", [{"ENCORE_MAX_ATTEMPTS_PER_CHANNEL": "3"}], indirect=True)
+def test_503_forever_ends_failed_with_the_last_reason(stack):
+    stack.http.respond("/sms/", [503], forever=True)
+    stack.emit(sms_order("e-down", "kit"))
+    [row] = stack.wait_for_states(1, ("failed",))
+    assert (row["reason"], row["attempts"], row["sent_at"]) == ("http_503", 3, None)
+
+
+@pytest.mark.parametrize("stack", [{"ENCORE_RETRY_BASE_SECONDS": "2", "ENCORE_MAX_ATTEMPTS_PER_CHANNEL": "50"}],
+                         indirect=True)
+def test_retries_never_run_past_the_deadline(stack):
+    # Given an order whose 24 h deadline is 8 seconds away, and a provider that is down
+    stack.http.respond("/sms/", [503], forever=True)
+    occurred = datetime.now(UTC) - timedelta(hours=24) + timedelta(seconds=8)
+    stack.emit(sms_order("e-late", "lou", occurred_at=occurred))
+    # Then it ends failed, and no attempt was made after the deadline
+    [row] = stack.wait_for_states(1, ("failed",), timeout=30)
+    deadline = datetime.fromisoformat(row["deadline_at"].replace("Z", "+00:00"))
+    attempts = attempts_of(stack, row["id"])
+    assert len(attempts) >= 2
+    assert all(at <= deadline for *_, at in attempts)
+
+
+def test_retry_after_is_respected(stack):
+    # Given a provider that says "come back in 3 seconds"
+    stack.http.respond("/sms/", [(429, {"Retry-After": "3"})])
+    stack.emit(sms_order("e-429", "max"))
+    [row] = stack.wait_for_states(1, ("sent",), timeout=30)
+    (_, _, reason, first), (_, _, _, second) = attempts_of(stack, row["id"])
+    # Then the second attempt waited at least that long
+    assert reason == "http_429"
+    assert (second - first).total_seconds() >= 3
+
+
+# -- rules 9, 10, 11: cap, consent, refunds ---------------------------------------
+
+def test_a_second_trigger_within_24_hours_is_suppressed(stack):
+    zone = day()
+    stack.emit(order_paid("e-cap1", customer_id="ned", order_id="o-cap1", timezone=zone))
+    stack.wait_for_states(1, ("sent",))
+    stack.emit(order_paid("e-cap2", customer_id="ned", order_id="o-cap2", timezone=zone))
+    rows = stack.wait_for_states(2, ("sent", "suppressed"))
+    assert sorted((r["state"], r["reason"]) for r in rows) == [("sent", None), ("suppressed", "frequency_cap")]
+    assert stack.smtp.count == 1
+
+
+def test_an_opt_out_reaches_a_delivery_already_scheduled(stack):
+    # Given a delivery waiting for the customer's morning
+    stack.emit(order_paid("e-opt", customer_id="oli", timezone=night()))
+    stack.wait_for_states(1, ("scheduled",))
+    # When the customer opts out of email, then morning comes
+    stack.emit({"id": "e-opt-out", "type": "customer.opted_out", "occurred_at": _now(),
+                "data": {"customer_id": "oli", "channels": ["email"]}})
+    wait_until(lambda: stack.query(select(func.count()).select_from(InboxEvent)
+                                   .where(InboxEvent.processed_at.is_(None))) == [(0,)])
+    make_due_now(stack, "oli")
+    # Then nothing is sent: no usable channel is left
+    [row] = stack.wait_for_states(1, ("suppressed",))
+    assert row["reason"] == "no_channel"
+    assert stack.smtp.count == 0
+
+
+def test_a_refund_before_sending_cancels_the_delivery(stack):
+    stack.emit(order_paid("e-ref", customer_id="pam", order_id="o-ref", timezone=night()))
+    stack.wait_for_states(1, ("scheduled",))
+    stack.emit({"id": "e-ref-r", "type": "order.refunded", "occurred_at": _now(), "data": {"order_id": "o-ref"}})
+    [row] = stack.wait_for_states(1, ("cancelled",))
+    assert row["reason"] == "refunded"
+
+
+def test_a_refund_after_sending_voids_the_coupon(stack):
+    stack.emit(order_paid("e-void", customer_id="quin", order_id="o-void", timezone=day()))
+    [row] = stack.wait_for_states(1, ("sent",))
+    stack.emit({"id": "e-void-r", "type": "order.refunded", "occurred_at": _now(), "data": {"order_id": "o-void"}})
+    wait_until(lambda: stack.deliveries()[0]["void"])
+    with session_scope(stack.runtime.database_url) as session:
+        assert redeem(session, row["code"], "o-next", datetime.now(UTC)).status == "void"
+
+
+def test_a_stream_with_some_orders_refunded_still_sends_to_the_others(stack):
+    zone = day()
+    stack.emit(order_paid("e-s1", customer_id="ray", order_id="o-s1", stream_id="st", timezone=zone),
+               order_paid("e-s2", customer_id="sue", order_id="o-s2", stream_id="st", timezone=zone),
+               {"id": "e-s1-r", "type": "order.refunded", "occurred_at": _now(), "data": {"order_id": "o-s1"}})
+    wait_until(lambda: stack.query(select(func.count()).select_from(InboxEvent)
+                                   .where(InboxEvent.processed_at.is_(None))) == [(0,)])
+    stack.emit(stream_ended("e-st-end", "st"))
+    [row] = stack.wait_for_states(1, ("sent",))
+    assert row["customer_id"] == "sue"
+
+
+# -- rule 13: redemption ------------------------------------------------------------
+
+@pytest.mark.parametrize("database", ["postgres", "sqlite"])
+def test_concurrent_redemptions_of_one_code_let_exactly_one_win(database, request, tmp_path, monkeypatch):
+    # Given a sent coupon (planned through the real pipeline, sent on the embedded broker)
+    url = request.getfixturevalue("postgres_url") if database == "postgres" else f"sqlite:///{tmp_path / 'r.db'}"
+    with running_stack(monkeypatch, data_dir=tmp_path, database_url=url,
+                       broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}") as stack:
+        stack.emit(order_paid("e-red", customer_id="tim", timezone=day()))
+        [row] = stack.wait_for_states(1, ("sent",))
+    # When eight shoppers redeem it at the same instant
+    barrier = threading.Barrier(8)
+    results: list[str] = []
+
+    def attempt(n: int) -> None:
+        barrier.wait()
+        with session_scope(url) as session:
+            results.append(redeem(session, row["code"].lower(), f"order-{n}", datetime.now(UTC)).status)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then exactly one wins and the others hear why
+    assert Counter(results) == {"redeemed": 1, "already_redeemed": 7}
+
+
+def test_redemption_refuses_unknown_and_expired_codes(postgres_url):
+    from store.db import engine_for
+
+    engine_for(postgres_url)
+    with session_scope(postgres_url) as session:
+        assert redeem(session, "AAAAA-BBBBB-CCCCC", "o", datetime.now(UTC)).status == "unknown"
+        assert redeem(session, "not a code", "o", datetime.now(UTC)).status == "unknown"
+
+
+# -- crash safety -----------------------------------------------------------------
+
+@pytest.mark.parametrize("stack", [{"ENCORE_LEASE_SECONDS": "3"}], indirect=True)
+def test_a_killed_worker_and_a_flushed_redis_still_send_each_coupon_once(stack, redis_url):
+    import redis
+
+    buyers = 300
+    zone = day()
+    # Given a stream with 300 buyers and an SMTP provider that takes 50 ms per recipient
+    stack.smtp.rcpt_delay = 0.05
+    stack.emit(*[order_paid(f"e-c{i}", customer_id=f"buyer-{i:03d}", stream_id="crash", timezone=zone)
+                 for i in range(buyers)])
+    wait_until(lambda: stack.query(select(func.count()).select_from(InboxEvent)
+                                   .where(InboxEvent.processed_at.is_(None))) == [(0,)], timeout=60)
+    stack.emit(stream_ended("e-crash-end", "crash"))
+    # When the worker is killed with SIGKILL in the middle of sending
+    wait_until(lambda: stack.smtp.count >= 40, timeout=60)
+    stack.worker.kill()
+    sent_before_crash = stack.smtp.count
+    assert sent_before_crash < buyers
+    # ...restarted, and Redis loses every queued message
+    redis.Redis.from_url(redis_url).flushdb()
+    stack.worker.start()
+    # Then every buyer ends with exactly one sent delivery
+    rows = stack.wait_for_states(buyers, ("sent",), timeout=120)
+    assert Counter(r["customer_id"] for r in rows) == {f"buyer-{i:03d}": 1 for i in range(buyers)}
+    # ...and the provider saw each code exactly once
+    assert stack.smtp.wait_for(buyers, timeout=10)
+    codes = Counter(CODE_PATTERN.search(m.get_body(("plain",)).get_content()).group(0) for m in stack.smtp.messages)
+    assert codes == Counter({r["code"]: 1 for r in rows})
+
+
+# -- rule 14: bad input never stops a worker or loses an event -----------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+
+
+def _mutated_order(draw_value, field: str, n: int) -> str:
+    event = order_paid(f"fz-{n}", customer_id=f"fz-{n}", timezone=day())
+    target, key = {"id": (event, "id"), "type": (event, "type"), "occurred_at": (event, "occurred_at"),
+                   "currency": (event["data"], "currency"), "customer": (event["data"], "customer"),
+                   "items": (event["data"], "items"), "country": (event["data"]["customer"], "country"),
+                   "consent": (event["data"]["customer"], "consent")}[field]
+    target[key] = draw_value
+    return json.dumps(event)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(
+    st.one_of(
+        st.text(max_size=60),
+        json_values.map(json.dumps),
+        st.tuples(json_values, st.sampled_from(["id", "type", "occurred_at", "currency", "customer", "items",
+                                                 "country", "consent"]), st.integers(0, 10**6))
+        .map(lambda t: _mutated_order(*t)),
+    ), min_size=1, max_size=6))
+def test_random_and_malformed_events_are_each_accepted_or_dead_lettered(stack, batch):
+    before_events = stack.query(select(func.count()).select_from(InboxEvent))[0][0]
+    before_letters = stack.query(select(func.count()).select_from(DeadLetter))[0][0]
+    lines = [line.replace("\n", " ") for line in batch]
+    report = stack.emit(*lines)
+    # Every non-blank line is counted once, as accepted or as rejected with a reason
+    assert report.accepted + report.rejected == sum(1 for line in lines if line.strip())
+    assert all(reason for _, reason in report.rejected_lines)
+    after_letters = stack.query(select(func.count()).select_from(DeadLetter))[0][0]
+    assert after_letters - before_letters == report.rejected
+    assert stack.query(select(func.count()).select_from(InboxEvent))[0][0] - before_events <= report.accepted
+    # ...and the worker keeps applying events
+    wait_until(lambda: stack.query(select(func.count()).select_from(InboxEvent)
+                                   .where(InboxEvent.processed_at.is_(None))) == [(0,)], timeout=30)
+    assert stack.worker.process.poll() is None
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -11,21 +11,11 @@ from workers.app import app
 EVENT_BATCH = 500
 
 
-def redeclare_queues() -> None:
-    """Declare Encore's queues again on the publishing connection. A Redis that lost
-    its data (FLUSHALL, a restart without persistence) lost kombu's exchange bindings
-    too, and a publisher that cached "already declared" would route into the void."""
-    with app.producer_or_acquire() as producer:
-        for queue in app.amqp.queues.values():
-            queue.bind(producer.channel).declare()
-
-
 @app.task(name="tasks.relay.relay")
 def relay() -> int:
     from tasks.intake import apply_events
     from tasks.send import send_deliveries
 
-    redeclare_queues()
     runtime = current_runtime()
     requeue_after = timedelta(seconds=runtime.settings.lease_seconds)
     with session_scope(runtime.database_url) as session:

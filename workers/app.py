@@ -7,12 +7,11 @@ from __future__ import annotations
 from celery import Celery
 from kombu import pools
 
+from schedules.beat import BEAT_SCHEDULE
 from workers.settings import Settings, load_settings
 
 QUEUES = ("intake", "plan", "send", "relay")
 TASK_MODULES = ("tasks.intake", "tasks.plan", "tasks.relay", "tasks.send")
-RELAY_TICK_SECONDS = 5.0
-SWEEP_TICK_SECONDS = 60.0
 
 app = Celery("encore")
 
@@ -39,10 +38,7 @@ def configure(settings: Settings) -> Celery:
         timezone="UTC",
         enable_utc=True,
         worker_hijack_root_logger=False,
-        beat_schedule={
-            "relay": {"task": "tasks.relay.relay", "schedule": RELAY_TICK_SECONDS},
-            "sweep-streams": {"task": "tasks.plan.sweep_streams", "schedule": SWEEP_TICK_SECONDS},
-        },
+        beat_schedule=BEAT_SCHEDULE,
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         include=list(TASK_MODULES),
     )

@@ -96,12 +96,14 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0
-    print(f"{'customer':<16} {'state':<10} {'reason':<14} {'channel':<9} {'offer':<28} {'code':<18} {'due_at':<21} sent_at")
+    width = max([8, *(len(row["customer_id"]) for row in rows)])
+    print(f"{'customer':<{width}} {'state':<10} {'reason':<14} {'channel':<9} {'offer':<30} {'code':<18} "
+          f"{'due_at':<21} sent_at")
     for row in rows:
         offer = row["offer"]
         what = f"{offer['type']} {offer.get('price') or str(offer.get('percent')) + '%'} {offer['currency']}"
-        print(f"{row['customer_id'][:16]:<16} {row['state']:<10} {row['reason'] or '':<14} {row['channel'] or '':<9} "
-              f"{what[:28]:<28} {row['code']:<18} {row['due_at']:<21} {row['sent_at'] or ''}")
+        print(f"{row['customer_id']:<{width}} {row['state']:<10} {row['reason'] or '':<14} {row['channel'] or '':<9} "
+              f"{what:<30} {row['code']:<18} {row['due_at']:<21} {row['sent_at'] or ''}")
     return 0
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+
+import phonenumbers
 
 from channels.sinks import HttpSink, SmtpSink
 
@@ -36,12 +37,10 @@ SAMPLE_CUSTOMERS = [
 ]
 
 
-def _customer(run: str, index: int, spec: tuple, rng: random.Random) -> dict:
+def _customer(run: str, index: int, spec: tuple) -> dict:
     country, _currency, locale, name, consent, _product = spec
-    number = f"{rng.randrange(10**8, 10**9)}"
-    prefix = {"US": "+1415", "CA": "+1416", "DE": "+4915", "BR": "+55119", "MX": "+52155", "ID": "+62812",
-              "TH": "+6681", "VN": "+8490", "SA": "+96650", "AE": "+97150", "NG": "+234803", "PH": "+63917"}[country]
-    phone = (prefix + number)[:13] if country not in ("US", "CA") else prefix + number[:7]
+    example = phonenumbers.example_number_for_type(country, phonenumbers.PhoneNumberType.MOBILE)
+    phone = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
     return {
         "id": f"{run}-cust-{index:04d}", "name": name, "country": country, "locale": locale,
         "email": f"buyer{index}.{run}@example.com", "phone": phone, "whatsapp": phone,
@@ -49,15 +48,14 @@ def _customer(run: str, index: int, spec: tuple, rng: random.Random) -> dict:
     }
 
 
-def sample_events(run: str, buyers: int, now: datetime, seed: int = 7) -> list[str]:
+def sample_events(run: str, buyers: int, now: datetime) -> list[str]:
     """Plain orders, a livestream with `buyers` buyers (some buying twice), its end,
     a repeated event and a broken line: the cases a seller meets on a normal day."""
-    rng = random.Random(seed)
     events: list[dict | str] = []
     stream_id = f"{run}-live"
     for index in range(buyers):
         spec = SAMPLE_CUSTOMERS[index % len(SAMPLE_CUSTOMERS)]
-        customer = _customer(run, index, spec, rng)
+        customer = _customer(run, index, spec)
         sku, name, price, consumable = spec[5]
         in_stream = index >= len(SAMPLE_CUSTOMERS)
         orders = 2 if in_stream and index % 5 == 0 else 1
@@ -88,9 +86,22 @@ def _channel_env(smtp: SmtpSink, http: HttpSink) -> dict[str, str]:
     }
 
 
-def _settled(report: dict, events_pending: int) -> bool:
-    deliveries = report["deliveries"]
-    return events_pending == 0 and deliveries["sending"] == 0 and sum(deliveries.values()) > 0
+def _work_left(session, now: datetime) -> int:
+    """Events not yet applied, stream orders not yet planned, deliveries due or in flight."""
+    from sqlalchemy import func, select
+
+    from store.models import SCHEDULED, SENDING, Delivery, InboxEvent, Order, Stream
+
+    def count(query) -> int:
+        return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+    return (
+        count(select(InboxEvent.id).where(InboxEvent.processed_at.is_(None)))
+        + count(select(Order.id).join(Stream, Stream.id == Order.stream_id)
+                .where(Order.coupon_id.is_(None), Order.refunded_at.is_(None), Stream.ended_at.is_not(None)))
+        + count(select(Delivery.id).where((Delivery.state == SENDING)
+                                          | ((Delivery.state == SCHEDULED) & (Delivery.due_at <= now))))
+    )
 
 
 def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
@@ -136,16 +147,12 @@ def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
         while True:
             with session_scope(runtime.database_url) as session:
                 snapshot = status(session)
-                from sqlalchemy import func, select
-
-                from store.models import InboxEvent
-
-                pending = session.scalar(select(func.count()).select_from(InboxEvent).where(InboxEvent.processed_at.is_(None)))
-            line = "  " + ", ".join(f"{k} {v}" for k, v in snapshot["deliveries"].items() if v) + f" | events waiting {pending}"
+                left = _work_left(session, utcnow())
+            line = "  " + ", ".join(f"{k} {v}" for k, v in snapshot["deliveries"].items() if v) + f" | work left {left}"
             if line != last:
                 print(f"[{time.monotonic() - started:5.1f}s]{line}")
                 last = line
-            if _settled(snapshot, pending) and time.monotonic() - started > 3:
+            if left == 0 and sum(snapshot["deliveries"].values()) > 0:
                 break
             if worker.poll() is not None:
                 print(f"the worker stopped (exit {worker.returncode}); see {log_path}")

@@ -8,7 +8,7 @@ key on coupons makes planning idempotent: a rerun inserts nothing new.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -175,19 +175,13 @@ def stream_requests(session: Session, stream_id: str, ended_at: datetime | None,
     return requests
 
 
-def unplanned_stream_customers(session: Session, stream_id: str, chunk: int = PLAN_CHUNK) -> Iterator[list[str]]:
-    """Customer ids with an unplanned order in the stream, in keyset-paged chunks."""
-    after = ""
-    while True:
-        ids = list(session.scalars(
-            select(Order.customer_id).where(Order.stream_id == stream_id, Order.coupon_id.is_(None),
-                                            Order.customer_id > after)
-            .group_by(Order.customer_id).order_by(Order.customer_id).limit(chunk)
-        ))
-        if not ids:
-            return
-        yield ids
-        after = ids[-1]
+def next_unplanned_customers(session: Session, stream_id: str, after: str, chunk: int = PLAN_CHUNK) -> list[str]:
+    """The next customer ids (keyset order, after `after`) with an unplanned order in the stream."""
+    return list(session.scalars(
+        select(Order.customer_id).where(Order.stream_id == stream_id, Order.coupon_id.is_(None),
+                                        Order.customer_id > after)
+        .group_by(Order.customer_id).order_by(Order.customer_id).limit(chunk)
+    ))
 
 
 def plan_stream_chunk(session: Session, runtime: Runtime, stream_id: str, customer_ids: list[str],

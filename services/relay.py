@@ -30,42 +30,34 @@ def release_expired_leases(session: Session, now: datetime) -> int:
     ).rowcount
 
 
-def claim_due_deliveries(session: Session, now: datetime, requeue_after: timedelta,
-                         limit: int = RELAY_LIMIT) -> list[int]:
-    """Stamp and return due deliveries not already waiting in the broker."""
-    due = (
-        select(Delivery.id)
-        .where(Delivery.state == SCHEDULED, Delivery.due_at <= now,
-               or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < now - requeue_after))
-        .order_by(Delivery.due_at)
+def _stamp_and_return(session: Session, model, ready, order_by, now: datetime, requeue_after: timedelta,
+                      limit: int) -> list:
+    """Claim up to `limit` rows that are `ready` and not waiting in the broker (or whose
+    message is presumed lost), stamping `enqueued_at` in the same statement."""
+    pick = (
+        select(model.id)
+        .where(ready, or_(model.enqueued_at.is_(None), model.enqueued_at < now - requeue_after))
+        .order_by(order_by)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return list(session.execute(
-        update(Delivery).where(Delivery.id.in_(due.scalar_subquery())).values(enqueued_at=now)
-        .returning(Delivery.id)
+        update(model).where(model.id.in_(pick.scalar_subquery())).values(enqueued_at=now).returning(model.id)
     ).scalars())
+
+
+def claim_due_deliveries(session: Session, now: datetime, requeue_after: timedelta,
+                         limit: int = RELAY_LIMIT) -> list[int]:
+    """Due deliveries not already waiting in the broker."""
+    ready = (Delivery.state == SCHEDULED) & (Delivery.due_at <= now)
+    return _stamp_and_return(session, Delivery, ready, Delivery.due_at, now, requeue_after, limit)
 
 
 def claim_unapplied_events(session: Session, now: datetime, requeue_after: timedelta,
                            limit: int = RELAY_LIMIT) -> list[str]:
     """Inbox rows stored but not applied, whose queue message is presumed lost."""
-    stale = (
-        select(InboxEvent.id)
-        .where(InboxEvent.processed_at.is_(None),
-               or_(InboxEvent.enqueued_at.is_(None), InboxEvent.enqueued_at < now - requeue_after))
-        .order_by(InboxEvent.occurred_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return list(session.execute(
-        update(InboxEvent).where(InboxEvent.id.in_(stale.scalar_subquery())).values(enqueued_at=now)
-        .returning(InboxEvent.id)
-    ).scalars())
-
-
-def next_due_at(session: Session) -> datetime | None:
-    return session.scalar(select(Delivery.due_at).where(Delivery.state == SCHEDULED).order_by(Delivery.due_at).limit(1))
+    return _stamp_and_return(session, InboxEvent, InboxEvent.processed_at.is_(None), InboxEvent.occurred_at,
+                             now, requeue_after, limit)
 
 
 def batches(ids: list, size: int) -> list[list]:

@@ -23,7 +23,9 @@ from functools import lru_cache
 
 import redis
 from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from channels.adapter import SendResult, open_sender
 from channels.ratelimit import Limiter, make_rate_limiter
@@ -193,7 +195,11 @@ def _outcome_row(item: Outgoing, result: SendResult, now: datetime, runtime: Run
     )
 
 
+@retry(retry=retry_if_exception_type(OperationalError), stop=stop_after_attempt(4),
+       wait=wait_exponential(multiplier=0.1, max=1.0), reraise=True)
 def _record(runtime: Runtime, pending: list[tuple[Outgoing, SendResult, datetime]]) -> None:
+    """Commit what the provider answered. A dropped database connection is retried
+    briefly (the pool reconnects): losing this commit would mean sending again."""
     if not pending:
         return
     with session_scope(runtime.database_url) as session:

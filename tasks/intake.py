@@ -4,10 +4,10 @@ from services.intake import apply_events as apply_events_service
 from services.runtime import current_runtime
 from services.sender import utcnow
 from store.db import session_scope
-from workers.app import app
+from workers.app import RETRY_ON_DATABASE_ERRORS, app
 
 
-@app.task(name="tasks.intake.apply_events")
+@app.task(name="tasks.intake.apply_events", **RETRY_ON_DATABASE_ERRORS)
 def apply_events(event_ids: list[str]) -> int:
     runtime = current_runtime()
     with session_scope(runtime.database_url) as session:

@@ -1,31 +1,33 @@
 """Plan a stream's coupons in chunks; sweep streams that waited long enough."""
 
-from services.planner import plan_stream_chunk, streams_waiting, unplanned_stream_customers
+from services.planner import next_unplanned_customers, plan_stream_chunk, streams_waiting
 from services.runtime import current_runtime
 from services.sender import utcnow
 from store.db import session_scope
-from workers.app import app
+from workers.app import RETRY_ON_DATABASE_ERRORS, app
 
 
-@app.task(name="tasks.plan.plan_stream")
+@app.task(name="tasks.plan.plan_stream", **RETRY_ON_DATABASE_ERRORS)
 def plan_stream(stream_id: str) -> int:
-    """One commit per chunk, and a relay kick after each, so sending overlaps planning."""
+    """One commit per chunk, and a relay kick after each, so sending overlaps planning
+    and memory stays flat however many buyers the stream had."""
     from tasks.relay import relay
 
     runtime = current_runtime()
-    planned = 0
-    with session_scope(runtime.database_url) as reader:
-        chunks = list(unplanned_stream_customers(reader, stream_id))
-    for customer_ids in chunks:
+    planned, after = 0, ""
+    while True:
         with session_scope(runtime.database_url) as session:
+            customer_ids = next_unplanned_customers(session, stream_id, after)
+            if not customer_ids:
+                return planned
             scheduled = plan_stream_chunk(session, runtime, stream_id, customer_ids, utcnow())
         planned += len(customer_ids)
+        after = customer_ids[-1]
         if scheduled:
             relay.delay()
-    return planned
 
 
-@app.task(name="tasks.plan.sweep_streams")
+@app.task(name="tasks.plan.sweep_streams", **RETRY_ON_DATABASE_ERRORS)
 def sweep_streams() -> int:
     runtime = current_runtime()
     with session_scope(runtime.database_url) as session:

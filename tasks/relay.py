@@ -6,12 +6,12 @@ from services.relay import SEND_BATCH, batches, claim_due_deliveries, claim_unap
 from services.runtime import current_runtime
 from services.sender import utcnow
 from store.db import session_scope
-from workers.app import app
+from workers.app import RETRY_ON_DATABASE_ERRORS, app
 
 EVENT_BATCH = 500
 
 
-@app.task(name="tasks.relay.relay")
+@app.task(name="tasks.relay.relay", **RETRY_ON_DATABASE_ERRORS)
 def relay() -> int:
     from tasks.intake import apply_events
     from tasks.send import send_deliveries

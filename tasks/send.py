@@ -2,10 +2,10 @@
 
 from services.runtime import current_runtime
 from services.sender import send_deliveries as send_deliveries_service
-from workers.app import app
+from workers.app import RETRY_ON_DATABASE_ERRORS, app
 
 
-@app.task(name="tasks.send.send_deliveries")
+@app.task(name="tasks.send.send_deliveries", **RETRY_ON_DATABASE_ERRORS)
 def send_deliveries(delivery_ids: list[int]) -> int:
     report = send_deliveries_service(current_runtime(), delivery_ids)
     if report.rescheduled or report.retried:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from celery import Celery
 from kombu import pools
+from sqlalchemy.exc import OperationalError
 
 from schedules.beat import BEAT_SCHEDULE
 from workers.settings import Settings, load_settings
@@ -14,6 +15,12 @@ QUEUES = ("intake", "plan", "send", "relay")
 TASK_MODULES = ("tasks.intake", "tasks.plan", "tasks.relay", "tasks.send")
 
 app = Celery("encore")
+
+RETRY_ON_DATABASE_ERRORS = dict(
+    autoretry_for=(OperationalError,), retry_backoff=1, retry_backoff_max=30, retry_jitter=True, max_retries=8,
+)
+"""Task options for a database that blips (connection dropped, SQLite busy): a short
+retry in the broker. Anything longer is the relay's job, from the rows themselves."""
 
 
 def configure(settings: Settings) -> Celery:

@@ -136,8 +136,7 @@ def test_an_opt_out_reaches_a_delivery_already_scheduled(stack):
     # When the customer opts out of email, then morning comes
     stack.emit({"id": "e-opt-out", "type": "customer.opted_out", "occurred_at": _now(),
                 "data": {"customer_id": "oli", "channels": ["email"]}})
-    wait_until(lambda: stack.query(select(func.count()).select_from(InboxEvent)
-                                   .where(InboxEvent.processed_at.is_(None))) == [(0,)])
+    wait_until(lambda: all_events_applied(stack))
     make_due_now(stack, "oli")
     # Then nothing is sent: no usable channel is left
     [row] = stack.wait_for_states(1, ("suppressed",))
@@ -167,8 +166,7 @@ def test_a_stream_with_some_orders_refunded_still_sends_to_the_others(stack):
     stack.emit(order_paid("e-s1", customer_id="ray", order_id="o-s1", stream_id="st", timezone=zone),
                order_paid("e-s2", customer_id="sue", order_id="o-s2", stream_id="st", timezone=zone),
                {"id": "e-s1-r", "type": "order.refunded", "occurred_at": _now(), "data": {"order_id": "o-s1"}})
-    wait_until(lambda: stack.query(select(func.count()).select_from(InboxEvent)
-                                   .where(InboxEvent.processed_at.is_(None))) == [(0,)])
+    wait_until(lambda: all_events_applied(stack))
     stack.emit(stream_ended("e-st-end", "st"))
     [row] = stack.wait_for_states(1, ("sent",))
     assert row["customer_id"] == "sue"
@@ -213,19 +211,31 @@ def test_redemption_refuses_unknown_and_expired_codes(postgres_url):
 
 # -- crash safety -----------------------------------------------------------------
 
+def all_events_applied(stack) -> bool:
+    return stack.query(select(func.count()).select_from(InboxEvent).where(InboxEvent.processed_at.is_(None))) == [(0,)]
+
+
+def end_stream_with_buyers(stack, stream_id: str, buyers: int) -> None:
+    zone = day()
+    stack.emit(*[order_paid(f"e-{stream_id}-{i}", customer_id=f"{stream_id}-{i:03d}", stream_id=stream_id,
+                            timezone=zone) for i in range(buyers)])
+    wait_until(lambda: all_events_applied(stack), timeout=60)
+    stack.emit(stream_ended(f"e-{stream_id}-end", stream_id))
+
+
+def codes_received(stack, count: int) -> Counter:
+    assert stack.smtp.wait_for(count, timeout=10)
+    return Counter(CODE_PATTERN.search(m.get_body(("plain",)).get_content()).group(0) for m in stack.smtp.messages)
+
+
 @pytest.mark.parametrize("stack", [{"ENCORE_LEASE_SECONDS": "3"}], indirect=True)
 def test_a_killed_worker_and_a_flushed_redis_still_send_each_coupon_once(stack, redis_url):
     import redis
 
     buyers = 300
-    zone = day()
     # Given a stream with 300 buyers and an SMTP provider that takes 50 ms per recipient
     stack.smtp.rcpt_delay = 0.05
-    stack.emit(*[order_paid(f"e-c{i}", customer_id=f"buyer-{i:03d}", stream_id="crash", timezone=zone)
-                 for i in range(buyers)])
-    wait_until(lambda: stack.query(select(func.count()).select_from(InboxEvent)
-                                   .where(InboxEvent.processed_at.is_(None))) == [(0,)], timeout=60)
-    stack.emit(stream_ended("e-crash-end", "crash"))
+    end_stream_with_buyers(stack, "crash", buyers)
     # When the worker is killed with SIGKILL in the middle of sending
     wait_until(lambda: stack.smtp.count >= 40, timeout=60)
     stack.worker.kill()
@@ -236,11 +246,29 @@ def test_a_killed_worker_and_a_flushed_redis_still_send_each_coupon_once(stack, 
     stack.worker.start()
     # Then every buyer ends with exactly one sent delivery
     rows = stack.wait_for_states(buyers, ("sent",), timeout=120)
-    assert Counter(r["customer_id"] for r in rows) == {f"buyer-{i:03d}": 1 for i in range(buyers)}
+    assert Counter(r["customer_id"] for r in rows) == {f"crash-{i:03d}": 1 for i in range(buyers)}
     # ...and the provider saw each code exactly once
-    assert stack.smtp.wait_for(buyers, timeout=10)
-    codes = Counter(CODE_PATTERN.search(m.get_body(("plain",)).get_content()).group(0) for m in stack.smtp.messages)
-    assert codes == Counter({r["code"]: 1 for r in rows})
+    assert codes_received(stack, buyers) == Counter({r["code"]: 1 for r in rows})
+
+
+@pytest.mark.parametrize("stack", [{"ENCORE_LEASE_SECONDS": "3"}], indirect=True)
+def test_dropped_database_connections_mid_send_still_send_each_coupon_once(stack, postgres_url):
+    import psycopg
+
+    buyers = 120
+    stack.smtp.rcpt_delay = 0.02
+    end_stream_with_buyers(stack, "drop", buyers)
+    # When every worker connection to PostgreSQL is cut, three times while sending
+    dbname = postgres_url.rsplit("/", 1)[1]
+    admin = postgres_url.rsplit("/", 1)[0] + "/test"
+    for threshold in (10, 40, 80):
+        wait_until(lambda: stack.smtp.count >= threshold, timeout=60)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+    # Then every buyer still gets exactly one message
+    rows = stack.wait_for_states(buyers, ("sent",), timeout=120)
+    assert codes_received(stack, buyers) == Counter({r["code"]: 1 for r in rows})
 
 
 # -- rule 14: bad input never stops a worker or loses an event -----------------------
@@ -283,8 +311,7 @@ def test_random_and_malformed_events_are_each_accepted_or_dead_lettered(stack, b
     assert after_letters - before_letters == report.rejected
     assert stack.query(select(func.count()).select_from(InboxEvent))[0][0] - before_events <= report.accepted
     # ...and the worker keeps applying events
-    wait_until(lambda: stack.query(select(func.count()).select_from(InboxEvent)
-                                   .where(InboxEvent.processed_at.is_(None))) == [(0,)], timeout=30)
+    wait_until(lambda: all_events_applied(stack), timeout=30)
     assert stack.worker.process.poll() is None
 
 

@@ -103,11 +103,10 @@ def _apply(session: Session, event: Event, now: datetime, applied: Applied) -> l
     if event.type == "order.paid":
         return _order_paid(session, event, now)
     if event.type == "stream.ended":
-        stream = session.get(Stream, data.stream_id)
-        if stream is None:
-            session.add(Stream(id=data.stream_id, ended_at=event.occurred_at))
-        elif stream.ended_at is None:
-            stream.ended_at = event.occurred_at
+        session.execute(dialect_insert(session)(Stream).values(id=data.stream_id)
+                        .on_conflict_do_nothing(index_elements=["id"]))
+        session.execute(update(Stream).where(Stream.id == data.stream_id, Stream.ended_at.is_(None))
+                        .values(ended_at=event.occurred_at))
         applied.streams_to_plan.add(data.stream_id)
     elif event.type == "order.refunded":
         _order_refunded(session, data.order_id, now)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -136,19 +136,26 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
 
 
 def _attach_orders(session: Session, requests: list[PlanRequest]) -> None:
-    """Link each order to its coupon, so refunds can find what they void."""
-    by_key: dict[str, list[PlanRequest]] = defaultdict(list)
-    for request in requests:
-        by_key[request.trigger_key].append(request)
-    for trigger_key, group in by_key.items():
-        coupon_ids = dict(session.execute(
-            select(Coupon.customer_id, Coupon.id).where(
-                Coupon.trigger_key == trigger_key, Coupon.customer_id.in_([r.customer_id for r in group]))
-        ).all())
-        for request in group:
-            if request.customer_id in coupon_ids:
-                session.execute(update(Order).where(Order.id.in_(request.order_ids), Order.coupon_id.is_(None))
-                                .values(coupon_id=coupon_ids[request.customer_id]))
+    """Link each order to its coupon, so refunds can find what they void (one query,
+    one batched UPDATE, however many orders)."""
+    found = session.execute(
+        select(Coupon.trigger_key, Coupon.customer_id, Coupon.id).where(
+            Coupon.trigger_key.in_({r.trigger_key for r in requests}),
+            Coupon.customer_id.in_({r.customer_id for r in requests}))
+    ).all()
+    coupon_ids = {(key, customer): coupon_id for key, customer, coupon_id in found}
+    links = [
+        {"order": order_id, "coupon": coupon_ids[(r.trigger_key, r.customer_id)]}
+        for r in requests if (r.trigger_key, r.customer_id) in coupon_ids
+        for order_id in r.order_ids
+    ]
+    if links:
+        orders = Order.__table__
+        session.execute(
+            orders.update().where(orders.c.id == bindparam("order"), orders.c.coupon_id.is_(None))
+            .values(coupon_id=bindparam("coupon")),
+            links,
+        )
 
 
 def stream_requests(session: Session, stream_id: str, ended_at: datetime | None, customer_ids: list[str],
@@ -182,6 +189,27 @@ def next_unplanned_customers(session: Session, stream_id: str, after: str, chunk
                                         Order.customer_id > after)
         .group_by(Order.customer_id).order_by(Order.customer_id).limit(chunk)
     ))
+
+
+PLANNING_LEASE = timedelta(minutes=5)
+"""Far above one chunk's time; renewed per chunk; lets the sweep take over from a dead planner."""
+
+
+def claim_stream_planning(session: Session, stream_id: str, now: datetime) -> bool:
+    """Own the stream's planning for one lease; False while another planner owns it,
+    so a sweep and a stream.ended never plan the same stream side by side."""
+    session.execute(dialect_insert(session)(Stream).values(id=stream_id).on_conflict_do_nothing(index_elements=["id"]))
+    claimed = session.execute(
+        update(Stream).where(Stream.id == stream_id,
+                             (Stream.planning_until.is_(None)) | (Stream.planning_until < now))
+        .values(planning_until=now + PLANNING_LEASE)
+    ).rowcount
+    return claimed == 1
+
+
+def renew_stream_planning(session: Session, stream_id: str, now: datetime, done: bool = False) -> None:
+    session.execute(update(Stream).where(Stream.id == stream_id)
+                    .values(planning_until=None if done else now + PLANNING_LEASE))
 
 
 def plan_stream_chunk(session: Session, runtime: Runtime, stream_id: str, customer_ids: list[str],

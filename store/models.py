@@ -105,6 +105,8 @@ class Stream(Base):
     __tablename__ = "streams"
     id: Mapped[str] = mapped_column(String(256), primary_key=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # While set and in the future, one plan_stream owns this stream (a lease, like deliveries').
+    planning_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Order(Base):

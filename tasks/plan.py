@@ -1,6 +1,12 @@
 """Plan a stream's coupons in chunks; sweep streams that waited long enough."""
 
-from services.planner import next_unplanned_customers, plan_stream_chunk, streams_waiting
+from services.planner import (
+    claim_stream_planning,
+    next_unplanned_customers,
+    plan_stream_chunk,
+    renew_stream_planning,
+    streams_waiting,
+)
 from services.runtime import current_runtime
 from services.sender import utcnow
 from store.db import session_scope
@@ -14,17 +20,26 @@ def plan_stream(stream_id: str) -> int:
     from tasks.relay import relay
 
     runtime = current_runtime()
+    with session_scope(runtime.database_url) as session:
+        if not claim_stream_planning(session, stream_id, utcnow()):
+            return 0  # another planner has it
     planned, after = 0, ""
-    while True:
+    try:
+        while True:
+            with session_scope(runtime.database_url) as session:
+                customer_ids = next_unplanned_customers(session, stream_id, after)
+                renew_stream_planning(session, stream_id, utcnow(), done=not customer_ids)
+                if not customer_ids:
+                    return planned
+                scheduled = plan_stream_chunk(session, runtime, stream_id, customer_ids, utcnow())
+            planned += len(customer_ids)
+            after = customer_ids[-1]
+            if scheduled:
+                relay.delay()
+    except Exception:
         with session_scope(runtime.database_url) as session:
-            customer_ids = next_unplanned_customers(session, stream_id, after)
-            if not customer_ids:
-                return planned
-            scheduled = plan_stream_chunk(session, runtime, stream_id, customer_ids, utcnow())
-        planned += len(customer_ids)
-        after = customer_ids[-1]
-        if scheduled:
-            relay.delay()
+            renew_stream_planning(session, stream_id, utcnow(), done=True)  # let the retry claim it
+        raise
 
 
 @app.task(name="tasks.plan.sweep_streams", **RETRY_ON_DATABASE_ERRORS)

@@ -116,10 +116,12 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         ))
     if not coupon_rows:
         return 0
+    # executemany form: one cached statement, batched by SQLAlchemy's insertmanyvalues.
     inserted = session.execute(
-        dialect_insert(session)(Coupon).values(coupon_rows).on_conflict_do_nothing(
+        dialect_insert(session)(Coupon).on_conflict_do_nothing(
             index_elements=["trigger_key", "customer_id"]
-        ).returning(Coupon.id, Coupon.trigger_key, Coupon.customer_id)
+        ).returning(Coupon.id, Coupon.trigger_key, Coupon.customer_id),
+        coupon_rows,
     ).all()
     delivery_rows = []
     for coupon_id, trigger_key, customer_id in inserted:

@@ -5,8 +5,8 @@
 2. Decide (pure, `coupons.delivery_rules.decide_send`) with fresh consent,
    refunds, quiet hours and the frequency cap; render the message.
 3. Send per channel over one reused connection; record every attempt and the
-   new state in small groups, so a worker killed mid-batch leaves at most
-   `RECORD_EVERY` sent-but-unrecorded messages behind (see README, duplicates).
+   new state right after each send, so a worker killed mid-batch leaves at most
+   one sent-but-unrecorded message behind (see README, duplicates).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from decimal import Decimal
 from functools import lru_cache
 
 import redis
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -32,7 +32,7 @@ from channels.ratelimit import Limiter, make_rate_limiter
 from coupons.delivery_rules import after_attempt, decide_send
 from coupons.messages import render_message, resolve_language
 from coupons.model import Message, MessageContext, Offer
-from store.db import session_scope
+from store.db import engine_for, session_scope
 from store.models import (
     SCHEDULED,
     SENDING,
@@ -48,13 +48,6 @@ from .planner import customer_value
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-RECORD_EVERY = 1
-"""Messages sent between two commits of their results, and so the most a worker
-killed mid-batch can leave sent-but-unrecorded (sent again after its lease).
-One: each result is committed right after the provider answered. On PostgreSQL
-that commit skips the WAL flush wait (synchronous_commit off): a killed worker
-cannot lose it, only a crash of the database server itself could."""
 
 Clock = Callable[[], datetime]
 
@@ -147,7 +140,8 @@ def _prepare(session: Session, runtime: Runtime, ids: list[int], now: datetime) 
         channel = decision.channel
         channel_attempts = delivery.channel_attempts if channel == delivery.channel else 0
         timezone = customer.timezone or market.timezone_for(customer.country)
-        language, locale = resolve_language(customer.locale, market.language_for(customer.country))
+        # The country's own region ("ar-SA", "es-MX") so formats fit even without a customer locale.
+        language, locale = resolve_language(customer.locale, f"{market.language_for(customer.country)}-{customer.country}")
         message = render_message(MessageContext(
             language=language, locale=locale, customer_name=customer.name, offer=offer_of(coupon),
             code=coupon.code, expires_at=coupon.expires_at, timezone=timezone, framing=market.framing,
@@ -195,23 +189,76 @@ def _outcome_row(item: Outgoing, result: SendResult, now: datetime, runtime: Run
     )
 
 
-@retry(retry=retry_if_exception_type(OperationalError), stop=stop_after_attempt(4),
-       wait=wait_exponential(multiplier=0.1, max=1.0), reraise=True)
-def _record(runtime: Runtime, pending: list[tuple[Outgoing, SendResult, datetime]]) -> None:
-    """Commit what the provider answered. A dropped database connection is retried
-    briefly (the pool reconnects): losing this commit would mean sending again."""
-    if not pending:
-        return
-    with session_scope(runtime.database_url) as session:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        session.execute(insert(Attempt), [
-            dict(delivery_id=item.delivery_id, at=at, channel=item.channel,
-                 outcome="sent" if result.ok else ("transient" if result.transient else "permanent"),
-                 reason=result.reason, detail=result.detail[:2000])
-            for item, result, at in pending
-        ])
-        session.execute(update(Delivery), [_outcome_row(item, result, at, runtime) for item, result, at in pending])
+_DELIVERIES = Delivery.__table__
+_OUTCOME_COLUMNS = ("state", "reason", "updated_at", "lease_expires_at", "enqueued_at", "due_at", "channel",
+                    "attempts", "channel_attempts", "failed_channels", "sent_at")
+_ATTEMPT_COLUMNS = ("at", "channel", "outcome", "reason", "detail")
+_INSERT_ATTEMPT = Attempt.__table__.insert().values(
+    delivery_id=bindparam("delivery_id"), **{c: bindparam(f"attempt_{c}") for c in _ATTEMPT_COLUMNS})
+_UPDATE_DELIVERY = _DELIVERIES.update().where(_DELIVERIES.c.id == bindparam("delivery_id")).values(
+    {c: bindparam(f"new_{c}") for c in _OUTCOME_COLUMNS})
+_RECORD_IN_ONE_STATEMENT = _UPDATE_DELIVERY.add_cte(_INSERT_ATTEMPT.cte("attempt"))
+"""PostgreSQL: the attempt row and the delivery's new state in one statement, so a
+result costs one round trip in autocommit."""
+
+
+def _record_params(item: Outgoing, result: SendResult, at: datetime, runtime: Runtime) -> dict:
+    outcome = _outcome_row(item, result, at, runtime)
+    attempt = dict(at=at, channel=item.channel, reason=result.reason, detail=result.detail[:2000],
+                   outcome="sent" if result.ok else ("transient" if result.transient else "permanent"))
+    return {"delivery_id": item.delivery_id, **{f"new_{c}": outcome[c] for c in _OUTCOME_COLUMNS},
+            **{f"attempt_{c}": attempt[c] for c in _ATTEMPT_COLUMNS}}
+
+
+class _Recorder:
+    """Commits what the provider answered, right after it answered: a worker killed
+    mid-batch leaves at most the one message in flight sent-but-unrecorded.
+
+    One connection per batch. On PostgreSQL it runs in autocommit with
+    synchronous_commit off, and each result is a single statement: a killed worker
+    cannot lose a result PostgreSQL received, only a crash of the server could.
+    A dropped connection is reopened and the write retried: losing it would mean
+    sending again."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.engine = engine_for(runtime.database_url)
+        self.connection = None
+
+    def _open(self):
+        if self.connection is None:
+            connection = self.engine.connect()
+            if self.engine.dialect.name == "postgresql":
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+                connection.exec_driver_sql("SET synchronous_commit TO OFF")
+            self.connection = connection
+        return self.connection
+
+    @retry(retry=retry_if_exception_type(OperationalError), stop=stop_after_attempt(4),
+           wait=wait_exponential(multiplier=0.1, max=1.0), reraise=True)
+    def record(self, item: Outgoing, result: SendResult, at: datetime) -> None:
+        row = _record_params(item, result, at, self.runtime)
+        try:
+            connection = self._open()
+            if self.engine.dialect.name == "postgresql":
+                connection.execute(_RECORD_IN_ONE_STATEMENT, row)
+            else:
+                with connection.begin():
+                    connection.execute(_INSERT_ATTEMPT, row)
+                    connection.execute(_UPDATE_DELIVERY, row)
+        except OperationalError:
+            self.close(broken=True)
+            raise
+
+    def close(self, broken: bool = False) -> None:
+        if self.connection is None:
+            return
+        if broken:
+            self.connection.invalidate()
+        elif self.engine.dialect.name == "postgresql":
+            self.connection.exec_driver_sql("RESET synchronous_commit")
+        self.connection.close()
+        self.connection = None
 
 
 class _LeaseKeeper:
@@ -287,27 +334,26 @@ def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> 
     for item in outgoing:
         by_channel[item.channel].append(item)
     sent = retried = 0
-    pending: list[tuple[Outgoing, SendResult, datetime]] = []
     lease = _LeaseKeeper(runtime, [item.delivery_id for item in outgoing], clock)
-    for channel, items in by_channel.items():
-        limiter = rate_limiter(runtime, channel)
-        with open_sender(channel, runtime.settings.channel_templates[channel]) as sender:
-            for index, item in enumerate(items):
-                wait = _wait_for_token(limiter)
-                if wait is not None:
-                    # The provider's rate is spent for longer than a worker should hold:
-                    # hand the rest back to the relay for when tokens are there again.
-                    _postpone(runtime, items[index:], clock() + timedelta(seconds=wait))
-                    rescheduled += len(items) - index
-                    break
-                lease.renew_if_due()
-                result = sender.send(item.address, item.message)
-                pending.append((item, result, clock()))
-                lease.done(item.delivery_id)
-                sent += result.ok
-                retried += not result.ok
-                if len(pending) >= RECORD_EVERY:
-                    _record(runtime, pending)
-                    pending = []
-    _record(runtime, pending)
+    recorder = _Recorder(runtime)
+    try:
+        for channel, items in by_channel.items():
+            limiter = rate_limiter(runtime, channel)
+            with open_sender(channel, runtime.settings.channel_templates[channel]) as sender:
+                for index, item in enumerate(items):
+                    wait = _wait_for_token(limiter)
+                    if wait is not None:
+                        # The provider's rate is spent for longer than a worker should hold:
+                        # hand the rest back to the relay for when tokens are there again.
+                        _postpone(runtime, items[index:], clock() + timedelta(seconds=wait))
+                        rescheduled += len(items) - index
+                        break
+                    lease.renew_if_due()
+                    result = sender.send(item.address, item.message)
+                    recorder.record(item, result, clock())
+                    lease.done(item.delivery_id)
+                    sent += result.ok
+                    retried += not result.ok
+    finally:
+        recorder.close()
     return BatchReport(claimed=len(claimed), sent=sent, retried=retried, ended=ended, rescheduled=rescheduled)

@@ -172,6 +172,20 @@ def test_a_stream_with_some_orders_refunded_still_sends_to_the_others(stack):
     assert row["customer_id"] == "sue"
 
 
+@pytest.mark.parametrize("stack", [{"ENCORE_RATE_LIMIT_SMS": "4"}], indirect=True)
+def test_a_channel_rate_limit_holds_across_worker_processes(stack):
+    # Given an SMS provider allowed 4 messages per second, and two worker processes
+    zone = day()
+    stack.emit(*[sms_order(f"e-rl{i}", f"rl-{i:02d}", timezone=zone) for i in range(20)])
+    rows = stack.wait_for_states(20, ("sent",), timeout=60)
+    times = sorted(at for (at,) in stack.query(select(Attempt.at).where(Attempt.outcome == "sent")))
+    # Then no second ever carried more than the burst (4) plus one second's rate (4)
+    busiest = max(sum(1 for t in times if start <= t < start + timedelta(seconds=1)) for start in times)
+    assert len(rows) == 20 and busiest <= 8
+    # ...and 20 messages took at least (20 - burst) / rate seconds
+    assert (times[-1] - times[0]).total_seconds() >= (20 - 4) / 4 - 0.5
+
+
 # -- rule 13: redemption ------------------------------------------------------------
 
 @pytest.mark.parametrize("database", ["postgres", "sqlite"])

@@ -36,7 +36,11 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # psycopg prepares a statement after 5 runs, and PostgreSQL then may switch to a
+    # generic plan that ignores the `IN (...)` lists of the hot path and scans whole
+    # tables (seen in `python -m bench fanout` runs: PostgreSQL busier than the workers).
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                         connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
 
 
 def upgrade_schema(engine: Engine) -> None:

@@ -65,3 +65,18 @@ def retry_due_at(now: datetime, attempt: int, base_seconds: float, rng: random.R
     if retry_after is not None:
         delay = max(delay, retry_after)
     return now + timedelta(seconds=delay)
+
+
+def zone_at_local_hour(hour: int, now: datetime) -> str:
+    """A fixed-offset IANA zone (Etc/GMT±N) whose local hour at `now` is closest to
+    `hour`: lets tests, the demo and benchmarks put a customer in daytime or at night
+    whatever the real clock says."""
+    best: tuple[int, str] | None = None
+    for offset in range(-12, 15):
+        name = f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}" if offset else "Etc/GMT"
+        local_hour = now.astimezone(ZoneInfo(name)).hour
+        distance = min((local_hour - hour) % 24, (hour - local_hour) % 24)
+        if best is None or distance < best[0]:
+            best = (distance, name)
+    assert best is not None
+    return best[1]

@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from channels.sinks import HttpSink, SmtpSink
+from coupons.timing import zone_at_local_hour
 
 
 def iso(when: datetime) -> str:
@@ -25,16 +25,7 @@ def iso(when: datetime) -> str:
 
 
 def zone_where_local_hour_is(hour: int, now: datetime | None = None) -> str:
-    """An IANA zone (Etc/GMT±N) whose local hour right now is `hour` (±1)."""
-    now = now or datetime.now(UTC)
-    best = None
-    for offset in range(-12, 15):
-        name = f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}" if offset else "Etc/GMT"
-        local_hour = now.astimezone(ZoneInfo(name)).hour
-        distance = min((local_hour - hour) % 24, (hour - local_hour) % 24)
-        if best is None or distance < best[0]:
-            best = (distance, name)
-    return best[1]
+    return zone_at_local_hour(hour, now or datetime.now(UTC))
 
 
 def order_paid(event_id: str, *, order_id: str | None = None, customer_id: str = "c1", country: str = "US",

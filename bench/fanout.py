@@ -11,8 +11,9 @@ What one run does (every process it starts is stopped at the end, also on Ctrl-C
 3. the raw capacity of that sink: plain smtplib, one reused connection per client
    process, as many client processes as pipeline workers, the pipeline's own
    email bytes (multipart text + html), min(N, 20000) messages;
-4. the production layout: W `encore worker --concurrency 1 -n wK@%h` processes
-   and one `encore beat` (the relay tick);
+4. the production layout of the README/Procfile: one `encore worker --concurrency W`
+   (W prefork children send) and one `encore beat` (the relay tick); or, with
+   --layout processes, W `encore worker --concurrency 1 -n wK@%h` processes;
 5. loading, not measured: N `order.paid` events of one stream through
    `encore emit FILE`, waited for until N orders are stored and nothing is planned;
 6. the measured window: `stream.ended` is emitted (services.emit.emit_lines, the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -39,7 +41,6 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,19 +72,6 @@ def free_port() -> int:
 
 def iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def zone_where_local_hour_is(hour: int, now: datetime) -> str:
-    """An Etc/GMT±N zone whose local hour right now is closest to `hour`
-    (same as tests/support.py; copied so the bench does not import the tests)."""
-    best = None
-    for offset in range(-12, 15):
-        name = f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}" if offset else "Etc/GMT"
-        local_hour = now.astimezone(ZoneInfo(name)).hour
-        distance = min((local_hour - hour) % 24, (hour - local_hour) % 24)
-        if best is None or distance < best[0]:
-            best = (distance, name)
-    return best[1]
 
 
 def order_paid(i: int, occurred_at: datetime, timezone: str) -> dict:
@@ -157,7 +145,36 @@ def cpu_by_role(roots: dict[str, list[int]]) -> dict[str, float]:
         totals[role] = sum(stats[p][2] for p in seen)
     totals["postgres (all)"] = sum(cpu for comm, _, cpu in stats.values() if comm == "postgres")
     totals["redis-server"] = sum(cpu for comm, _, cpu in stats.values() if comm.startswith("redis-server"))
+    # Everything else on the machine (other people's tests, this process): the busy
+    # time of all CPUs minus the roles above. High values mean a noisy measurement.
+    with open("/proc/stat") as f:
+        busy = sum(int(v) for i, v in enumerate(f.readline().split()[1:]) if i not in (3, 4)) / CLOCK_TICKS
+    totals["other"] = busy - sum(totals.values())
     return totals
+
+
+TASK_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}): INFO/[^\]]+\] Task ([\w.]+)\[[^\]]+\] "
+                       r"succeeded in ([\d.]+)s: (\S+)")
+
+
+def task_times(log_paths: list[Path], start: float, end: float) -> dict[str, tuple[int, float, int]]:
+    """Per task name: (tasks, seconds, summed return values) of the tasks that finished in [start, end]
+    and began before `end`, from the workers' INFO log lines."""
+    found: dict[str, list] = defaultdict(lambda: [0, 0.0, 0])
+    for path in log_paths:
+        for line in path.read_text(errors="replace").splitlines():
+            match = TASK_LINE.match(line)
+            if not match:
+                continue
+            finished = time.mktime(time.strptime(match[1], "%Y-%m-%d %H:%M:%S")) + int(match[2]) / 1000
+            seconds = float(match[4])
+            if finished < start or finished - seconds > end:
+                continue
+            entry = found[match[3].rpartition(".")[2]]
+            entry[0] += 1
+            entry[1] += seconds
+            entry[2] += int(match[5]) if match[5].isdigit() else 0
+    return {name: tuple(v) for name, v in sorted(found.items(), key=lambda kv: -kv[1][1])}
 
 
 # --------------------------------------------------------------------------- raw SMTP capacity
@@ -248,11 +265,17 @@ class FanoutBench:
 
     def create_database(self) -> None:
         import psycopg
+        from psycopg import sql
 
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{self.db_name}"')
-        self.db_created = True
-        log(f"database {self.db_name} created")
+            self.db_created = True
+            for setting in self.args.pg_set:
+                name, _, value = setting.partition("=")
+                if not re.fullmatch(r"[a-z_.]+", name):
+                    raise ValueError(f"--pg-set {setting!r}: not a setting name")
+                admin.execute(f'ALTER DATABASE "{self.db_name}" SET {name} = {sql.quote(value)}')
+        log(f"database {self.db_name} created" + (f" with {', '.join(self.args.pg_set)}" if self.args.pg_set else ""))
 
     def drop_database(self) -> None:
         import psycopg
@@ -396,12 +419,20 @@ class FanoutBench:
 
     def start_pipeline(self) -> None:
         encore = str(Path(sys.executable).with_name("encore"))
-        for k in range(1, self.args.workers + 1):
-            self.start(f"worker w{k}", [encore, "worker", "--concurrency", str(self.args.concurrency),
-                                        "-n", f"w{k}@%h"], f"worker-w{k}.log")
+        worker = [encore]
+        if self.args.layout == "prefork":
+            # The Procfile's shape: one worker whose prefork children are the senders.
+            self.start("worker w1", [*worker, "worker", "--concurrency", str(self.args.workers), "-n", "w1@%h"],
+                       "worker-w1.log")
+            names = ["worker-w1.log"]
+        else:
+            for k in range(1, self.args.workers + 1):
+                self.start(f"worker w{k}", [*worker, "worker", "--concurrency", "1", "-n", f"w{k}@%h"],
+                           f"worker-w{k}.log")
+            names = [f"worker-w{k}.log" for k in range(1, self.args.workers + 1)]
         self.start("beat", [encore, "beat"], "beat.log")
         deadline = time.monotonic() + 60
-        pending = {f"worker-w{k}.log" for k in range(1, self.args.workers + 1)}
+        pending = set(names)
         while pending:
             for name in list(pending):
                 if " ready." in (self.data_dir / name).read_text(errors="replace"):
@@ -416,8 +447,10 @@ class FanoutBench:
         log(f"pipeline up: {layout}")
 
     def load(self) -> None:
+        from coupons.timing import zone_at_local_hour
+
         now = datetime.now(UTC)
-        timezone = zone_where_local_hour_is(13, now)
+        timezone = zone_at_local_hour(13, now)  # 13:00 there now: outside every market's quiet hours
         ordered_at = now - timedelta(minutes=10)
         path = self.data_dir / "orders.jsonl"
         with open(path, "w") as out:
@@ -499,13 +532,15 @@ class FanoutBench:
             raise RuntimeError(f"stream.ended not accepted: {report}")
         log("stream.ended emitted: measuring")
         planned_at = None
+        planned = 0
         next_db, next_print = 0.0, time.monotonic() + 5
-        last_count, last_change = -1, time.monotonic()
+        progress, last_change = None, time.monotonic()
         while True:
             status = self.sink()
             if planned_at is None and time.monotonic() >= next_db:
                 next_db = time.monotonic() + 0.25
-                if self.scalar("select count(*) from deliveries") >= self.buyers:
+                planned = self.scalar("select count(*) from deliveries")
+                if planned >= self.buyers:
                     planned_at = time.time()
                     self.figures.planning_seconds = planned_at - started
                     self.figures.sent_during_planning = status["count"]
@@ -513,14 +548,16 @@ class FanoutBench:
                         f"({status['count']} already sent)")
             if status["count"] >= self.buyers:
                 break
-            if status["count"] != last_count:
-                last_count, last_change = status["count"], time.monotonic()
+            # Stalled = neither planning nor sending moved (sending may wait for planning).
+            if (status["count"], planned) != progress:
+                progress, last_change = (status["count"], planned), time.monotonic()
             elif time.monotonic() - last_change > STALL_SECONDS:
-                raise RuntimeError(f"sending stalled at {status['count']} of {self.buyers}")
+                raise RuntimeError(f"stalled: {status['count']} sent, {planned} planned of {self.buyers}")
             if time.monotonic() >= next_print:
                 next_print = time.monotonic() + 5
                 elapsed = time.time() - started
-                log(f"  +{elapsed:5.1f}s sink {status['count']:>7} ({status['count'] / elapsed:,.0f}/s so far)")
+                log(f"  +{elapsed:5.1f}s sink {status['count']:>7} ({status['count'] / elapsed:,.0f}/s so far)"
+                    + (f", planned {planned}" if planned_at is None else ""))
                 self.check_alive()
             time.sleep(0.05)
         cpu_after = cpu_by_role(self.roots())
@@ -540,6 +577,7 @@ class FanoutBench:
             self.figures.planning_seconds = time.time() - started
             self.figures.sent_during_planning = status["count"]
         self.started_at = started
+        self.tasks = task_times(sorted(self.data_dir.glob("worker-*.log")), started, status["last_at"])
         log(f"  sink got message {self.buyers} at +{window:.2f}s")
 
     def verify(self) -> None:
@@ -573,8 +611,11 @@ class FanoutBench:
     def report(self) -> int:
         f = self.figures
         print()
-        print(f"fanout: {f.buyers} buyers of one stream, {self.args.workers} worker process(es) x concurrency "
-              f"{self.args.concurrency} + 1 beat, PostgreSQL, Redis broker, SMTP sink (aiosmtpd)")
+        layout = (f"`encore worker --concurrency {self.args.workers}`" if self.args.layout == "prefork"
+                  else f"{self.args.workers} x `encore worker --concurrency 1`")
+        print(f"fanout: {f.buyers} buyers of one stream; {layout} + `encore beat`; PostgreSQL, Redis broker, "
+              f"SMTP sink (aiosmtpd)"
+              + (f"; database SET {', '.join(self.args.pg_set)}" if self.args.pg_set else ""))
         print(f"  loading (not measured)   encore emit {f.load_emit_seconds:.1f}s "
               f"({f.buyers / f.load_emit_seconds:,.0f} events/s); all applied after {f.load_seconds:.1f}s "
               f"({f.buyers / f.load_seconds:,.0f} orders/s)")
@@ -592,18 +633,23 @@ class FanoutBench:
               f"(coupons.created_at)")
         print(f"  first message            +{f.first_message_seconds:.2f}s")
         print(f"  last message             +{f.last_message_seconds:.2f}s")
-        print(f"  pipeline                 {f.pipeline_rate:,.0f} msg/s   ratio pipeline/raw {f.ratio:.2f}")
+        print(f"  pipeline                 {f.pipeline_rate:,.0f} msg/s   ratio pipeline/raw {f.ratio:.2f}"
+              f" (vs raw + build_email {f.pipeline_rate / f.raw_build_rate:.2f})")
         if f.planning_seconds is not None and f.last_message_seconds > f.planning_seconds:
             after = (f.buyers - f.sent_during_planning) / (f.last_message_seconds - f.planning_seconds)
             during = f.sent_during_planning / f.planning_seconds
             print(f"  send rate                {during:,.0f} msg/s while planning, {after:,.0f} msg/s after")
         print(f"  SMTP sessions            {self.sink_sessions}")
+        busy = ", ".join(f"{name} {count}x {seconds:.1f}s" + (f" ({seconds / total * 1000:.2f} ms/item)" if total else "")
+                         for name, (count, seconds, total) in self.tasks.items())
+        print(f"  worker task time         {busy}")
         print("  CPU over the window      " + ", ".join(f"{role} {cores:.2f}" for role, cores in f.cpu.items())
               + f" cores (of {os.cpu_count()})")
         ok = all(f.checks.values())
         for text, passed in f.checks.items():
             print(f"  check {'ok  ' if passed else 'FAIL'}               {text}")
-        print(f"fanout buyers={f.buyers} pipeline={f.pipeline_rate:.0f} msg/s raw={f.raw_rate:.0f} msg/s "
+        extra = "".join(f"{name}={value} " for name, value in (("pg", ",".join(self.args.pg_set)),) if value)
+        print(f"fanout buyers={f.buyers} {extra}pipeline={f.pipeline_rate:.0f} msg/s raw={f.raw_rate:.0f} msg/s "
               f"ratio={f.ratio:.2f} last={f.last_message_seconds:.1f}s "
               f"planning={'%.1fs' % f.planning_seconds if f.planning_seconds is not None else '?'} "
               f"checks={'ok' if ok else 'FAILED'}")
@@ -650,25 +696,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--buyers", type=int, default=10_000, help="buyers in the stream (default 10000)")
     parser.add_argument("--workers", type=int, default=2,
-                        help="`encore worker` processes, and raw-capacity client processes (default 2)")
-    parser.add_argument("--concurrency", type=int, default=1, help="--concurrency of each worker (default 1)")
+                        help="sending processes: prefork children (or worker processes, see --layout); also the "
+                             "number of raw-capacity client processes (default 2)")
+    parser.add_argument("--layout", choices=("prefork", "processes"), default="prefork",
+                        help="prefork (default, as the Procfile): one `encore worker --concurrency W`; "
+                             "processes: W x `encore worker --concurrency 1 -n wK@%%h`")
     parser.add_argument("--keep", action="store_true", help="keep the database and data dir (logs) afterwards")
     parser.add_argument("--settle", type=float, default=2.0,
                         help="seconds to wait after the N-th message before counting duplicates (default 2)")
+    parser.add_argument("--pg-set", metavar="NAME=VALUE", action="append", default=[],
+                        help="experiment: ALTER DATABASE <bench db> SET NAME = VALUE (e.g. random_page_cost=1.1); "
+                             "repeatable")
     parser.add_argument("--py-spy", metavar="DIR", help="record the workers with py-spy over the window into DIR")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.buyers < 1 or args.workers < 1 or args.concurrency < 1:
-        print("--buyers, --workers and --concurrency must be >= 1", file=sys.stderr)
+    if args.buyers < 1 or args.workers < 1:
+        print("--buyers and --workers must be >= 1", file=sys.stderr)
         return 2
 
     def interrupted(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)  # also when started in the background, where SIGINT is ignored
     bench = FanoutBench(args)
     try:
         return bench.run()

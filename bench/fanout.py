@@ -516,8 +516,7 @@ class FanoutBench:
 
     def measure(self) -> None:
         from services.emit import emit_lines
-        from services.runtime import current_runtime
-        from services.sender import utcnow
+        from services.runtime import current_runtime, utcnow
         from tasks.intake import apply_events
 
         self.sink("reset")

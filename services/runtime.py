@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from channels.adapter import validate_channel_template
@@ -37,3 +39,11 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
 def current_runtime() -> Runtime:
     """The process-wide runtime built from the environment (workers, command line)."""
     return build_runtime()
+
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The one clock read of the use cases; the domain below them is handed `now`."""
+    return datetime.now(UTC)

@@ -11,13 +11,11 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
@@ -45,16 +43,7 @@ from store.models import (
 )
 
 from .planner import customer_value
-from .runtime import Runtime
-
-log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
+from .runtime import Clock, Runtime, utcnow
 
 @dataclass
 class Outgoing:
@@ -157,10 +146,10 @@ def _prepare(session: Session, runtime: Runtime, ids: list[int], now: datetime) 
 
 
 def _row(delivery_id: int, now: datetime, *, state: str, reason: str | None = None,
-         due_at: datetime | None = None, **extra) -> dict:
+         due_at: datetime | None = None) -> dict:
     """An update row for ORM bulk UPDATE by primary key (every row must have the same keys)."""
     return dict(id=delivery_id, state=state, reason=reason, updated_at=now, lease_expires_at=None,
-                enqueued_at=None, **({"due_at": due_at} if due_at else {}), **extra)
+                enqueued_at=None, **({"due_at": due_at} if due_at else {}))
 
 
 def _bulk_update(session: Session, rows: list[dict]) -> None:

@@ -7,8 +7,7 @@ from services.planner import (
     renew_stream_planning,
     streams_waiting,
 )
-from services.runtime import current_runtime
-from services.sender import utcnow
+from services.runtime import current_runtime, utcnow
 from store.db import session_scope
 from workers.app import RETRY_ON_DATABASE_ERRORS, app
 

@@ -11,10 +11,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from datetime import UTC, datetime, timedelta
-
-from sqlalchemy import select
 
 from channels.sinks import HttpSink, SmtpSink
 from coupons.timing import zone_at_local_hour
@@ -72,14 +70,15 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval:
 class Stack:
     """A running Encore: settings from env, a real Celery worker in a thread, a relay ticker."""
 
-    def __init__(self, runtime, smtp: SmtpSink, http: HttpSink):
+    def __init__(self, runtime, smtp: SmtpSink, http: HttpSink, worker: WorkerProcess):
         self.runtime = runtime
         self.smtp = smtp
         self.http = http
+        self.worker = worker
 
     def emit(self, *events: dict | str) -> object:
         from services.emit import emit_lines
-        from services.sender import utcnow
+        from services.runtime import utcnow
         from tasks.intake import apply_events
 
         lines = [("test", n, e if isinstance(e, str) else json.dumps(e)) for n, e in enumerate(events, 1)]
@@ -214,18 +213,10 @@ def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, 
     try:
         worker.start()
         ticker.start()
-        stack = Stack(runtime, smtp, http)
-        stack.worker = worker
-        yield stack
+        yield Stack(runtime, smtp, http, worker)
     finally:
         stop.set()
         worker.stop()
         smtp.stop()
         http.stop()
         runtime_module.current_runtime.cache_clear()
-
-
-def delivered_codes(stack: Stack) -> list[str]:
-    return [r["code"] for r in stack.deliveries() if r["state"] == "sent"]
-
-

@@ -26,8 +26,7 @@ def _lines(paths: list[str]) -> Iterator[tuple[str, int, str]]:
 
 def cmd_emit(args: argparse.Namespace) -> int:
     from services.emit import emit_lines
-    from services.runtime import current_runtime
-    from services.sender import utcnow
+    from services.runtime import current_runtime, utcnow
     from tasks.intake import apply_events
 
     for path in args.files:
@@ -126,8 +125,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from services.dead_letters import replay
-    from services.runtime import current_runtime
-    from services.sender import utcnow
+    from services.runtime import current_runtime, utcnow
     from store.db import session_scope
     from tasks.intake import apply_events
     from tasks.relay import relay

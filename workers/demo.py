@@ -107,8 +107,7 @@ def _work_left(session, now: datetime) -> int:
 def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
     from services.emit import emit_lines
     from services.reports import status
-    from services.runtime import current_runtime
-    from services.sender import utcnow
+    from services.runtime import current_runtime, utcnow
     from store.db import session_scope
     from workers.app import configure
     from workers.settings import load_settings

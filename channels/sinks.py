@@ -89,7 +89,11 @@ class _SmtpHandler:
         if self._sink.rcpt_delay:
             # A slow provider, before anything is accepted: a client killed now
             # leaves no message behind (crash tests rely on this).
-            await asyncio.sleep(self._sink.rcpt_delay)
+            self._sink.waiting_in_rcpt += 1
+            try:
+                await asyncio.sleep(self._sink.rcpt_delay)
+            finally:
+                self._sink.waiting_in_rcpt -= 1
         refusal = self._sink._refusals.get(address.lower())
         if refusal is not None:
             code, text = refusal
@@ -152,6 +156,7 @@ class SmtpSink:
         self._received = _Collector()
         self._refusals: dict[str, tuple[int, str]] = {}
         self.rcpt_delay = 0.0  # seconds the server waits before answering RCPT
+        self.waiting_in_rcpt = 0  # clients held in that wait right now (event-loop thread writes)
         self._sessions = 0
         self._sessions_lock = threading.Lock()
         self._controller = _SmtpController(_SmtpHandler(self, parse=parse), host)
@@ -185,6 +190,12 @@ class SmtpSink:
     @property
     def count(self) -> int:
         return len(self._received.snapshot())
+
+    @property
+    def all_clients_waiting_in_rcpt(self) -> bool:
+        """True when every connected client is inside the RCPT delay: none of them has
+        a message the server accepted but the client has not heard about."""
+        return bool(self._controller.live) and self.waiting_in_rcpt == len(self._controller.live)
 
     @property
     def sessions(self) -> int:

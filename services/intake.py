@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from coupons.events import Event, validate_event
@@ -69,6 +70,8 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
             with session.begin_nested():
                 event = validate_event(json.loads(row.payload))
                 plan_requests += _apply(session, event, now, applied)
+        except OperationalError:
+            raise  # the database, not the event: the whole batch is retried, nothing is dead-lettered
         except Exception as exc:  # a bug or bad data must not block the other events
             log.exception("applying event %s failed", row.id)
             store_dead_letter(session, "apply", row.payload, f"{type(exc).__name__}: {exc}", now)
@@ -84,6 +87,8 @@ def _plan_isolated(session: Session, runtime: Runtime, requests: list[PlanReques
     try:
         with session.begin_nested():
             return plan_coupons(session, runtime, requests, now)
+    except OperationalError:
+        raise
     except Exception:
         log.exception("bulk planning failed; planning %d triggers one by one", len(requests))
     scheduled = 0
@@ -91,6 +96,8 @@ def _plan_isolated(session: Session, runtime: Runtime, requests: list[PlanReques
         try:
             with session.begin_nested():
                 scheduled += plan_coupons(session, runtime, [request], now)
+        except OperationalError:
+            raise
         except Exception as exc:
             log.exception("planning %s for %s failed", request.trigger_key, request.customer_id)
             store_dead_letter(session, "plan", f"{request.trigger_key} customer={request.customer_id}",

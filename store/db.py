@@ -17,13 +17,24 @@ _upgraded: set[str] = set()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL lets readers run beside the one writer; busy_timeout makes writers queue, not fail."""
+    """WAL lets readers run beside the one writer; busy_timeout makes writers queue, not fail.
+
+    The driver's own transaction handling is switched off so `_begin_immediate` decides."""
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _begin_immediate(connection) -> None:
+    """Take SQLite's write lock when a transaction starts. A transaction that reads
+    first and writes later gets "database is locked" at once when another process
+    writes in between (SQLite refuses to wait there, to avoid a deadlock); taking the
+    lock up front makes it wait its turn under busy_timeout instead."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -33,6 +44,7 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _begin_immediate)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")

@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session
 from coupons.events import Event, validate_event
 from coupons.model import CHANNELS
 from store.models import CANCELLED, SCHEDULED, SENDING, SENT, Coupon, Customer, DeadLetter, Delivery, InboxEvent, Order, Stream
+from store.models import OrderItem
 
+from .campaigns import order_item_rows
 from .planner import PlanRequest, dialect_insert, plan_coupons, stream_requests
 from .redemption import redeem
 from .runtime import Runtime
@@ -152,6 +154,10 @@ def _order_paid(session: Session, event: Event, now: datetime) -> list[PlanReque
     ).scalar()
     if inserted is None:
         return []  # the same order under another event id
+    session.execute(OrderItem.__table__.insert(), order_item_rows(
+        data.order_id, c.id, data.currency, event.occurred_at,
+        [{"sku": i.sku, "name": i.name, "unit_price": str(i.unit_price), "quantity": i.quantity,
+          "refill_sku": i.refill_sku} for i in data.items]))
     session.flush()
     if data.stream_id is None:
         return [PlanRequest(f"order:{data.order_id}", c.id, event.occurred_at, (data.order_id,))]

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from coupons.codes import new_code
 from coupons.delivery_rules import plan_delivery
 from coupons.model import Customer as CustomerValue
-from coupons.model import Item
+from coupons.model import Item, Offer
 from coupons.offers import choose_offer
 from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, stream_fallback_at
 from store.models import SCHEDULED, SENDING, SENT, Coupon, Customer, Delivery, Order, Stream
@@ -38,6 +38,9 @@ class PlanRequest:
     customer_id: str
     trigger_at: datetime
     order_ids: tuple[str, ...]
+    # A campaign's coupon: its offer is chosen by the campaign, and no order stands behind it.
+    offer: Offer | None = None
+    campaign: str | None = None
 
 
 def customer_value(row: Customer) -> CustomerValue:
@@ -93,9 +96,10 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         customer = customer_value(customers[request.customer_id])
         market = runtime.markets.for_country(customer.country)
         live_orders = [orders[o] for o in request.order_ids if o in orders and orders[o].refunded_at is None]
-        if not live_orders:
+        if not live_orders and request.offer is None:
             continue  # everything refunded before planning: nothing to promise
-        offer = choose_offer(items_of(live_orders), live_orders[0].currency, market, runtime.settings.refill_ratio)
+        offer = request.offer or choose_offer(items_of(live_orders), live_orders[0].currency, market,
+                                              runtime.settings.refill_ratio)
         capped = any(abs(request.trigger_at - t) < FREQUENCY_CAP for t in recent[customer.id])
         plan = plan_delivery(
             trigger_at=request.trigger_at, now=now, customer=customer, market=market,
@@ -113,6 +117,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
             percent=None if offer.percent is None else str(offer.percent),
             regular_price=None if offer.regular_price is None else str(offer.regular_price),
             created_at=now, expires_at=request.trigger_at + timedelta(days=market.valid_days),
+            campaign=request.campaign,
         ))
     if not coupon_rows:
         return 0

@@ -52,6 +52,11 @@ def offer_json(coupon: Coupon) -> dict:
     return offer
 
 
+def trigger_kind(trigger_key: str) -> str:
+    """`order`, `stream` or `campaign`: the prefix of the coupon's trigger key."""
+    return trigger_key.split(":", 1)[0]
+
+
 def deliveries(session: Session, customer_id: str | None = None) -> list[dict]:
     query = select(Delivery, Coupon).join(Coupon, Coupon.id == Delivery.coupon_id).order_by(Delivery.id)
     if customer_id is not None:
@@ -73,6 +78,8 @@ def deliveries(session: Session, customer_id: str | None = None) -> list[dict]:
             "redeemed_at": rfc3339(coupon.redeemed_at),
             "expires_at": rfc3339(coupon.expires_at),
             "void": coupon.void_at is not None,
+            "trigger": trigger_kind(coupon.trigger_key),
+            "campaign": coupon.campaign,
         }
         for delivery, coupon in session.execute(query)
     ]

@@ -116,7 +116,7 @@ def _prepare(session: Session, runtime: Runtime, ids: list[int], now: datetime) 
             now=now, deadline_at=delivery.deadline_at, customer=customer, market=market,
             configured=runtime.configured_channels, opted_out=customer_row.opted_out or (),
             failed_channels=delivery.failed_channels or [], last_reason=last_reason,
-            all_orders_refunded=live_orders.get(coupon.id, 0) == 0,
+            all_orders_refunded=coupon.campaign is None and live_orders.get(coupon.id, 0) == 0,
             last_sent_to_customer_at=last_sent.get(customer.id),
         )
         if decision.action == "end":

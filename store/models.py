@@ -120,7 +120,11 @@ class Order(Base):
     items: Mapped[list] = mapped_column(JSON)
     refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     coupon_id: Mapped[int | None] = mapped_column(ForeignKey("coupons.id"), nullable=True, index=True)
-    __table_args__ = (Index("ix_orders_stream_customer", "stream_id", "customer_id"),)
+    __table_args__ = (
+        Index("ix_orders_stream_customer", "stream_id", "customer_id"),
+        Index("ix_orders_customer_occurred", "customer_id", "occurred_at"),
+        Index("ix_orders_occurred", "occurred_at"),
+    )
 
 
 class Coupon(Base):
@@ -144,7 +148,12 @@ class Coupon(Base):
     void_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     redeemed_order_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    __table_args__ = (UniqueConstraint("trigger_key", "customer_id", name="uq_coupon_trigger_customer"),)
+    # The campaign whose run created it (None for order and stream coupons).
+    campaign: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    __table_args__ = (
+        UniqueConstraint("trigger_key", "customer_id", name="uq_coupon_trigger_customer"),
+        Index("ix_coupons_campaign_customer", "campaign", "customer_id", "created_at"),
+    )
 
 
 class Delivery(Base):
@@ -181,3 +190,47 @@ class Attempt(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # sent | transient | permanent
     reason: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class OrderItem(Base):
+    """One row per item of a stored order, so campaign audiences are set-based SQL over
+    indexed columns instead of JSON parsing. `line_key` groups a consumable with its
+    refill (the refill's SKU, or the SKU itself): "bought it or its refill since"."""
+
+    __tablename__ = "order_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(String(256))
+    customer_id: Mapped[str] = mapped_column(String(256))
+    line_key: Mapped[str] = mapped_column(Text)
+    sku: Mapped[str] = mapped_column(Text)
+    refill_sku: Mapped[str | None] = mapped_column(Text, nullable=True)
+    name: Mapped[str] = mapped_column(Text)
+    unit_price: Mapped[str] = mapped_column(String(40))
+    quantity: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    __table_args__ = (Index("ix_order_items_customer_line", "customer_id", "line_key", "occurred_at"),)
+
+
+# Campaign run states.
+RUN_RUNNING = "running"
+RUN_DONE = "done"
+RUN_MISSED = "missed"
+
+
+class CampaignRun(Base):
+    """One scheduled occurrence of a campaign. The unique key is what makes a run happen
+    once however many schedulers, retries or `encore campaigns run` race for it; the
+    lease lets another runner finish a run whose runner died."""
+
+    __tablename__ = "campaign_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign: Mapped[str] = mapped_column(String(100))
+    scheduled_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    after_customer: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    planned: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    __table_args__ = (UniqueConstraint("campaign", "scheduled_at", name="uq_campaign_run"),)

@@ -61,7 +61,13 @@ def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
     from services.runtime import current_runtime
     from workers.app import app
 
-    current_runtime()
+    runtime = current_runtime()
+    from services.campaigns import load_all
+
+    campaigns, errors = load_all(runtime)
+    print(f"encore beat: {len(campaigns)} campaign(s) loaded", file=sys.stderr)
+    for error in errors:
+        print(f"encore beat: campaign file skipped: {error}", file=sys.stderr)
 
     app.start(["beat", "--loglevel", "INFO", *extra])
     return 0
@@ -147,6 +153,87 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _counts_line(counts: dict) -> str:
+    audience = ", ".join(f"{market} {n}" for market, n in sorted(counts["audience"].items())) or "none"
+    suppressed = ", ".join(f"{reason} {n}" for reason, n in sorted(counts["suppressed"].items())) or "0"
+    return (f"audience {audience}; planned {counts['planned']}; suppressed {suppressed}; "
+            f"sent {counts['sent']}, failed {counts['failed']}, expired {counts['expired']}, "
+            f"waiting {counts['scheduled'] + counts['sending']}")
+
+
+def cmd_campaigns(args: argparse.Namespace) -> int:
+    from services.campaigns import load_all, overview
+    from services.runtime import current_runtime, utcnow
+    from store.db import session_scope
+
+    if args.action == "run":
+        return cmd_campaigns_run(args)
+    runtime = current_runtime()
+    campaigns, errors = load_all(runtime)
+    with session_scope(runtime.database_url) as session:
+        report = overview(session, campaigns, errors, utcnow())
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    if not report["campaigns"] and not report["errors"]:
+        print("no campaigns")
+    for item in report["campaigns"]:
+        markets = ", ".join(item["markets"]) or "every market"
+        print(f"{item['name']}  {'enabled' if item['enabled'] else 'disabled'}  {item['schedule']} ({item['timezone']})"
+              f"  {item['audience']} {item['days']} days  {markets}  [{item['file']}]")
+        print(f"  next run  {item['next_run']['local']}  =  {item['next_run']['utc']}")
+        last = item["last_run"]
+        if last is None:
+            print("  last run  never")
+        else:
+            print(f"  last run  {last['scheduled_at']} {last['state']}: {_counts_line(last['counts'])}")
+    for error in report["errors"]:
+        print(f"broken  {error['error']}")
+    return 0
+
+
+def cmd_campaigns_run(args: argparse.Namespace) -> int:
+    from coupons.campaigns import iso_utc, latest_run_at
+    from services.campaigns import find_campaign, find_run, preview, run_campaign, run_counts
+    from services.runtime import current_runtime, utcnow
+    from store.db import session_scope
+    from tasks.relay import relay
+
+    runtime = current_runtime()
+    campaign, problem = find_campaign(runtime, args.name)
+    if campaign is None:
+        print(f"encore campaigns run: {problem}", file=sys.stderr)
+        return 2
+    scheduled_at = latest_run_at(campaign, utcnow())
+    when = iso_utc(scheduled_at)
+    if args.dry_run:
+        with session_scope(runtime.database_url) as session:
+            result = preview(session, runtime, campaign, scheduled_at)
+            session.rollback()
+        total = sum(result.audience.values())
+        per_market = ", ".join(f"{market} {n}" for market, n in sorted(result.audience.items()))
+        print(f"dry run of {campaign.name} at {when}: audience {total}" + (f" ({per_market})" if total else ""))
+        for customer_id, language, channel, message in result.samples:
+            print(f"\n--- {customer_id} ({language}, {channel})")
+            if message.subject:
+                print(f"Subject: {message.subject}")
+            print(message.text.rstrip())
+        print("\nnothing was sent or stored")
+        return 0
+    outcome = run_campaign(runtime, campaign, scheduled_at, utcnow, lambda scheduled: relay.delay())
+    with session_scope(runtime.database_url) as session:
+        run = find_run(session, campaign.name, scheduled_at)
+        counts = run_counts(session, campaign.name, scheduled_at, run.planned if run else 0)
+    messages = {
+        "done": f"{campaign.name} run of {when}: done",
+        "missed": f"{campaign.name} run of {when}: missed — its 24 h window has passed, nothing sent",
+        "busy": f"{campaign.name} run of {when}: already running elsewhere",
+    }
+    print(messages.get(outcome, f"{campaign.name} run of {when}: {outcome}"))
+    print(f"  {_counts_line(counts)}")
+    return 1 if outcome == "missed" else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.demo import run_demo
 
@@ -171,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="re-submit rejected events (L<n>) or re-queue failed deliveries (D<n>)")
     replay.add_argument("ids", nargs="+")
     replay.add_argument("--file", help="the fixed event text to use instead of the stored one (one id only)")
+    campaigns = commands.add_parser("campaigns", help="scheduled campaigns: next runs and last runs' counts")
+    campaigns.add_argument("--json", action="store_true")
+    campaign_actions = campaigns.add_subparsers(dest="action")
+    campaign_run = campaign_actions.add_parser("run", help="run a campaign's latest occurrence now, if not run yet")
+    campaign_run.add_argument("name")
+    campaign_run.add_argument("--dry-run", action="store_true",
+                              help="print the audience per market and three sample messages; send and store nothing")
     demo = commands.add_parser("demo", help="the whole pipeline on embedded defaults")
     demo.add_argument("--buyers", type=int, default=40, help="buyers in the sample livestream")
     return parser
@@ -189,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     args = parser.parse_args(argv)
     handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo,
-                "dead-letters": cmd_dead_letters, "replay": cmd_replay}
+                "dead-letters": cmd_dead_letters, "replay": cmd_replay, "campaigns": cmd_campaigns}
     try:
         return handlers[args.command](args)
     except (SettingsError, ChannelConfigError, MarketsFileError) as exc:

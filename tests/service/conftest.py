@@ -148,3 +148,66 @@ def make_services(database_url, clock, sinks, tmp_path):
 @pytest.fixture()
 def services(make_services) -> Services:
     return make_services()
+
+
+def write_campaign(folder, file: str, **fields) -> None:
+    """A campaign file in `folder` from keyword fields (strings are quoted, lists and
+    numbers written as TOML); `raw=` writes the text as given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if "raw" in fields:
+        (folder / file).write_text(fields["raw"])
+        return
+    lines = []
+    for key, value in fields.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, str) and not value.startswith("{"):
+            lines.append(f'{key} = "{value}"')
+        elif isinstance(value, list):
+            lines.append(f"{key} = [{', '.join(chr(34) + v + chr(34) for v in value)}]")
+        else:
+            lines.append(f"{key} = {value}")
+    (folder / file).write_text("\n".join(lines) + "\n")
+
+
+class CampaignServices(Services):
+    """`Services` plus what beat's campaign runner and `encore campaigns run` do."""
+
+    def campaign(self, name: str):
+        from services.campaigns import find_campaign
+
+        campaign, problem = find_campaign(self.runtime, name)
+        assert campaign is not None, problem
+        return campaign
+
+    def run_campaign(self, name: str) -> str:
+        """`encore campaigns run NAME`: the latest occurrence, enabled or not."""
+        from coupons.campaigns import latest_run_at
+        from services.campaigns import run_campaign
+
+        campaign = self.campaign(name)
+        return run_campaign(self.runtime, campaign, latest_run_at(campaign, self.clock()), self.clock)
+
+    def campaign_tick(self) -> list[str]:
+        """One tick of beat's campaign runner, and the runs it starts; returns their outcomes."""
+        from services.campaigns import due_runs, load_all, run_campaign
+
+        campaigns, _ = load_all(self.runtime)
+        with self.session() as session:
+            due = due_runs(session, campaigns, self.clock())
+        return [run_campaign(self.runtime, run.campaign, run.scheduled_at, self.clock) for run in due]
+
+    def campaign_deliveries(self) -> list[dict]:
+        return [row for row in self.deliveries() if row["trigger"] == "campaign"]
+
+
+@pytest.fixture()
+def campaigns_dir(tmp_path):
+    return tmp_path / "campaigns"
+
+
+@pytest.fixture()
+def campaign_services(make_services, campaigns_dir) -> CampaignServices:
+    campaigns_dir.mkdir(parents=True, exist_ok=True)
+    base = make_services(ENCORE_CAMPAIGNS_DIR=str(campaigns_dir))
+    return CampaignServices(base.runtime, base.clock, base.smtp, base.http)

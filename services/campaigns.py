@@ -302,7 +302,8 @@ def run_chunk(session: Session, runtime: Runtime, campaign: Campaign, scheduled_
 
 def run_campaign(runtime: Runtime, campaign: Campaign, scheduled_at: datetime, clock: Callable[[], datetime],
                  on_planned: Callable[[int], None] = lambda scheduled: None) -> str:
-    """Claim the run and plan its whole audience, one committed chunk at a time.
+    """Claim the run and plan its whole audience, one committed chunk at a time. Returns
+    `done` (this call ran it), `already_done`, `busy` (another runner has it) or `missed`.
 
     `on_planned` is called after each commit that scheduled deliveries (the task rings the
     relay there, so sending starts while later chunks are still being planned)."""
@@ -311,7 +312,7 @@ def run_campaign(runtime: Runtime, campaign: Campaign, scheduled_at: datetime, c
     with session_scope(runtime.database_url) as session:
         claim = claim_run(session, campaign, scheduled_at, clock())
     if claim != "claimed":
-        return claim
+        return "already_done" if claim == RUN_DONE else claim
     while True:
         with session_scope(runtime.database_url) as session:
             scheduled = run_chunk(session, runtime, campaign, scheduled_at, clock())

@@ -228,6 +228,7 @@ def cmd_campaigns_run(args: argparse.Namespace) -> int:
         "done": f"{campaign.name} run of {when}: done",
         "missed": f"{campaign.name} run of {when}: missed — its 24 h window has passed, nothing sent",
         "busy": f"{campaign.name} run of {when}: already running elsewhere",
+        "already_done": f"{campaign.name} run of {when}: already done (a run happens once)",
     }
     print(messages.get(outcome, f"{campaign.name} run of {when}: {outcome}"))
     print(f"  {_counts_line(counts)}")

@@ -6,23 +6,26 @@ so a second scheduler costs work, never a duplicate message.
 | --- | --- | --- | --- |
 | relay tick | tasks.relay.relay | 5 s | claims due rows with one UPDATE (SKIP LOCKED) |
 | stream sweep | tasks.plan.sweep_streams | 60 s | one planner per stream (a lease) |
-| campaign runner | tasks.plan.run_due_campaigns | 60 s | a run is a unique (campaign, scheduled time) row with a lease |
+| campaign runner | tasks.plan.run_due_campaigns | every minute, on the minute | a run is a unique (campaign, scheduled time) row with a lease |
 | coupon expiry | tasks.relay.expire_overdue | 60 s | UPDATE … WHERE state = 'scheduled' |
 """
+
+from celery.schedules import crontab
 
 RELAY_TICK_SECONDS = 5.0
 """How late a retry or a quiet-hours delivery can start past its due_at when no
 commit kicked the relay; 5 s keeps p99 latency low at one cheap query per tick."""
 SWEEP_TICK_SECONDS = 60.0
 """Stream orders wait 6 h for stream.ended; a minute of lag on that is invisible."""
-CAMPAIGN_TICK_SECONDS = 60.0
-"""Cron's own resolution: a campaign starts within a minute of its scheduled time."""
+CAMPAIGN_TICK = crontab()
+"""Every minute on the minute, cron's own resolution: a campaign scheduled at 10:00
+starts at 10:00 (plus the worker's pickup), and a fresh beat ticks within a minute."""
 EXPIRY_TICK_SECONDS = 60.0
 """Only bookkeeping (the sender expires what it claims late): a minute is plenty."""
 
 BEAT_SCHEDULE = {
     "relay": {"task": "tasks.relay.relay", "schedule": RELAY_TICK_SECONDS},
     "sweep-streams": {"task": "tasks.plan.sweep_streams", "schedule": SWEEP_TICK_SECONDS},
-    "campaign-runner": {"task": "tasks.plan.run_due_campaigns", "schedule": CAMPAIGN_TICK_SECONDS},
+    "campaign-runner": {"task": "tasks.plan.run_due_campaigns", "schedule": CAMPAIGN_TICK},
     "coupon-expiry": {"task": "tasks.relay.expire_overdue", "schedule": EXPIRY_TICK_SECONDS},
 }

@@ -245,3 +245,23 @@ def test_run_counts_follow_the_deliveries(campaign_services, campaigns_dir):
     assert counts["planned"] == 2
     assert counts["suppressed"] == {"no_channel": 1}
     assert counts["sent"] == 2
+
+
+def test_the_expiry_job_ends_scheduled_deliveries_past_their_deadline_once(campaign_services):
+    from services.expiry import expire_overdue
+
+    s = campaign_services
+    # Given a delivery nobody sent (no worker ran) for more than a day
+    assert s.emit(order_paid("e1", customer_id="c1", occurred_at=s.clock(), timezone="UTC")) == []
+    assert s.deliveries()[0]["state"] == "scheduled"
+    s.clock.advance(hours=25)
+    # When two expiry jobs run (two beats)
+    with s.session() as session:
+        first = expire_overdue(session, s.clock())
+    with s.session() as session:
+        second = expire_overdue(session, s.clock())
+    # Then it ended expired, once, and nothing was sent after its deadline
+    assert (first, second) == (1, 0)
+    assert (s.deliveries()[0]["state"], s.deliveries()[0]["reason"]) == ("expired", "deadline")
+    s.relay_and_send()
+    assert s.smtp.count == 0

@@ -6,6 +6,7 @@ import sys
 
 BENCHMARKS = {
     "fanout": ("bench.fanout", "N buyers of one livestream: time to the last email vs raw SMTP capacity"),
+    "campaign": ("bench.campaign", "a refill-reminder run over N stored customers: time and peak RSS"),
 }
 
 

@@ -28,7 +28,7 @@ from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from coupons.campaigns import (
@@ -116,10 +116,22 @@ def _market_filter(runtime: Runtime, campaign: Campaign):
     return and_(known, or_(*clauses))
 
 
-def _not_reached_since(campaign: Campaign, customer_id, since):
-    """No coupon of this campaign for the customer created at or after `since`."""
-    return ~exists(select(Coupon.id).where(Coupon.campaign == campaign.name, Coupon.customer_id == customer_id,
-                                           Coupon.created_at >= since))
+def _last_reached(session: Session, campaign: Campaign, first: str, last: str) -> dict[str, datetime]:
+    """When this campaign last created a coupon for each customer of an id range.
+
+    A separate statement rather than NOT EXISTS inside the audience query: PostgreSQL
+    planned that anti-join as a scan of all the campaign's coupons per customer, which
+    grows quadratic while a run inserts them."""
+    return dict(session.execute(
+        select(Coupon.customer_id, func.max(Coupon.created_at))
+        .where(Coupon.campaign == campaign.name, Coupon.customer_id.between(first, last))
+        .group_by(Coupon.customer_id)).all())
+
+
+def _not_reached_since(reached: dict[str, datetime], customer_id: str, last_at: datetime) -> bool:
+    """A campaign reaches a customer once per purchase: not again if it did since `last_at`."""
+    at = reached.get(customer_id)
+    return at is None or at < last_at
 
 
 def _due_lines(campaign: Campaign, as_of: datetime, where):
@@ -127,15 +139,13 @@ def _due_lines(campaign: Campaign, as_of: datetime, where):
     or its refill, is at least `days` old, and the line holds a consumable purchase."""
     cutoff = as_of - timedelta(days=campaign.days)
     last_at = func.max(OrderItem.occurred_at)
-    lines = (
+    return (
         select(OrderItem.customer_id, OrderItem.line_key, last_at.label("last_at"))
         .where(where)
         .group_by(OrderItem.customer_id, OrderItem.line_key)
         .having(last_at <= cutoff, func.max(case((OrderItem.refill_sku.is_not(None), 1), else_=0)) == 1)
-        .subquery("lines")
+        .subquery("due")
     )
-    return (select(lines.c.customer_id, lines.c.line_key, lines.c.last_at)
-            .where(_not_reached_since(campaign, lines.c.customer_id, lines.c.last_at)).subquery("due"))
 
 
 def _last_orders(campaign: Campaign, as_of: datetime, where):
@@ -147,23 +157,35 @@ def _last_orders(campaign: Campaign, as_of: datetime, where):
         query = query.having(last_at <= cutoff)
     else:
         query = query.where(Order.occurred_at > cutoff, Order.occurred_at <= as_of)
-    last = query.subquery("last")
-    return (select(last.c.customer_id, last.c.last_at)
-            .where(_not_reached_since(campaign, last.c.customer_id, last.c.last_at)).subquery("due"))
+    return query.subquery("due")
 
 
-def audience_chunk(session: Session, runtime: Runtime, campaign: Campaign, as_of: datetime, after: str,
+def customer_block(session: Session, runtime: Runtime, campaign: Campaign, after: str,
                    limit: int = PLAN_CHUNK) -> list[str]:
-    """The next `limit` audience customer ids after `after`, in id order: one statement."""
-    if campaign.audience == "replenishment_due":
-        due = _due_lines(campaign, as_of, OrderItem.customer_id > after)
-    else:
-        due = _last_orders(campaign, as_of, Order.customer_id > after)
+    """The next `limit` customer ids of the campaign's markets after `after`: the keyset a
+    run walks (primary-key order, so each step reads one block, however large the table)."""
     return list(session.scalars(
-        select(due.c.customer_id).join(Customer, Customer.id == due.c.customer_id)
-        .where(_market_filter(runtime, campaign))
-        .group_by(due.c.customer_id).order_by(due.c.customer_id).limit(limit)
-    ))
+        select(Customer.id).where(Customer.id > after, _market_filter(runtime, campaign))
+        .order_by(Customer.id).limit(limit)))
+
+
+def audience_in_block(session: Session, campaign: Campaign, as_of: datetime, block: list[str]) -> list[str]:
+    """Who of one block of customers is in the audience: a statement over the block's id
+    range, and one for whom the campaign already reached. (A single LIMIT query over the
+    whole audience makes PostgreSQL aggregate every remaining customer for each chunk:
+    quadratic in N.)"""
+    if not block:
+        return []
+    first, last = block[0], block[-1]
+    if campaign.audience == "replenishment_due":
+        due = _due_lines(campaign, as_of, OrderItem.customer_id.between(first, last))
+    else:
+        due = _last_orders(campaign, as_of, Order.customer_id.between(first, last))
+    reached = _last_reached(session, campaign, first, last)
+    in_block = set(block)
+    found = {customer_id for customer_id, last_at in session.execute(select(due.c.customer_id, due.c.last_at))
+             if customer_id in in_block and _not_reached_since(reached, customer_id, last_at)}
+    return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -185,22 +207,26 @@ def audience_members(session: Session, campaign: Campaign, customer_ids: list[st
         return []
     picked: dict[str, list[tuple[datetime, str, Item]]] = defaultdict(list)
     if campaign.audience == "replenishment_due":
-        due = _due_lines(campaign, as_of, OrderItem.customer_id.in_(customer_ids))
+        first, last = min(customer_ids), max(customer_ids)
+        due = _due_lines(campaign, as_of, OrderItem.customer_id.between(first, last))
+        reached = _last_reached(session, campaign, first, last)
         rows = session.execute(
             select(OrderItem.customer_id, OrderItem.line_key, OrderItem.occurred_at, OrderItem.currency,
-                   OrderItem.sku, OrderItem.name, OrderItem.unit_price, OrderItem.quantity, OrderItem.refill_sku)
+                   OrderItem.sku, OrderItem.name, OrderItem.unit_price, OrderItem.quantity, OrderItem.refill_sku,
+                   due.c.last_at)
             .join(due, and_(due.c.customer_id == OrderItem.customer_id, due.c.line_key == OrderItem.line_key))
             .where(OrderItem.refill_sku.is_not(None))
             .order_by(OrderItem.customer_id, OrderItem.occurred_at.desc(), OrderItem.id.desc())
         ).all()
         seen_lines: set[tuple[str, str]] = set()
-        for customer_id, line, at, currency, sku, name, price, quantity, refill in rows:
-            if (customer_id, line) in seen_lines:
-                continue  # an older purchase of a line already taken at its latest
+        for customer_id, line, at, currency, sku, name, price, quantity, refill, line_last_at in rows:
+            if (customer_id, line) in seen_lines or not _not_reached_since(reached, customer_id, line_last_at):
+                continue  # an older purchase of a line already taken at its latest, or reminded already
             seen_lines.add((customer_id, line))
             picked[customer_id].append((at, currency, _item(sku, name, price, 1, refill)))
     else:
-        due = _last_orders(campaign, as_of, Order.customer_id.in_(customer_ids))
+        due = _last_orders(campaign, as_of, Order.customer_id.between(min(customer_ids), max(customer_ids)))
+        # the audience (customer_ids) is already filtered for "reached since"
         window = (Order.occurred_at == due.c.last_at if campaign.audience == "lapsed" else
                   and_(Order.occurred_at > as_of - timedelta(days=campaign.days), Order.occurred_at <= as_of))
         rows = session.execute(
@@ -283,10 +309,11 @@ def run_chunk(session: Session, runtime: Runtime, campaign: Campaign, scheduled_
         CampaignRun.campaign == campaign.name, CampaignRun.scheduled_at == scheduled_at).with_for_update())
     if run is None or run.state != RUN_RUNNING:
         return None
-    customer_ids = audience_chunk(session, runtime, campaign, scheduled_at, run.after_customer)
-    if not customer_ids:
+    block = customer_block(session, runtime, campaign, run.after_customer)
+    if not block:
         run.state, run.finished_at, run.lease_until = RUN_DONE, now, None
         return None
+    customer_ids = audience_in_block(session, campaign, scheduled_at, block)
     trigger_key = campaign.trigger_key(scheduled_at)
     requests = [
         PlanRequest(trigger_key, member.customer_id, scheduled_at, (), offer=offer, campaign=campaign.name)
@@ -294,7 +321,7 @@ def run_chunk(session: Session, runtime: Runtime, campaign: Campaign, scheduled_
                                                                                        scheduled_at))
     ]
     scheduled = plan_coupons(session, runtime, requests, now) if requests else 0
-    run.after_customer = customer_ids[-1]
+    run.after_customer = block[-1]
     run.planned += scheduled
     run.lease_until = now + RUN_LEASE
     return scheduled
@@ -394,10 +421,13 @@ def preview(session: Session, runtime: Runtime, campaign: Campaign, scheduled_at
     languages: set[str] = set()
     spare: list[tuple[str, str, str, Message]] = []
     while True:
-        customer_ids = audience_chunk(session, runtime, campaign, scheduled_at, after)
-        if not customer_ids:
+        block = customer_block(session, runtime, campaign, after)
+        if not block:
             break
-        after = customer_ids[-1]
+        after = block[-1]
+        customer_ids = audience_in_block(session, campaign, scheduled_at, block)
+        if not customer_ids:
+            continue
         rows = session.execute(select(Customer.country).where(Customer.id.in_(customer_ids))).scalars()
         for country in rows:
             market = runtime.markets.for_country(country).name

@@ -266,3 +266,39 @@ def test_the_expiry_job_ends_scheduled_deliveries_past_their_deadline_once(campa
     assert (s.deliveries()[0]["state"], s.deliveries()[0]["reason"]) == ("expired", "deadline")
     s.relay_and_send()
     assert s.smtp.count == 0
+
+
+def test_orders_stored_before_the_upgrade_are_backfilled_into_order_items(database_url):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from store.db import MIGRATIONS_DIR, make_engine
+
+    # Given a database at the schema before campaigns, holding an order
+    engine = make_engine(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO orders (id, event_id, customer_id, currency, occurred_at, items) "
+            "VALUES ('o1', 'e1', 'c1', 'USD', :at, :items)"),
+            {"at": datetime(2026, 1, 1, tzinfo=UTC).replace(tzinfo=None) if engine.dialect.name == "sqlite"
+             else datetime(2026, 1, 1, tzinfo=UTC),
+             "items": '[{"sku": "shampoo", "name": "Shampoo", "unit_price": "20.00", "quantity": 1, '
+                      '"refill_sku": "shampoo-refill"}, {"sku": "mug", "name": "Mug", "unit_price": "12.00", '
+                      '"quantity": 2, "refill_sku": null}]'})
+    # When it is upgraded
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    # Then its items are there for the audiences
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT customer_id, line_key, sku, refill_sku, unit_price, quantity FROM order_items ORDER BY sku")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("c1", "mug", "mug", None, "12.00", 2),
+                                        ("c1", "shampoo-refill", "shampoo", "shampoo-refill", "20.00", 1)]

@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from coupons.campaigns import (
@@ -320,10 +321,34 @@ def run_chunk(session: Session, runtime: Runtime, campaign: Campaign, scheduled_
         for member, _, offer in _offers(runtime, campaign, session, audience_members(session, campaign, customer_ids,
                                                                                        scheduled_at))
     ]
-    scheduled = plan_coupons(session, runtime, requests, now) if requests else 0
+    scheduled = _plan_isolated(session, runtime, campaign, requests, now) if requests else 0
     run.after_customer = block[-1]
     run.planned += scheduled
     run.lease_until = now + RUN_LEASE
+    return scheduled
+
+
+def _plan_isolated(session: Session, runtime: Runtime, campaign: Campaign, requests: list[PlanRequest],
+                   now: datetime) -> int:
+    """The chunk in bulk; if that fails, customer by customer, so one customer's bad data
+    is logged and skipped instead of stopping the run at this chunk for ever."""
+    try:
+        with session.begin_nested():
+            return plan_coupons(session, runtime, requests, now)
+    except OperationalError:
+        raise  # the database, not the data: the task is retried
+    except Exception:
+        log.exception("campaign %s: bulk planning failed; planning %d customers one by one",
+                      campaign.name, len(requests))
+    scheduled = 0
+    for request in requests:
+        try:
+            with session.begin_nested():
+                scheduled += plan_coupons(session, runtime, [request], now)
+        except OperationalError:
+            raise
+        except Exception:
+            log.exception("campaign %s: planning customer %s failed; skipped", campaign.name, request.customer_id)
     return scheduled
 
 

@@ -302,3 +302,19 @@ def test_orders_stored_before_the_upgrade_are_backfilled_into_order_items(databa
     engine.dispose()
     assert [tuple(r) for r in rows] == [("c1", "mug", "mug", None, "12.00", 2),
                                         ("c1", "shampoo-refill", "shampoo", "shampoo-refill", "20.00", 1)]
+
+
+def test_one_customer_with_unusable_data_is_skipped_and_the_run_reaches_the_others(campaign_services,
+                                                                                    campaigns_dir):
+    from sqlalchemy import update
+
+    from store.models import Customer
+
+    s = campaign_services
+    write_campaign(campaigns_dir, "win-back.toml", name="win-back", audience="lapsed", days=60, **DAILY_AT_NOON_UTC)
+    for n in range(3):
+        buy(s, f"e{n}", f"c{n}", 70, [MUG], country="US", timezone="UTC")
+    with s.session() as session:  # a zone that passed validation once and no longer exists
+        session.execute(update(Customer).where(Customer.id == "c1").values(timezone="Mars/Olympus_Mons"))
+    assert s.run_campaign("win-back") == "done"
+    assert sorted(r["customer_id"] for r in s.campaign_deliveries()) == ["c0", "c2"]

@@ -461,7 +461,11 @@ def preview(session: Session, runtime: Runtime, campaign: Campaign, scheduled_at
             continue
         for member, row, offer in _offers(runtime, campaign, session,
                                           audience_members(session, campaign, customer_ids[:50], scheduled_at)):
-            sample = _sample(runtime, row, offer, scheduled_at)
+            try:
+                sample = _sample(runtime, row, offer, scheduled_at)
+            except Exception:  # a preview skips what the run would skip
+                log.exception("campaign %s: cannot render a sample for %s", campaign.name, member.customer_id)
+                continue
             if sample[1] not in languages and len(result.samples) < SAMPLE_MESSAGES:
                 languages.add(sample[1])
                 result.samples.append(sample)

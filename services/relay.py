@@ -55,8 +55,11 @@ def claim_due_deliveries(session: Session, now: datetime, requeue_after: timedel
 
 def claim_unapplied_events(session: Session, now: datetime, requeue_after: timedelta,
                            limit: int = RELAY_LIMIT) -> list[str]:
-    """Inbox rows stored but not applied, whose queue message is presumed lost."""
-    return _stamp_and_return(session, InboxEvent, InboxEvent.processed_at.is_(None), InboxEvent.occurred_at,
+    """Inbox rows stored but not applied, whose queue message is presumed lost. Oldest
+    received first: the partial index `ix_events_unapplied` serves both the filter and the
+    order, so the scan stays flat however large the table (apply_events orders each batch
+    by occurred_at itself)."""
+    return _stamp_and_return(session, InboxEvent, InboxEvent.processed_at.is_(None), InboxEvent.received_at,
                              now, requeue_after, limit)
 
 

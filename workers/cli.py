@@ -13,14 +13,24 @@ from coupons.markets import MarketsFileError
 from workers.settings import SettingsError
 
 
-def _lines(paths: list[str]) -> Iterator[tuple[str, int, str]]:
+def _lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
+    """Raw bytes per line (stdin and files alike): each line is decoded on its own, so
+    one undecodable line is rejected and the rest are kept. A line longer than an event
+    may be is cut (it is rejected as too large) without holding all of it in memory."""
+    from coupons.events import MAX_EVENT_BYTES
+
     for path in paths or ["-"]:
-        stream = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="replace")
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")
         try:
-            for number, line in enumerate(stream, start=1):
+            number = 0
+            while line := stream.readline(MAX_EVENT_BYTES + 2):
+                number += 1
+                if len(line) > MAX_EVENT_BYTES + 1 and not line.endswith(b"\n"):
+                    while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+                        pass
                 yield path, number, line
         finally:
-            if stream is not sys.stdin:
+            if stream is not sys.stdin.buffer:
                 stream.close()
 
 
@@ -130,14 +140,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from tasks.intake import apply_events
     from tasks.relay import relay
 
-    fixed = Path(args.file).read_text("utf-8") if args.file else None
+    fixed = Path(args.file).read_bytes() if args.file else None
     if fixed is not None and len(args.ids) != 1:
         print("encore replay: --file takes exactly one id", file=sys.stderr)
         return 2
     failures = 0
     for item_id in args.ids:
         with session_scope(current_runtime().database_url) as session:
-            result = replay(session, item_id, utcnow(), fixed)
+            result = replay(session, item_id, utcnow(), fixed, current_runtime())
         print(f"{item_id}: {result.message}")
         failures += not result.ok
         if result.event_id:

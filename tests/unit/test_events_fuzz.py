@@ -40,7 +40,7 @@ VALID = {
     },
 }
 
-GENERAL_REASONS = ("an event must be a JSON object", "not valid JSON", "event is larger than")
+GENERAL_REASONS = ("an event must be a JSON object", "not valid JSON", "not valid UTF-8", "event is larger than")
 FIELD_PATH = re.compile(r"^(?P<path>[A-Za-z_]+(?:\.[A-Za-z_]+|\[\d+\])*): \S")
 
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -328,3 +328,17 @@ def test_listing_failed_deliveries_takes_a_fixed_number_of_queries(services):
     deliveries = [r for r in rows if r["kind"] == "delivery"]
     assert len(deliveries) == 20  # bounded: the newest 20
     assert all(r["raw"] == f"try 1 of {r['id']}" for r in deliveries)  # the last attempt's detail
+
+
+def test_the_relay_claims_an_unapplied_backlog_in_chunks_each_row_once(services):
+    from services.relay import claim_unapplied_events
+
+    now = services.clock()
+    with services.session() as session:
+        session.add_all(InboxEvent(id=f"e{n}", type="order.paid", occurred_at=now, received_at=now, payload="{}")
+                        for n in range(2500))
+    with services.session() as session:
+        first = claim_unapplied_events(session, now, timedelta(seconds=300), limit=2200)
+        again = claim_unapplied_events(session, now, timedelta(seconds=300))
+    assert len(first) == len(set(first)) == 2200
+    assert sorted(again) == sorted(set(f"e{n}" for n in range(2500)) - set(first))

@@ -259,7 +259,7 @@ class CouponRedeemed(_Strict):
     customer_id: Id | None = None
 
 
-DATA_MODELS: dict[str, type[_Strict]] = {
+DATA_MODELS: dict[str, type[OrderPaid | StreamEnded | OrderRefunded | CustomerOptedOut | CouponRedeemed]] = {
     "order.paid": OrderPaid,
     "stream.ended": StreamEnded,
     "order.refunded": OrderRefunded,

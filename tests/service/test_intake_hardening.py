@@ -8,7 +8,7 @@ import logging
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from services.intake import apply_events
 from store.models import Customer, DeadLetter, InboxEvent, Order

@@ -353,10 +353,18 @@ def _parse_int(literal: str) -> int | Decimal:
     return int(literal) if len(literal) <= _INT_DIGITS else _HugeInteger(literal)
 
 
+_HUGE_INT_DECODER = json.JSONDecoder(parse_int=_parse_int)
+
+
 def load_json(text: str) -> Any:
     """`json.loads` that turns every failure into an `EventError` naming what broke."""
     try:
-        return json.loads(text, parse_int=_parse_int)
+        try:
+            return json.loads(text)  # the fast path: no Python call per integer
+        except ValueError as exc:
+            if isinstance(exc, json.JSONDecodeError) or "integer string conversion" not in str(exc):
+                raise
+            return _HUGE_INT_DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise EventError("", f"not valid JSON ({exc})") from None
     except RecursionError:

@@ -20,7 +20,8 @@ from coupons.events import Event, validate_event
 from coupons.model import CHANNELS
 from store.models import CANCELLED, SCHEDULED, SENDING, SENT, Coupon, Customer, DeadLetter, Delivery, InboxEvent, Order, Stream
 
-from .planner import PlanRequest, dialect_insert, plan_coupons, stream_requests
+from .planner import PlanRequest, dialect_insert, stream_requests
+from .planner import plan_isolated as _plan_isolated  # moved to the planner: one isolation for intake and streams
 from .redemption import redeem
 from .runtime import Runtime
 
@@ -79,30 +80,6 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
     session.flush()
     applied.scheduled += _plan_isolated(session, runtime, plan_requests, now)
     return applied
-
-
-def _plan_isolated(session: Session, runtime: Runtime, requests: list[PlanRequest], now: datetime) -> int:
-    """Plan the batch in bulk; if that fails, plan each trigger alone so one bad
-    trigger is dead-lettered instead of taking the batch down with it."""
-    try:
-        with session.begin_nested():
-            return plan_coupons(session, runtime, requests, now)
-    except OperationalError:
-        raise
-    except Exception:
-        log.exception("bulk planning failed; planning %d triggers one by one", len(requests))
-    scheduled = 0
-    for request in requests:
-        try:
-            with session.begin_nested():
-                scheduled += plan_coupons(session, runtime, [request], now)
-        except OperationalError:
-            raise
-        except Exception as exc:
-            log.exception("planning %s for %s failed", request.trigger_key, request.customer_id)
-            store_dead_letter(session, "plan", f"{request.trigger_key} customer={request.customer_id}",
-                              f"{type(exc).__name__}: {exc}", now)
-    return scheduled
 
 
 def _apply(session: Session, event: Event, now: datetime, applied: Applied) -> list[PlanRequest]:

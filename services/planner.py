@@ -225,6 +225,30 @@ def record_plan_failure(session: Session, trigger_key: str, customer_id: str, or
     session.flush()
 
 
+def replan(session: Session, runtime: Runtime, trigger_key: str, customer_id: str, now: datetime) -> int:
+    """Plan one trigger again: the replay of a "plan" dead letter, whose text is
+    `{"trigger_key": ..., "customer_id": ...}`. Clears the failure mark and plans;
+    returns how many deliveries were scheduled (0 when a stream trigger is not due
+    yet: the sweep plans it then). Raises, leaving nothing changed, if it still fails."""
+    kind, _, ref = trigger_key.partition(":")
+    if kind == "order":
+        orders = [o for o in [session.get(Order, ref)] if o is not None and o.customer_id == customer_id]
+    elif kind == "stream":
+        orders = list(session.scalars(select(Order).where(Order.stream_id == ref, Order.customer_id == customer_id)))
+    else:
+        raise ValueError(f"trigger_key: unknown trigger {trigger_key!r}")
+    if not orders:
+        raise ValueError(f"trigger_key: no orders of customer {customer_id!r} behind {trigger_key!r}")
+    with session.begin_nested():
+        session.execute(update(Order).where(Order.id.in_([o.id for o in orders])).values(plan_failed_at=None))
+        if kind == "order":
+            requests = [PlanRequest(trigger_key, customer_id, orders[0].occurred_at, (orders[0].id,))]
+        else:
+            ended_at = session.scalar(select(Stream.ended_at).where(Stream.id == ref))
+            requests = stream_requests(session, ref, ended_at, [customer_id], now)
+        return plan_coupons(session, runtime, requests, now)
+
+
 def _attach_orders(session: Session, requests: list[PlanRequest]) -> None:
     """Link each order to its coupon, so refunds can find what they void (one query,
     one batched UPDATE, however many orders)."""

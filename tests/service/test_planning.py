@@ -134,3 +134,27 @@ def test_a_coupon_is_refused_the_morning_after_its_last_day(services):
     services.clock.now = datetime(2026, 3, 25, 0, 0, 1, tzinfo=zone).astimezone(UTC)  # 14 days: 24 March was the last
     with services.session() as session:
         assert redeem(session, row["code"], "order-2", services.clock()).status == "expired"
+
+
+def test_a_plan_dead_letter_can_be_replanned_once_its_row_is_fixed(services):
+    from services.planner import replan
+    from store.models import Order
+
+    # Given a stream buyer whose row made planning raise
+    now = services.clock()
+    services.emit(order_paid("e1", order_id="o1", customer_id="c1", stream_id="S", occurred_at=now))
+    with services.session() as session:
+        session.execute(update(Order).where(Order.id == "o1").values(
+            items=[{"sku": "x", "name": "X", "unit_price": "not a number", "quantity": 1}]))
+    services.emit(stream_ended("end-S", "S", occurred_at=services.clock.advance(minutes=5)))
+    [letter] = _plan_dead_letters(services)
+    assert services.deliveries() == []
+    # When the row is fixed and the trigger replanned from the dead letter's text
+    with services.session() as session:
+        session.execute(update(Order).where(Order.id == "o1").values(items=SHAMPOO))
+    with services.session() as session:
+        scheduled = replan(session, services.runtime, letter["trigger_key"], letter["customer_id"], services.clock())
+    # Then the customer gets the coupon
+    assert scheduled == 1
+    [row] = services.deliveries()
+    assert row["customer_id"] == "c1" and row["offer"]["type"] == "refill"

@@ -11,8 +11,7 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
-from datetime import datetime, timezone as dt_timezone
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 from decimal import Decimal
 from functools import cache, lru_cache
 from importlib import resources
@@ -166,7 +165,7 @@ def _expiry_date(expires_at: datetime, zone: str, locale: Locale) -> str:
         expires_at = expires_at.replace(tzinfo=dt_timezone.utc)
     # expires_at is the first instant it is no longer valid; show the minute before.
     last = (expires_at - timedelta(microseconds=1)).astimezone(_zone(zone))
-    pattern = get_datetime_format("long", locale=locale).replace("'", "")
+    pattern = str(get_datetime_format("long", locale=locale)).replace("'", "")
     return (pattern.replace("{0}", format_time(last, format="short", locale=locale))
             .replace("{1}", format_date(last.date(), format="long", locale=locale)))
 

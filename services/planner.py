@@ -22,16 +22,16 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from coupons.codes import new_code
 from coupons.delivery_rules import plan_delivery
+from coupons.markets import Market
 from coupons.model import Customer as CustomerValue
 from coupons.model import Item
 from coupons.offers import choose_offer
-from coupons.markets import Market
 from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, stream_fallback_at
 from store.models import SCHEDULED, SENDING, SENT, Coupon, Customer, DeadLetter, Delivery, Order, Stream
 

@@ -7,7 +7,6 @@ server-side cursor on PostgreSQL) for the command line to print as they come.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -24,14 +23,6 @@ STREAM_BATCH = 1000
 
 def rfc3339(value: datetime | None) -> str | None:
     return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def percentile(sorted_values: list[float], share: float) -> float:
-    """Nearest-rank percentile; 0.0 for no data."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(share * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def nearest_rank(count: int, percent: int) -> int:

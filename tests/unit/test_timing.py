@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from coupons.timing import (
+    coupon_expires_at,
     deadline_for,
     outside_quiet_hours,
     retry_due_at,
@@ -233,8 +234,6 @@ def test_small_retry_after_does_not_shorten_the_backoff():
 
 
 # --- coupon expiry: the end of the named local day (issue 7, item 12) ------------
-
-from coupons.timing import coupon_expires_at  # noqa: E402
 
 
 @pytest.mark.parametrize(

@@ -162,6 +162,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from services.check import check_all
+
+    failed = 0
+    for line in check_all():
+        print(line, flush=True)
+        failed += not line.ok
+    print("all parts usable" if not failed else f"{failed} part(s) not usable")
+    return 1 if failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.demo import run_demo
 
@@ -186,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="re-submit rejected events (L<n>) or re-queue failed deliveries (D<n>)")
     replay.add_argument("ids", nargs="+")
     replay.add_argument("--file", help="the fixed event text to use instead of the stored one (one id only)")
+    commands.add_parser("check", help="check settings, database, broker and channel templates; exit 1 if any fails")
     demo = commands.add_parser("demo", help="the whole pipeline on embedded defaults")
     demo.add_argument("--buyers", type=int, default=40, help="buyers in the sample livestream")
     return parser
@@ -204,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     args = parser.parse_args(argv)
     handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo,
-                "dead-letters": cmd_dead_letters, "replay": cmd_replay}
+                "dead-letters": cmd_dead_letters, "replay": cmd_replay, "check": cmd_check}
     try:
         return handlers[args.command](args)
     except (SettingsError, ChannelConfigError, MarketsFileError) as exc:

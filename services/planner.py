@@ -213,7 +213,7 @@ def record_plan_failure(session: Session, trigger_key: str, customer_id: str, or
                         exc: Exception, now: datetime) -> None:
     """A "plan" dead letter whose text says what to replan, and a mark on the orders
     so the sweep does not retry (and dead-letter) the same trigger every minute."""
-    # Ids only: the exception text may quote customer data.
+    # The message names ids only; the traceback (for the operator) is what the engine lets through.
     log.error("planning %s for customer %s failed: %s", trigger_key, customer_id, type(exc).__name__,
               exc_info=(type(exc), exc, exc.__traceback__))
     session.add(DeadLetter(

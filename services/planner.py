@@ -147,8 +147,37 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         ))
     if delivery_rows:
         session.execute(Delivery.__table__.insert(), delivery_rows)
+    new_keys = {(trigger_key, customer_id) for _, trigger_key, customer_id in inserted}
+    _rechoose_unsent_offers(session, [row for row in coupon_rows if row["trigger_key"].startswith("stream:")
+                                      and (row["trigger_key"], row["customer_id"]) not in new_keys], now)
     _attach_orders(session, requests)
     return sum(1 for row in delivery_rows if row["state"] == SCHEDULED)
+
+
+OFFER_COLUMNS = ("offer_type", "sku", "product_name", "currency", "price", "percent", "regular_price")
+
+
+def _rechoose_unsent_offers(session: Session, coupon_rows: list[dict], now: datetime) -> None:
+    """A stream coupon that already existed gets the offer chosen from all the
+    customer's orders (rule 2) while nobody can have seen it: its delivery is still
+    scheduled and was never attempted. The code, timing and expiry stay.
+
+    The delivery row is written first: on PostgreSQL that locks it, so a sender's
+    claim (`scheduled → sending`) waits for this commit and then reads the new
+    offer; a delivery already claimed is not `scheduled` and keeps its offer.
+    """
+    for row in coupon_rows:
+        coupon_id = session.scalar(select(Coupon.id).where(
+            Coupon.trigger_key == row["trigger_key"], Coupon.customer_id == row["customer_id"]))
+        if coupon_id is None:
+            continue
+        unseen = session.execute(
+            update(Delivery).where(Delivery.coupon_id == coupon_id, Delivery.state == SCHEDULED,
+                                   Delivery.attempts == 0).values(updated_at=now)
+        ).rowcount
+        if unseen:
+            session.execute(update(Coupon).where(Coupon.id == coupon_id, Coupon.redeemed_at.is_(None))
+                            .values(**{column: row[column] for column in OFFER_COLUMNS}))
 
 
 def merge_requests(requests: list[PlanRequest]) -> list[PlanRequest]:

@@ -158,3 +158,46 @@ def test_a_plan_dead_letter_can_be_replanned_once_its_row_is_fixed(services):
     assert scheduled == 1
     [row] = services.deliveries()
     assert row["customer_id"] == "c1" and row["offer"]["type"] == "refill"
+
+
+def _quiet_zone(services) -> str:
+    from coupons.timing import zone_at_local_hour
+
+    return zone_at_local_hour(2, services.clock())  # 02:00 there: the delivery waits for the morning
+
+
+def test_a_late_order_in_a_later_batch_updates_an_offer_nobody_has_seen(services):
+    # Given an ended stream and a buyer whose coupon (a percent off a mug) waits for their morning
+    now = services.clock()
+    zone = _quiet_zone(services)
+    services.emit(stream_ended("end-S", "S", occurred_at=now - timedelta(minutes=30)))
+    services.emit(order_paid("e1", order_id="o1", customer_id="c1", stream_id="S", timezone=zone,
+                             occurred_at=now - timedelta(minutes=20), items=MUG))
+    [before] = services.deliveries("c1")
+    assert before["offer"]["type"] == "percent_off" and before["state"] == "scheduled"
+    # When their second order, with a consumable, arrives in a later batch
+    services.emit(order_paid("e2", order_id="o2", customer_id="c1", stream_id="S", timezone=zone,
+                             occurred_at=now - timedelta(minutes=10), items=SHAMPOO))
+    # Then the one coupon is chosen from both orders (rule 2): same code, the refill offer
+    [after] = services.deliveries("c1")
+    assert after["code"] == before["code"]
+    assert after["offer"] == {"type": "refill", "sku": "shampoo-refill", "currency": "USD", "price": "14.00"}
+    assert after["due_at"] == before["due_at"] and after["expires_at"] == before["expires_at"]
+
+
+def test_a_late_order_does_not_change_a_coupon_already_sent(services):
+    # Given a stream buyer whose coupon was already sent
+    now = services.clock()
+    services.emit(stream_ended("end-S", "S", occurred_at=now - timedelta(minutes=30)))
+    services.emit(order_paid("e1", order_id="o1", customer_id="c1", stream_id="S", timezone="UTC",
+                             occurred_at=now - timedelta(minutes=20), items=MUG))
+    services.relay_and_send()
+    [sent] = services.deliveries("c1")
+    assert sent["state"] == "sent"
+    # When a later order arrives
+    services.emit(order_paid("e2", order_id="o2", customer_id="c1", stream_id="S", timezone="UTC",
+                             occurred_at=now - timedelta(minutes=10), items=SHAMPOO))
+    # Then the coupon the customer holds stays what their message said
+    [after] = services.deliveries("c1")
+    assert after["offer"] == sent["offer"] and after["code"] == sent["code"]
+    assert services.smtp.count == 1

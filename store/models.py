@@ -132,6 +132,9 @@ class Order(Base):
     items: Mapped[list] = mapped_column(JSON)
     refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     coupon_id: Mapped[int | None] = mapped_column(ForeignKey("coupons.id"), nullable=True, index=True)
+    # Set when planning this order's trigger raised (a "plan" dead letter holds why);
+    # the sweep skips it until a replay clears it.
+    plan_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     __table_args__ = (Index("ix_orders_stream_customer", "stream_id", "customer_id"),)
 
 

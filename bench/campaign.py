@@ -131,7 +131,7 @@ def child(url: str, campaigns_dir: str, now_iso: str) -> int:
 def count(url: str, scheduled_at: str) -> tuple[int, int, int]:
     import psycopg
 
-    key = f"campaign:bench-refill:{datetime.fromisoformat(scheduled_at).astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    key = f"campaign:bench-refill@{datetime.fromisoformat(scheduled_at).astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
     with psycopg.connect(url) as conn:
         coupons = conn.execute("SELECT count(*), count(DISTINCT customer_id) FROM coupons WHERE trigger_key = %s",
                                (key,)).fetchone()

@@ -71,13 +71,14 @@ class Campaign:
     enabled: bool
     file: str
 
-    @property
-    def trigger_prefix(self) -> str:
-        return f"campaign:{self.name}:"
-
     def trigger_key(self, scheduled_at: datetime) -> str:
-        """The coupons' trigger key: (trigger, customer) is unique, so a run never reaches anyone twice."""
-        return f"{self.trigger_prefix}{iso_utc(scheduled_at)}"
+        return campaign_trigger_key(self.name, scheduled_at)
+
+
+def campaign_trigger_key(name: str, scheduled_at: datetime) -> str:
+    """A run's coupons' trigger key, `campaign:<name>@<scheduled UTC>`: (trigger, customer)
+    is unique, so a run never reaches anyone twice. Names hold no `@`."""
+    return f"campaign:{name}@{iso_utc(scheduled_at)}"
 
 
 def iso_utc(when: datetime) -> str:

@@ -7,7 +7,7 @@ over indexed columns, a chunk of customers at a time in customer-id order (keyse
 and plans each chunk through the same bulk path as streams (`plan_coupons`), so
 deadline, quiet hours, frequency cap and consent apply unchanged and memory stays
 flat however large the audience. The run's coupons share the trigger key
-`campaign:<name>:<scheduled UTC>`: (trigger, customer) is unique, so even two
+`campaign:<name>@<scheduled UTC>`: (trigger, customer) is unique, so even two
 runners on one chunk never reach a customer twice. Progress (the last customer
 planned) is committed with each chunk, so a runner that dies is resumed, not redone.
 
@@ -36,6 +36,7 @@ from coupons.campaigns import (
     Campaign,
     CampaignFileError,
     campaign_offer,
+    campaign_trigger_key,
     iso_utc,
     latest_run_at,
     load_campaigns,
@@ -45,6 +46,7 @@ from coupons.codes import new_code
 from coupons.delivery_rules import usable_channels
 from coupons.messages import render_message, resolve_language
 from coupons.model import Item, Message, MessageContext, Offer
+from coupons.timing import coupon_expires_at
 from store.models import (
     RUN_DONE,
     RUN_MISSED,
@@ -57,7 +59,9 @@ from store.models import (
     OrderItem,
 )
 
-from .planner import PLAN_CHUNK, PlanRequest, customer_value, dialect_insert, plan_coupons
+from .planner import PLAN_CHUNK, PlanRequest, customer_value, customer_zone, dialect_insert, plan_coupons
+from workers.settings import Settings
+
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -85,9 +89,13 @@ def order_item_rows(order_id: str, customer_id: str, currency: str, occurred_at:
 
 
 def campaigns_folder(runtime: Runtime) -> Path:
+    return campaigns_folder_of(runtime.settings)
+
+
+def campaigns_folder_of(settings: Settings) -> Path:
     """ENCORE_CAMPAIGNS_DIR, or the shipped examples."""
-    if runtime.settings.campaigns_dir:
-        return Path(runtime.settings.campaigns_dir)
+    if settings.campaigns_dir:
+        return Path(settings.campaigns_dir)
     return Path(str(resources.files("schedules").joinpath("campaigns")))
 
 
@@ -406,7 +414,7 @@ def due_runs(session: Session, campaigns: list[Campaign], now: datetime) -> list
 
 def run_counts(session: Session, campaign_name: str, scheduled_at: datetime, planned: int) -> dict:
     """A run's counts, from its coupons and deliveries by trigger key (set-based, live)."""
-    key = f"campaign:{campaign_name}:{iso_utc(scheduled_at)}"
+    key = campaign_trigger_key(campaign_name, scheduled_at)
     audience = dict(session.execute(
         select(Coupon.market, func.count()).where(Coupon.trigger_key == key).group_by(Coupon.market)).all())
     counts: dict = {"audience": audience, "planned": planned, "suppressed": {}, "scheduled": 0, "sending": 0,
@@ -483,8 +491,8 @@ def _sample(runtime: Runtime, row: Customer, offer: Offer, scheduled_at: datetim
     language, locale = resolve_language(customer.locale, f"{market.language_for(customer.country)}-{customer.country}")
     message = render_message(MessageContext(
         language=language, locale=locale, customer_name=customer.name, offer=offer, code=new_code(),
-        expires_at=scheduled_at + timedelta(days=market.valid_days),
-        timezone=customer.timezone or market.timezone_for(customer.country), framing=market.framing,
+        expires_at=coupon_expires_at(scheduled_at, market.valid_days, customer_zone(customer, market)),
+        timezone=customer_zone(customer, market), framing=market.framing,
     ), channel)
     return customer.id, language, channel, message
 

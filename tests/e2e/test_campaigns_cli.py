@@ -43,3 +43,15 @@ def test_a_broken_file_is_listed_with_its_field_and_the_good_one_still_runs(tmp_
     report = json.loads(encore("campaigns", "--json", cwd=tmp_path, env=env).stdout)
     [good] = report["campaigns"]
     assert good["last_run"]["state"] == "done" and good["last_run"]["counts"]["planned"] == 0
+
+
+def test_check_reports_each_campaign_file_and_fails_on_a_broken_one(tmp_path):
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    (folder / "good.toml").write_text('name = "good"\nschedule = "0 10 * * *"\naudience = "lapsed"\ndays = 60\n')
+    (folder / "bad.toml").write_text('name = "bad"\nschedule = "0 25 * * *"\naudience = "lapsed"\ndays = 60\n')
+    result = encore("check", cwd=tmp_path, env={"ENCORE_CAMPAIGNS_DIR": str(folder)}, timeout=120)
+    assert result.returncode == 1
+    lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("campaign ")}
+    assert " ok " in lines["good.toml"] and "next run" in lines["good.toml"]
+    assert "ERROR" in lines["bad.toml"] and "bad.toml: schedule:" in lines["bad.toml"]

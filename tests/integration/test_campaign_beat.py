@@ -21,7 +21,7 @@ MUG = {"sku": "mug", "name": "Mug", "unit_price": "12.00", "quantity": 1}
 def start_beat(data_dir, index: int) -> subprocess.Popen:
     log = open(data_dir / f"beat-{index}.log", "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "beat", "-s", str(data_dir / f"beat-{index}-schedule")],
+        [sys.executable, "-m", "workers.cli", "beat"],
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
 
 

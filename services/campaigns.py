@@ -70,6 +70,8 @@ RUN_LEASE = timedelta(minutes=5)
 """Far above one chunk's time (a 1,000-customer chunk plans in about a second);
 renewed per chunk; after it a dead runner's run is resumed by the next tick."""
 SAMPLE_MESSAGES = 3
+CAMPAIGN_CHUNK = PLAN_CHUNK
+"""Customers per transaction of a run, as for streams (1,000)."""
 
 
 # ------------------------------------------------------------------ intake
@@ -318,7 +320,7 @@ def run_chunk(session: Session, runtime: Runtime, campaign: Campaign, scheduled_
         CampaignRun.campaign == campaign.name, CampaignRun.scheduled_at == scheduled_at).with_for_update())
     if run is None or run.state != RUN_RUNNING:
         return None
-    block = customer_block(session, runtime, campaign, run.after_customer)
+    block = customer_block(session, runtime, campaign, run.after_customer, CAMPAIGN_CHUNK)
     if not block:
         run.state, run.finished_at, run.lease_until = RUN_DONE, now, None
         return None

@@ -318,3 +318,33 @@ def test_one_customer_with_unusable_data_is_skipped_and_the_run_reaches_the_othe
         session.execute(update(Customer).where(Customer.id == "c1").values(timezone="Mars/Olympus_Mons"))
     assert s.run_campaign("win-back") == "done"
     assert sorted(r["customer_id"] for r in s.campaign_deliveries()) == ["c0", "c2"]
+
+
+def test_a_run_whose_runner_died_is_resumed_after_its_lease_not_redone(campaign_services, campaigns_dir,
+                                                                       monkeypatch):
+    import services.campaigns as campaigns_service
+    from coupons.campaigns import latest_run_at
+    from services.campaigns import claim_run, run_chunk
+
+    s = campaign_services
+    monkeypatch.setattr(campaigns_service, "CAMPAIGN_CHUNK", 2)
+    write_campaign(campaigns_dir, "win-back.toml", name="win-back", audience="lapsed", days=60, **DAILY_AT_NOON_UTC)
+    for n in range(5):
+        buy(s, f"e{n}", f"c{n}", 70, [MUG], country="US", timezone="UTC")
+    campaign = s.campaign("win-back")
+    scheduled_at = latest_run_at(campaign, s.clock())
+    # Given a runner that claimed the run, planned its first chunk, and died
+    with s.session() as session:
+        assert claim_run(session, campaign, scheduled_at, s.clock()) == "claimed"
+    with s.session() as session:
+        assert run_chunk(session, s.runtime, campaign, scheduled_at, s.clock()) == 2
+    assert len(s.campaign_deliveries()) == 2
+    # When beat's runner ticks while its lease holds, nothing starts
+    s.clock.advance(minutes=1)
+    assert s.campaign_tick() == []
+    # And after the lease, the next tick finishes it from where it stopped
+    s.clock.advance(minutes=5)
+    assert s.campaign_tick() == ["done"]
+    rows = s.campaign_deliveries()
+    assert sorted(r["customer_id"] for r in rows) == ["c0", "c1", "c2", "c3", "c4"]
+    assert {r["trigger_at"] for r in rows} == {"2026-03-10T12:00:00Z"}

@@ -223,14 +223,13 @@ def audience_members(session: Session, campaign: Campaign, customer_ids: list[st
         reached = _last_reached(session, campaign, first, last)
         rows = session.execute(
             select(OrderItem.customer_id, OrderItem.line_key, OrderItem.occurred_at, OrderItem.currency,
-                   OrderItem.sku, OrderItem.name, OrderItem.unit_price, OrderItem.quantity, OrderItem.refill_sku,
-                   due.c.last_at)
+                   OrderItem.sku, OrderItem.name, OrderItem.unit_price, OrderItem.refill_sku, due.c.last_at)
             .join(due, and_(due.c.customer_id == OrderItem.customer_id, due.c.line_key == OrderItem.line_key))
             .where(OrderItem.refill_sku.is_not(None))
             .order_by(OrderItem.customer_id, OrderItem.occurred_at.desc(), OrderItem.id.desc())
         ).all()
         seen_lines: set[tuple[str, str]] = set()
-        for customer_id, line, at, currency, sku, name, price, quantity, refill, line_last_at in rows:
+        for customer_id, line, at, currency, sku, name, price, refill, line_last_at in rows:
             if (customer_id, line) in seen_lines or not _not_reached_since(reached, customer_id, line_last_at):
                 continue  # an older purchase of a line already taken at its latest, or reminded already
             seen_lines.add((customer_id, line))

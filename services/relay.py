@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import any_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from store.models import SCHEDULED, SENDING, Delivery, InboxEvent
@@ -42,8 +42,15 @@ def _stamp_and_return(session: Session, model, ready, order_by, now: datetime, r
 
 def _stamp(session: Session, model, where, order_by, now: datetime, limit: int) -> list:
     pick = select(model.id).where(where).order_by(order_by).limit(limit).with_for_update(skip_locked=True)
+    if session.get_bind().dialect.name == "postgresql":
+        # `id = ANY(ARRAY(pick))`: the pick runs once and the update finds its rows by
+        # primary key. With `id IN (pick)` PostgreSQL hash-joins against a scan of the
+        # whole table (measured: 180 ms at 1,000,000 rows, see bench/relay_claim.py).
+        picked = model.id == any_(func.array(pick.scalar_subquery()))
+    else:
+        picked = model.id.in_(pick.scalar_subquery())
     return list(session.execute(
-        update(model).where(model.id.in_(pick.scalar_subquery())).values(enqueued_at=now).returning(model.id)
+        update(model).where(picked).values(enqueued_at=now).returning(model.id)
     ).scalars())
 
 

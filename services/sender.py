@@ -35,7 +35,9 @@ from sqlalchemy.orm import Session
 from channels.adapter import ChannelSender, SendResult, open_sender
 from channels.ratelimit import Limiter, make_rate_limiter
 from coupons.delivery_rules import SendDecision, after_attempt, decide_send, send_window
+from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
+from coupons.model import Customer as CustomerValue
 from coupons.model import Message, MessageContext, Offer
 from store.db import engine_for, session_scope
 from store.models import (
@@ -342,24 +344,30 @@ def _prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
     ).all())
     updates: list[dict] = []
     for delivery, coupon, customer_row in rows:
-        channel = None
+        decision: SendDecision | None = None
         try:
-            decision, item = _decide_and_render(runtime, delivery, coupon, customer_row, now,
-                                                all_refunded=live_orders.get(coupon.id, 0) == 0,
-                                                last_sent_at=last_sent.get(delivery.customer_id))
-            channel = decision.channel
+            customer = customer_value(customer_row)
+            market = runtime.markets.for_country(customer.country)
+            decision = decide_send(
+                now=now, deadline_at=delivery.deadline_at, customer=customer, market=market,
+                configured=runtime.configured_channels, opted_out=customer_row.opted_out or (),
+                failed_channels=delivery.failed_channels or [], last_reason=delivery.reason,
+                all_orders_refunded=live_orders.get(coupon.id, 0) == 0,
+                last_sent_to_customer_at=last_sent.get(delivery.customer_id),
+            )
+            item = _render(delivery, coupon, customer, market, decision) if decision.action == "send" else None
         except Exception as error:  # noqa: BLE001 - one bad row must not hold the batch
             log.exception("delivery %d cannot be prepared", delivery.id)
-            detail = f"{type(error).__name__}: {error}"
             _write_fenced(session, dict(delivery_id=delivery.id, claim_token=batch.token, state=FAILED,
                                         reason="render_error", updated_at=now, lease_expires_at=None,
                                         enqueued_at=None),
-                          dict(at=now, channel=channel or delivery.channel or "", outcome="permanent",
-                               reason="render_error", detail=detail))
+                          dict(at=now, channel=(decision and decision.channel) or delivery.channel or "",
+                               outcome="permanent", reason="render_error",
+                               detail=f"{type(error).__name__}: {error}"))
             batch.ended += 1
             continue
         if decision.action == "end":
-            updates.append(_decision_row(delivery.id, now, state=decision.state, reason=decision.reason))
+            updates.append(_decision_row(delivery.id, now, state=decision.state or FAILED, reason=decision.reason))
             batch.ended += 1
         elif decision.action == "reschedule":
             updates.append(_decision_row(delivery.id, now, state=SCHEDULED, reason=delivery.reason,
@@ -379,19 +387,9 @@ def _prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
                                     for r in group])
 
 
-def _decide_and_render(runtime: Runtime, delivery: Delivery, coupon: Coupon, customer_row: Customer,
-                       now: datetime, *, all_refunded: bool,
-                       last_sent_at: datetime | None) -> tuple[SendDecision, Outgoing | None]:
-    customer = customer_value(customer_row)
-    market = runtime.markets.for_country(customer.country)
-    decision = decide_send(
-        now=now, deadline_at=delivery.deadline_at, customer=customer, market=market,
-        configured=runtime.configured_channels, opted_out=customer_row.opted_out or (),
-        failed_channels=delivery.failed_channels or [], last_reason=delivery.reason,
-        all_orders_refunded=all_refunded, last_sent_to_customer_at=last_sent_at,
-    )
-    if decision.action != "send":
-        return decision, None
+def _render(delivery: Delivery, coupon: Coupon, customer: CustomerValue, market: Market,
+            decision: SendDecision) -> Outgoing:
+    """The message for the decided channel, and what sending and recording it need."""
     channel = decision.channel
     assert channel is not None
     timezone = customer.timezone or market.timezone_for(customer.country)
@@ -401,7 +399,7 @@ def _decide_and_render(runtime: Runtime, delivery: Delivery, coupon: Coupon, cus
         language=language, locale=locale, customer_name=customer.name, offer=offer_of(coupon),
         code=coupon.code, expires_at=coupon.expires_at, timezone=timezone, framing=market.framing,
     ), channel)
-    return decision, Outgoing(
+    return Outgoing(
         delivery_id=delivery.id, customer_id=customer.id, channel=channel, address=customer.address(channel) or "",
         message=message, deadline_at=delivery.deadline_at,
         channel_attempts=delivery.channel_attempts if channel == delivery.channel else 0,

@@ -3,7 +3,13 @@
 import logging
 from datetime import timedelta
 
-from services.relay import SEND_BATCH, batches, claim_due_deliveries, claim_unapplied_events, release_expired_leases
+from services.relay import (
+    SEND_BATCH,
+    batches,
+    claim_due_deliveries,
+    claim_unapplied_events,
+    release_expired_leases,
+)
 from services.runtime import Clock, Runtime, current_runtime, utcnow
 from store.db import session_scope
 from workers.app import RETRY_ON_DATABASE_ERRORS, app

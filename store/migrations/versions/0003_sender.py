@@ -4,8 +4,9 @@ leases), and the relay's pick index.
 Revision ID: 0003_sender
 Revises: 0002
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
+
 import store.models
 
 revision = "0003_sender"

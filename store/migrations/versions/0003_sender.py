@@ -2,7 +2,7 @@
 leases), and the relay's pick index.
 
 Revision ID: 0003_sender
-Revises: 0002
+Revises: 0003_planner
 """
 import sqlalchemy as sa
 from alembic import op
@@ -10,7 +10,7 @@ from alembic import op
 import store.models
 
 revision = "0003_sender"
-down_revision = "0002"
+down_revision = "0003_planner"
 branch_labels = None
 depends_on = None
 

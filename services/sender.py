@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 _DELIVERIES = Delivery.__table__
 _ATTEMPTS = Attempt.__table__
 
+
 @dataclass
 class Outgoing:
     delivery_id: int
@@ -124,8 +125,6 @@ def offer_of(coupon: Coupon) -> Offer:
 
 # --------------------------------------------------------------------------- fenced writes
 
-_RESULT_COLUMNS = ("state", "reason", "updated_at", "lease_expires_at", "enqueued_at", "next_attempt_at",
-                   "channel", "attempts", "channel_attempts", "failed_channels", "sent_at")
 _ATTEMPT_COLUMNS = ("at", "channel", "outcome", "reason", "detail")
 _ATTEMPT_TYPES = {"at": UTCDateTime(), "channel": String(), "outcome": String(), "reason": String(),
                   "detail": String()}

@@ -6,8 +6,9 @@ filling the URL template, avoiding Apprise's per-message SMTP reconnect and its
 throttle sleep, reading its per-call logs, and a short in-call retry for blips.
 
 Retries live in two places only: this short in-call retry (a refused or reset
-connection, at most 2 extra tries within ~3 s) and Encore's own backoff through
-`due_at` (SPEC rule 12). Apprise's own `retry=` is forced to 0.
+connection, at most 2 extra tries within ~3 s, each first asking the caller's
+`may_attempt`: deadline, quiet hours, lease) and Encore's own backoff through
+`next_attempt_at` (SPEC rule 12). Apprise's own `retry=` is forced to 0.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Scheduled campaigns: order_items, campaign_runs, coupons.campaign, order indexes
 
 Revision ID: 0003_campaigns
-Revises: 0003_planner
+Revises: 0003_sender
 """
 import json
 
@@ -11,7 +11,7 @@ from alembic import op
 import store.models
 
 revision = "0003_campaigns"
-down_revision = "0003_planner"
+down_revision = "0003_sender"
 branch_labels = None
 depends_on = None
 

@@ -179,10 +179,15 @@ def _parse_offer(raw: object, audience: str, fail) -> ExplicitOffer | None:
     return ExplicitOffer(kind, percent)
 
 
-def load_campaigns(directory: str | Path, market_names: Collection[str]) -> tuple[list[Campaign], list[CampaignFileError]]:
+def load_campaigns(directory: str | Path, market_names: Collection[str] | None = None,
+                   ) -> tuple[list[Campaign], list[CampaignFileError]]:
     """Every `*.toml` in `directory`, sorted by file name: the good ones, and one error per
     broken file. Two files with one name are both errors (neither runs: which one the seller
-    meant is a guess)."""
+    meant is a guess). `market_names` defaults to the shipped markets file's."""
+    if market_names is None:
+        from .markets import load_markets
+
+        market_names = load_markets().by_name
     folder = Path(directory)
     if not folder.is_dir():
         return [], [CampaignFileError(str(folder), None, "campaigns folder not found")]

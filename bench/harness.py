@@ -294,9 +294,10 @@ class Stack:
         layout = ", ".join(f"{role} pid {proc.pid}" for role, proc in self.processes if role != "sink")
         log(f"pipeline up: {layout}")
 
-    def check_alive(self) -> None:
+    def check_alive(self, ignore: tuple[str, ...] = ()) -> None:
+        """Stop the run when a started process died (except the roles in `ignore`, which end by design)."""
         for role, proc in self.processes:
-            if proc.poll() is not None:
+            if role not in ignore and proc.poll() is not None:
                 raise RuntimeError(f"{role} exited with {proc.returncode}; see logs in {self.data_dir}")
 
     def roots(self) -> dict[str, list[int]]:

@@ -251,3 +251,35 @@ def test_a_refund_applied_while_its_order_is_applied_in_a_batch_is_not_lost(serv
         assert session.scalars(select(PendingRefund.order_id)).all() == []
     services.relay_and_send()
     assert sorted(d["customer_id"] for d in services.deliveries() if d["state"] == "sent") == ["c0", "c2"]
+
+
+# --- memory: `encore emit` streams its input in bounded batches ---------------------------------
+
+def test_emitting_ten_times_more_lines_does_not_take_more_memory(services, monkeypatch):
+    import tracemalloc
+
+    import services.emit as emit_module
+    from services.emit import emit_lines
+
+    monkeypatch.setattr(emit_module, "EMIT_BATCH", 100)  # ten batches instead of one, in a tenth of the time
+
+    now = services.clock()
+
+    def peak_bytes(tag: str, count: int) -> int:
+        lines = (("test", n, json.dumps(order_paid(f"{tag}-{n}", customer_id=f"{tag}-c{n}", stream_id="s",
+                                                     occurred_at=now, timezone="UTC")))
+                 for n in range(1, count + 1))  # produced one at a time, like a file being read
+        tracemalloc.start()
+        try:
+            report = emit_lines(services.runtime, lines, services.clock, lambda ids: None,
+                                lambda *reject: pytest.fail(str(reject)))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert report.accepted == count
+        return peak
+
+    peak_bytes("warm", 100)  # statement caches, imports
+    small, large = peak_bytes("small", 100), peak_bytes("large", 1_000)
+    print(f"peak traced memory: {small:,} bytes for 100 lines, {large:,} for 1,000")
+    assert large < small * 1.5, (small, large)

@@ -160,7 +160,7 @@ def _requeue_delivery(session: Session, number: int, item_id: str, now: datetime
     if now >= delivery.deadline_at:
         return ReplayResult(item_id, False, f"deadline passed at {rfc3339(delivery.deadline_at)}")
     delivery.state = SCHEDULED
-    delivery.due_at = now
+    delivery.next_attempt_at = now  # due_at stays the planned time: latency is measured from it
     delivery.failed_channels = []
     delivery.channel_attempts = 0
     delivery.enqueued_at = None

@@ -112,8 +112,9 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
                 return
             except OperationalError:
                 raise
-            except Exception:
-                log.warning("applying %d orders together failed; applying them one by one", len(orders))
+            except Exception as exc:
+                log.warning("applying %d orders together failed (%s); applying them one by one", len(orders),
+                            failure_reason(exc))
         for event_id, payload, event in orders:
             apply_alone(event_id, payload, lambda event=event: _order_paid(session, event, now))
         orders.clear()

@@ -1,16 +1,23 @@
-"""Fan-out throughput: one livestream with N buyers ends; how fast do N emails go out?
+"""Fan-out throughput: one livestream with N buyers ends; how fast do N messages go out?
 
     python -m bench fanout --buyers 20000
+    python -m bench fanout --buyers 500 --channel whatsapp --latency-ms 150
 
 What one run does (every process it starts is stopped at the end, also on Ctrl-C):
 
 1. a fresh PostgreSQL database `encore_bench_<random>` (dropped unless --keep),
    Redis db 12 flushed and used as the broker, a temporary ENCORE_DATA_DIR;
-2. a counting SMTP sink in its own process (bench.smtpsink), the only channel:
-   ENCORE_CHANNEL_EMAIL=mailto://127.0.0.1:P?from=shop@example.com&to={email};
-3. the raw capacity of that sink: plain smtplib, one reused connection per client
-   process, as many client processes as pipeline workers, the pipeline's own
-   email bytes (multipart text + html), min(N, 20000) messages;
+2. a counting provider stand-in in its own process, the only channel, answering each
+   message after --latency-ms: an SMTP sink (bench.smtpsink) for
+   ENCORE_CHANNEL_EMAIL=mailto://127.0.0.1:P?from=shop@example.com&to={email}, or with
+   --channel whatsapp an HTTP endpoint (bench.httpsink) for
+   ENCORE_CHANNEL_WHATSAPP=json://127.0.0.1:P/wa/{whatsapp} and Brazilian buyers who
+   consented to WhatsApp only;
+3. the raw capacity of that endpoint in the same run: --raw-connections (32) plain
+   keep-alive connections (smtplib with the pipeline's own email bytes, or http.client
+   POSTing what Apprise's json:// posts), threads over W client processes, sending for
+   --raw-seconds; for email also W connections building each email with
+   channels.smtp.build_email;
 4. the production layout of the README/Procfile: one `encore worker --concurrency W`
    (W prefork children send) and one `encore beat` (the relay tick); or, with
    --layout processes, W `encore worker --concurrency 1 -n wK@%h` processes;
@@ -20,7 +27,7 @@ What one run does (every process it starts is stopped at the end, also on Ctrl-C
    path `encore emit` takes), then the sink is polled until it holds N messages;
 7. checks: the sink got exactly N messages for N distinct recipients, and N
    deliveries are `sent`; then CPU seconds per role over the window, so the
-   bottleneck shows (workers, PostgreSQL, sink, Redis).
+   bottleneck shows (workers, PostgreSQL, sink, Redis), and the figures as JSON.
 
 `--py-spy DIR` records the workers with py-spy over the window (raw collapsed
 stacks, one file per worker) for profiling.

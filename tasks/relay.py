@@ -16,6 +16,7 @@ from workers.app import RETRY_ON_DATABASE_ERRORS, app
 
 EVENT_BATCH = 500
 SEND_QUEUE = "send"
+INTAKE_QUEUE = "intake"
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,13 @@ def relay_once(runtime: Runtime, clock: Clock = utcnow) -> int:
     from tasks.send import send_deliveries
 
     requeue_after = timedelta(seconds=runtime.settings.lease_seconds)
+    # Like sends: stored events whose message is older than the lease are presumed lost only
+    # when the intake queue is empty. A million-line `encore emit` on a busy machine can take
+    # longer than the lease to apply, and its backlog must not be copied into the broker again.
+    events_may_be_lost = queued_messages(INTAKE_QUEUE) in (0, None)
     with session_scope(runtime.database_url) as session:
         release_expired_leases(session, clock())
-        event_ids = claim_unapplied_events(session, clock(), requeue_after)
+        event_ids = claim_unapplied_events(session, clock(), requeue_after) if events_may_be_lost else []
     for chunk in batches(event_ids, EVENT_BATCH):
         apply_events.delay(chunk)
     # Asked before the first enqueue of this pass: what this pass enqueues is not lost.

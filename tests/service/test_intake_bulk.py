@@ -283,3 +283,60 @@ def test_emitting_ten_times_more_lines_does_not_take_more_memory(services, monke
     small, large = peak_bytes("small", 100), peak_bytes("large", 1_000)
     print(f"peak traced memory: {small:,} bytes for 100 lines, {large:,} for 1,000")
     assert large < small * 1.5, (small, large)
+
+
+# --- the relay and an inbox backlog longer than the lease --------------------------------------
+
+@pytest.fixture()
+def broker(redis_url):
+    """The Celery app pointed at the test's Redis, with no worker consuming; restored after."""
+    import redis
+
+    from workers.app import configure
+    from workers.settings import load_settings
+
+    configure(load_settings({"ENCORE_BROKER_URL": redis_url}))
+    yield redis.Redis.from_url(redis_url)
+    configure(load_settings())
+
+
+def store_and_enqueue(services, count: int) -> None:
+    from services.emit import emit_lines
+    from tasks.intake import apply_events as apply_task
+
+    lines = [("test", n, json.dumps(order_paid(f"e{n}", customer_id=f"c{n}", stream_id="s",
+                                                occurred_at=services.clock(), timezone="UTC")))
+             for n in range(1, count + 1)]
+    emit_lines(services.runtime, lines, services.clock, lambda ids: apply_task.delay(ids),
+               lambda *reject: pytest.fail(str(reject)))
+
+
+def test_an_inbox_backlog_waiting_in_the_broker_longer_than_the_lease_is_not_enqueued_again(services, broker):
+    from tasks.relay import INTAKE_QUEUE, queued_messages, relay_once
+
+    # Given 2,500 stored events whose three intake messages wait in the broker
+    store_and_enqueue(services, 2500)
+    assert queued_messages(INTAKE_QUEUE) == 3
+    # When no worker gets to them for three leases while the relay keeps ticking
+    for _ in range(3):
+        services.clock.advance(seconds=services.runtime.settings.lease_seconds + 1)
+        relay_once(services.runtime, services.clock)
+    # Then the broker still holds each event once
+    assert queued_messages(INTAKE_QUEUE) == 3
+
+
+def test_stored_events_whose_messages_the_broker_lost_are_enqueued_again_after_the_lease(services, broker):
+    from tasks.relay import INTAKE_QUEUE, queued_messages, relay_once
+
+    # Given stored events, and a broker that then loses their messages
+    store_and_enqueue(services, 1200)
+    broker.flushdb()
+    # When less than a lease has passed, nothing is presumed lost yet
+    relay_once(services.runtime, services.clock)
+    assert queued_messages(INTAKE_QUEUE) == 0
+    # Then after the lease each is enqueued again, once (500 ids per message)
+    services.clock.advance(seconds=services.runtime.settings.lease_seconds + 1)
+    relay_once(services.runtime, services.clock)
+    assert queued_messages(INTAKE_QUEUE) == 3
+    relay_once(services.runtime, services.clock)
+    assert queued_messages(INTAKE_QUEUE) == 3

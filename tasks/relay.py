@@ -49,13 +49,17 @@ def relay_once(runtime: Runtime, clock: Clock = utcnow) -> int:
     from tasks.send import send_deliveries
 
     requeue_after = timedelta(seconds=runtime.settings.lease_seconds)
-    # Like sends: stored events whose message is older than the lease are presumed lost only
-    # when the intake queue is empty. A million-line `encore emit` on a busy machine can take
-    # longer than the lease to apply, and its backlog must not be copied into the broker again.
-    events_may_be_lost = queued_messages(INTAKE_QUEUE) in (0, None)
     with session_scope(runtime.database_url) as session:
         release_expired_leases(session, clock())
-        event_ids = claim_unapplied_events(session, clock(), requeue_after) if events_may_be_lost else []
+        # Like sends: stored events whose message is older than the lease are presumed lost
+        # only when the intake queue is empty. A million-line `encore emit` on a busy machine
+        # can take longer than the lease to apply, and its backlog must not be copied into the
+        # broker again. The queue is asked only when there is something to claim (rarely).
+        with session.begin_nested() as claim:
+            event_ids = claim_unapplied_events(session, clock(), requeue_after)
+            if event_ids and queued_messages(INTAKE_QUEUE) not in (0, None):
+                claim.rollback()
+                event_ids = []
     for chunk in batches(event_ids, EVENT_BATCH):
         apply_events.delay(chunk)
     # Asked before the first enqueue of this pass: what this pass enqueues is not lost.

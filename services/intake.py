@@ -153,6 +153,7 @@ def _order_paid(session: Session, event: Event, now: datetime) -> list[PlanReque
     if inserted is None:
         return []  # the same order under another event id
     session.flush()
+    _redeem_discount_codes(session, data.discount_codes or [], data.order_id, now)
     if data.stream_id is None:
         return [PlanRequest(f"order:{data.order_id}", c.id, event.occurred_at, (data.order_id,))]
     ended_at = session.scalar(select(Stream.ended_at).where(Stream.id == data.stream_id))
@@ -190,3 +191,12 @@ def _opted_out(session: Session, event: Event) -> None:
                              updated_at=event.occurred_at))
         return
     customer.opted_out = sorted(set(customer.opted_out or []) | set(channels))
+
+
+def _redeem_discount_codes(session: Session, codes: list[str], order_id: str, now: datetime) -> None:
+    """Rule 13 for shops that only report orders: an Encore code used at checkout
+    redeems its coupon. Codes Encore never issued (the shop's own) are ignored."""
+    for code in dict.fromkeys(codes):
+        result = redeem(session, code, order_id, now)
+        if result.status != "unknown":
+            log.info("order %s used coupon %s: %s", order_id, result.code, result.status)

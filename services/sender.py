@@ -30,6 +30,7 @@ from channels.ratelimit import Limiter, make_rate_limiter
 from coupons.delivery_rules import after_attempt, decide_send
 from coupons.messages import render_message, resolve_language
 from coupons.model import Message, MessageContext, Offer
+from coupons.unsubscribe import unsubscribe_url
 from store.db import engine_for, session_scope
 from store.models import (
     SCHEDULED,
@@ -134,6 +135,8 @@ def _prepare(session: Session, runtime: Runtime, ids: list[int], now: datetime) 
         message = render_message(MessageContext(
             language=language, locale=locale, customer_name=customer.name, offer=offer_of(coupon),
             code=coupon.code, expires_at=coupon.expires_at, timezone=timezone, framing=market.framing,
+            unsubscribe_url=unsubscribe_url(runtime.settings.public_url, runtime.settings.webhook_secret,
+                                            customer.id, channel),
         ), channel)
         last_sent[customer.id] = now  # a second delivery to them in this batch hits the cap
         outgoing.append(Outgoing(

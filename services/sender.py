@@ -59,6 +59,7 @@ class Outgoing:
     attempts: int
     timezone: str
     market_name: str
+    due_at: datetime | None = None  # kept on success: latency runs from due to sent
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def _prepare(session: Session, runtime: Runtime, ids: list[int], now: datetime) 
             delivery_id=delivery.id, customer_id=customer.id, channel=channel, address=customer.address(channel),
             message=message, deadline_at=delivery.deadline_at, channel_attempts=channel_attempts,
             failed_channels=list(delivery.failed_channels or []), attempts=delivery.attempts,
-            timezone=timezone, market_name=market.name,
+            timezone=timezone, market_name=market.name, due_at=delivery.due_at,
         ))
     return outgoing, updates, rescheduled
 
@@ -175,7 +176,8 @@ def _outcome_row(item: Outgoing, result: SendResult, now: datetime, runtime: Run
     )
     return dict(
         id=item.delivery_id, state=outcome.state, reason=outcome.reason, updated_at=now, lease_expires_at=None,
-        enqueued_at=None, due_at=outcome.due_at or now, channel=item.channel, attempts=item.attempts + 1,
+        enqueued_at=None, due_at=outcome.due_at or (item.due_at if result.ok and item.due_at else now),
+        channel=item.channel, attempts=item.attempts + 1,
         channel_attempts=outcome.channel_attempts, failed_channels=outcome.failed_channels,
         sent_at=now if result.ok else None,
     )

@@ -19,6 +19,7 @@ from store.models import (
     EXPIRED,
     FAILED,
     SCHEDULED,
+    SENDING,
     SENT,
     SUPPRESSED,
     Coupon,
@@ -141,6 +142,7 @@ class Dashboard:
     over_time: list[tuple[datetime, dict[str, int]]]  # bucket start -> sent per channel
     bucket: str  # "hour" | "day"
     problems: list[tuple[str, str, int]]  # (state, reason, count)
+    waiting: int = 0  # scheduled or being sent right now
 
 
 STREAMS_SHOWN = 8
@@ -200,6 +202,8 @@ def dashboard(session: Session, markets: Markets, now: datetime) -> Dashboard:
         .where(Delivery.state.in_((FAILED, SUPPRESSED, EXPIRED, CANCELLED)))
         .group_by(Delivery.state, Delivery.reason).order_by(func.count().desc()))]
 
+    waiting = session.scalar(select(func.count()).select_from(Delivery)
+                             .where(Delivery.state.in_((SCHEDULED, SENDING)))) or 0
     totals = Funnel("all markets")
     for funnel in by_market.values():
         totals.buyers += funnel.buyers
@@ -208,7 +212,7 @@ def dashboard(session: Session, markets: Markets, now: datetime) -> Dashboard:
         totals.redeemed += funnel.redeemed
     return Dashboard(totals=totals, by_market=sorted(by_market.values(), key=lambda f: -f.buyers),
                      by_stream=list(streams.values()), by_offer=by_offer, by_market_rate=by_market_rate,
-                     over_time=over_time, bucket=bucket, problems=problems)
+                     over_time=over_time, bucket=bucket, problems=problems, waiting=waiting)
 
 
 def _sent_over_time(session: Session, now: datetime) -> tuple[list[tuple[datetime, dict[str, int]]], str]:

@@ -417,8 +417,14 @@ def _pct(part: int, whole: int) -> str:
 def _dashboard_page(runtime: Runtime, now: datetime) -> str:
     with session_scope(runtime.database_url) as session:
         data = dashboard(session, runtime.markets, now)
+    for funnel in data.by_market:
+        funnel.label = charts.market_label(funnel.label)
+    for rate in data.by_market_rate:
+        rate.label = charts.market_label(rate.label)
+    for rate in data.by_offer:
+        rate.label = charts.offer_label(rate.label)
     return _templates().get_template("dashboard.html.j2").render(
-        now=now.strftime("%Y-%m-%d %H:%M"), totals=data.totals, pct=_pct, legend=charts.funnel_legend(),
+        now=now.strftime("%Y-%m-%d %H:%M"), totals=data.totals, waiting=data.waiting, pct=_pct, legend=charts.funnel_legend(),
         stream_limit=STREAMS_SHOWN,
         funnel_market=charts.funnel_chart("funnel-market", data.by_market),
         funnel_stream=charts.funnel_chart("funnel-stream", data.by_stream),

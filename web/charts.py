@@ -24,6 +24,18 @@ def _empty(name: str, message: str = "No data yet") -> Markup:
                   f'<text x="{WIDTH // 2}" y="24" text-anchor="middle" class="muted">{escape(message)}</text></svg>')
 
 
+OFFER_LABELS = {"refill": "Refill", "second_half_price": "2nd at half price", "percent_off": "Percent off"}
+
+
+def market_label(name: str) -> str:
+    """`north_america` → `North America`: market names as a seller says them."""
+    return " ".join(w if w in ("of", "and") else w.capitalize() for w in name.split("_"))
+
+
+def offer_label(offer_type: str) -> str:
+    return OFFER_LABELS.get(offer_type, offer_type.replace("_", " "))
+
+
 def _number(value: float) -> str:
     return f"{value:,.0f}"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy import Float, and_, case, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from coupons.markets import Markets
@@ -35,15 +35,19 @@ LATENCY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 
 
 
 def seconds_between(session: Session, start, end):
-    """`end - start` in seconds, as SQL."""
+    """`end - start` in seconds, as SQL (double precision: PostgreSQL's EXTRACT gives
+    numeric, several times slower to compare over a million rows)."""
     if session.get_bind().dialect.name == "postgresql":
-        return func.extract("epoch", end - start)
+        return cast(func.extract("epoch", end - start), Float)
     return (func.julianday(end) - func.julianday(start)) * 86400.0
 
 
 def _latency(session: Session):
+    """Seconds from due to sent, never negative (evaluated once per row: no CASE)."""
     raw = seconds_between(session, Delivery.due_at, Delivery.sent_at)
-    return case((raw < 0, literal(0.0)), else_=raw)
+    if session.get_bind().dialect.name == "postgresql":
+        return func.greatest(raw, 0.0)
+    return func.max(raw, 0.0)  # SQLite's two-argument max() is the scalar one
 
 
 def _rate(numerator: int, denominator: int) -> float:
@@ -83,14 +87,20 @@ def metrics_snapshot(session: Session, now: datetime) -> MetricsSnapshot:
             select(Delivery.state, channel, func.count()).group_by(Delivery.state, channel)):
         snap.deliveries[(state, channel_name)] = count
 
-    latency = _latency(session)
-    row = session.execute(
-        select(func.count(), func.coalesce(func.sum(latency), 0.0),
-               *[func.coalesce(func.sum(case((latency <= bound, 1), else_=0)), 0) for bound in LATENCY_BUCKETS])
-        .where(Delivery.state == SENT)
-    ).one()
-    snap.latency_count, snap.latency_sum = int(row[0]), float(row[1])
-    snap.latency_buckets = [(bound, int(value)) for bound, value in zip(LATENCY_BUCKETS, row[2:])]
+    # One pass: each sent delivery falls in its first bucket; cumulative counts are summed here.
+    latency = select(_latency(session).label("seconds")).where(Delivery.state == SENT).subquery()
+    bucket = case(*[(latency.c.seconds <= bound, index) for index, bound in enumerate(LATENCY_BUCKETS)],
+                  else_=len(LATENCY_BUCKETS))
+    per_bucket = [0] * (len(LATENCY_BUCKETS) + 1)
+    for index, count, total in session.execute(
+            select(bucket, func.count(), func.sum(latency.c.seconds)).group_by(bucket)):
+        per_bucket[int(index)] = count
+        snap.latency_sum += float(total or 0.0)
+    snap.latency_count = sum(per_bucket)
+    running = 0
+    for bound, count in zip(LATENCY_BUCKETS, per_bucket):
+        running += count
+        snap.latency_buckets.append((bound, running))
 
     finished, on_time = session.execute(
         select(func.count(), func.coalesce(func.sum(case((and_(Delivery.state == SENT,
@@ -149,59 +159,54 @@ STREAMS_SHOWN = 8
 BUCKETS_SHOWN = 48
 
 
-def _funnel_counts(session: Session, group):
-    """coupons, sent on time and redeemed per `group` (a Coupon column), in one scan."""
-    on_time = case((and_(Delivery.state == SENT, Delivery.sent_at <= Delivery.deadline_at), 1), else_=0)
-    redeemed = case((Coupon.redeemed_at.is_not(None), 1), else_=0)
-    return session.execute(
-        select(group, func.count(), func.coalesce(func.sum(on_time), 0), func.coalesce(func.sum(redeemed), 0))
-        .select_from(Coupon).outerjoin(Delivery, Delivery.coupon_id == Coupon.id).group_by(group)
-    ).all()
-
-
 def dashboard(session: Session, markets: Markets, now: datetime) -> Dashboard:
-    # Buyers per market: countries come from SQL (a few hundred rows at most), markets from the file.
+    # Buyers per market: every customer with a country placed an order (a customer row
+    # without one is a remembered opt-out). Countries come from SQL, markets from the file.
     by_market: dict[str, Funnel] = {}
     for country, buyers in session.execute(
-            select(Customer.country, func.count(func.distinct(Order.customer_id)))
-            .select_from(Order).join(Customer, Customer.id == Order.customer_id).group_by(Customer.country)):
-        name = markets.for_country(country).name if country else "unknown"
+            select(Customer.country, func.count()).where(Customer.country != "").group_by(Customer.country)):
+        name = markets.for_country(country).name
         by_market.setdefault(name, Funnel(name)).buyers += buyers
-    for market, coupons, on_time, redeemed in _funnel_counts(session, Coupon.market):
+
+    # One scan of coupons ⋈ deliveries gives the market funnels and both redemption rates.
+    sent = Delivery.state == SENT
+    is_redeemed = Coupon.redeemed_at.is_not(None)
+    offer_rates: dict[str, Rate] = {}
+    market_rates: dict[str, Rate] = {}
+    for market, offer, coupons, on_time, sent_count, sent_redeemed, redeemed_count in session.execute(
+            select(Coupon.market, Coupon.offer_type, func.count(),
+                   _count_if(and_(sent, Delivery.sent_at <= Delivery.deadline_at)), _count_if(sent),
+                   _count_if(and_(sent, is_redeemed)), _count_if(is_redeemed))
+            .select_from(Coupon).outerjoin(Delivery, Delivery.coupon_id == Coupon.id)
+            .group_by(Coupon.market, Coupon.offer_type)):
         funnel = by_market.setdefault(market, Funnel(market))
-        funnel.coupons, funnel.sent_on_time, funnel.redeemed = coupons, int(on_time), int(redeemed)
+        funnel.coupons += coupons
+        funnel.sent_on_time += int(on_time)
+        funnel.redeemed += int(redeemed_count)
+        if sent_count:
+            for rates, key in ((offer_rates, offer), (market_rates, market)):
+                rate = rates.setdefault(key, Rate(key, 0, 0))
+                rate.redeemed += int(sent_redeemed)
+                rate.sent += int(sent_count)
 
     streams = {stream: Funnel(stream, buyers=buyers) for stream, buyers in session.execute(
         select(Order.stream_id, func.count(func.distinct(Order.customer_id))).where(Order.stream_id.is_not(None))
-        .group_by(Order.stream_id).order_by(func.count(func.distinct(Order.customer_id)).desc())
+        .group_by(Order.stream_id).order_by(func.count(func.distinct(Order.customer_id)).desc(), Order.stream_id)
         .limit(STREAMS_SHOWN))}
     if streams:
-        keys = [f"stream:{s}" for s in streams]
-        on_time = case((and_(Delivery.state == SENT, Delivery.sent_at <= Delivery.deadline_at), 1), else_=0)
-        redeemed = case((Coupon.redeemed_at.is_not(None), 1), else_=0)
         for key, coupons, sent_on_time, redeemed_count in session.execute(
-                select(Coupon.trigger_key, func.count(), func.coalesce(func.sum(on_time), 0),
-                       func.coalesce(func.sum(redeemed), 0))
+                select(Coupon.trigger_key, func.count(), _count_if(and_(sent, Delivery.sent_at <= Delivery.deadline_at)),
+                       _count_if(is_redeemed))
                 .select_from(Coupon).outerjoin(Delivery, Delivery.coupon_id == Coupon.id)
-                .where(Coupon.trigger_key.in_(keys)).group_by(Coupon.trigger_key)):
+                .where(Coupon.trigger_key.in_([f"stream:{s}" for s in streams])).group_by(Coupon.trigger_key)):
             funnel = streams[key.removeprefix("stream:")]
             funnel.coupons, funnel.sent_on_time, funnel.redeemed = coupons, int(sent_on_time), int(redeemed_count)
-
-    sent_only = Delivery.state == SENT
-    redeemed = func.coalesce(func.sum(case((Coupon.redeemed_at.is_not(None), 1), else_=0)), 0)
-    by_offer = [Rate(offer, int(r), n) for offer, n, r in session.execute(
-        select(Coupon.offer_type, func.count(), redeemed).join(Delivery, Delivery.coupon_id == Coupon.id)
-        .where(sent_only).group_by(Coupon.offer_type).order_by(Coupon.offer_type))]
-    by_market_rate = [Rate(market, int(r), n) for market, n, r in session.execute(
-        select(Coupon.market, func.count(), redeemed).join(Delivery, Delivery.coupon_id == Coupon.id)
-        .where(sent_only).group_by(Coupon.market).order_by(Coupon.market))]
 
     over_time, bucket = _sent_over_time(session, now)
     problems = [(state, reason or "unknown", count) for state, reason, count in session.execute(
         select(Delivery.state, Delivery.reason, func.count())
         .where(Delivery.state.in_((FAILED, SUPPRESSED, EXPIRED, CANCELLED)))
         .group_by(Delivery.state, Delivery.reason).order_by(func.count().desc()))]
-
     waiting = session.scalar(select(func.count()).select_from(Delivery)
                              .where(Delivery.state.in_((SCHEDULED, SENDING)))) or 0
     totals = Funnel("all markets")
@@ -210,9 +215,15 @@ def dashboard(session: Session, markets: Markets, now: datetime) -> Dashboard:
         totals.coupons += funnel.coupons
         totals.sent_on_time += funnel.sent_on_time
         totals.redeemed += funnel.redeemed
-    return Dashboard(totals=totals, by_market=sorted(by_market.values(), key=lambda f: -f.buyers),
-                     by_stream=list(streams.values()), by_offer=by_offer, by_market_rate=by_market_rate,
+    return Dashboard(totals=totals, by_market=sorted(by_market.values(), key=lambda f: (-f.buyers, f.label)),
+                     by_stream=list(streams.values()),
+                     by_offer=[offer_rates[k] for k in sorted(offer_rates)],
+                     by_market_rate=[market_rates[k] for k in sorted(market_rates)],
                      over_time=over_time, bucket=bucket, problems=problems, waiting=waiting)
+
+
+def _count_if(condition):
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
 def _sent_over_time(session: Session, now: datetime) -> tuple[list[tuple[datetime, dict[str, int]]], str]:

@@ -437,3 +437,22 @@ def test_expired_coupon_after_clock_moves_is_not_redeemed_via_order(web):
 
 
 
+
+
+def test_a_broker_that_does_not_answer_still_gets_202_and_the_event_stays_stored(make_services):
+    from fastapi.testclient import TestClient
+
+    from web.app import create_app
+
+    services = make_services(ENCORE_WEBHOOK_SECRET=WEBHOOK_SECRET)
+
+    def broker_down(ids: list[str]) -> None:
+        raise ConnectionRefusedError("broker down")
+
+    client = TestClient(create_app(services.runtime, enqueue=broker_down, clock=services.clock))
+    body = json.dumps(daytime_order("e1", services)).encode()
+    response = client.post("/events", content=body, headers=signed_headers(body))
+    assert (response.status_code, response.json()["accepted"]) == (202, ["e1"])
+    with services.session() as session:
+        [stored] = session.scalars(select(InboxEvent)).all()
+    assert stored.id == "e1" and stored.processed_at is None  # the relay re-enqueues it

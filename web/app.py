@@ -297,8 +297,9 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
         try:
             target = read_token(secret, token)
         except BadToken:
-            t = translations(_language(None, request))
-            return 404, _render_page(t, "en", t["unsubscribe_title"], t["unsubscribe_invalid"], False)
+            language = _language(None, request)
+            t = translations(language)
+            return 404, _render_page(t, language, t["unsubscribe_title"], t["unsubscribe_invalid"], False)
         with session_scope(database_url) as session:
             customer = session.get(Customer, target.customer_id)
             language = _language(customer, request)

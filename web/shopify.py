@@ -118,8 +118,9 @@ def order_paid_event(payload: Any, webhook_id: str | None) -> dict:
                       "unit_price": line.get("price"), "quantity": quantity})
     if not items:
         raise ShopifyPayloadError("line_items", "every line item was removed")
-    codes = [code for code in (_text(_obj(d).get("code")) for d in payload.get("discount_codes") or []
-                               if isinstance(payload.get("discount_codes"), list)) if code]
+    discounts = payload.get("discount_codes")
+    discounts = discounts if isinstance(discounts, list) else []
+    codes = [code for code in (_text(_obj(d).get("code")) for d in discounts) if code]
     data: dict[str, Any] = {"order_id": f"shopify:{order_id}", "currency": currency, "customer": person,
                             "items": items}
     if codes:

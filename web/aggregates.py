@@ -98,7 +98,7 @@ def metrics_snapshot(session: Session, now: datetime) -> MetricsSnapshot:
         snap.latency_sum += float(total or 0.0)
     snap.latency_count = sum(per_bucket)
     running = 0
-    for bound, count in zip(LATENCY_BUCKETS, per_bucket):
+    for bound, count in zip(LATENCY_BUCKETS, per_bucket, strict=False):  # the last is +Inf
         running += count
         snap.latency_buckets.append((bound, running))
 

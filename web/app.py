@@ -39,7 +39,7 @@ from . import charts
 from .aggregates import STREAMS_SHOWN, dashboard
 from .metrics import make_registry
 from .requests import MAX_BODY_BYTES, SIGNATURE_HEADER, BodyTooLarge, read_body, signature_ok
-from .shopify import ShopifyPayloadError, order_paid_event, shopify_signature_ok
+from .shopify import order_paid_event, shopify_signature_ok
 
 log = logging.getLogger(__name__)
 

@@ -456,3 +456,20 @@ def test_a_broker_that_does_not_answer_still_gets_202_and_the_event_stays_stored
     with services.session() as session:
         [stored] = session.scalars(select(InboxEvent)).all()
     assert stored.id == "e1" and stored.processed_at is None  # the relay re-enqueues it
+
+
+def test_emails_sent_through_apprise_carry_the_unsubscribe_headers_too(sinks):
+    """Email providers other than SMTP go through Apprise; its email plugins take custom headers."""
+    from channels.adapter import _AppriseSender
+    from coupons.messages import unsubscribe_headers
+    from coupons.model import Message
+
+    smtp, _ = sinks
+    url = f"{PUBLIC_URL}/unsubscribe/token"
+    sender = _AppriseSender("email", f"mailto://127.0.0.1:{smtp.port}?from=shop@example.com&to={{email}}")
+    result = sender.send("ann@example.com", Message(text="hi", subject="Offer", html="<p>hi</p>",
+                                                    headers=unsubscribe_headers(url)))
+    assert result.ok, result
+    [email] = smtp.messages
+    assert "".join(email["List-Unsubscribe"].split()) == f"<{url}>"
+    assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

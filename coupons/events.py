@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -24,10 +24,21 @@ from .model import CHANNELS
 from .money import known_currencies
 
 MAX_EVENT_BYTES = 256 * 1024
+MAX_QUANTITY = 10**9
+"""Far above any real order line; keeps quantities plain numbers everywhere they are stored."""
 MAX_PRICE = Decimal(10) ** 15
 """Above any real unit price in any currency (VND prices reach 1e9); keeps offer
 arithmetic inside Decimal's 28 digits."""
 EVENT_TYPES = ("order.paid", "stream.ended", "order.refunded", "customer.opted_out", "coupon.redeemed")
+EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+"""No shop event is older; anything earlier is a broken clock or a placeholder date."""
+MAX_CLOCK_SKEW = timedelta(days=1)
+"""How far `occurred_at` may lie after the moment the event was received (shop clocks drift)."""
+LATEST_OCCURRED_AT = datetime(9000, 1, 1, tzinfo=UTC)
+"""The ceiling when no receive time is known: far enough from datetime's year 9999 that
+trigger + 6 h, deadline + 24 h and expiry + valid days cannot overflow."""
+ID_MAX = 256
+"""Ids other than the event id are stored in String(256) columns (store/models.py)."""
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 _BCP47 = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
@@ -55,7 +66,31 @@ def _timezones() -> frozenset[str]:
 def _strict_str(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    _storable(value)
     return value
+
+
+def _storable(value: str) -> None:
+    """Refuse text the database driver cannot store: NUL (PostgreSQL) and unpaired
+    surrogates (not encodable as UTF-8), both reachable through JSON escapes."""
+    if value.isascii():
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters (\\u0000)")
+        return
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"must not contain unpaired surrogates ({value[exc.start]!a} at position {exc.start})") from None
+
+
+def _at_most(limit: int):
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > limit:
+            raise ValueError(f"must be at most {limit} characters")
+        return value
+    return check
 
 
 def _non_empty_str(value: Any) -> str:
@@ -66,15 +101,23 @@ def _non_empty_str(value: Any) -> str:
 
 
 Text = Annotated[str, BeforeValidator(_non_empty_str)]
+Id = Annotated[str, BeforeValidator(_at_most(ID_MAX)), BeforeValidator(_non_empty_str)]
+"""A required id that fits its String(256) column (validators run last-listed first)."""
 
 
 def _timestamp(value: Any) -> datetime:
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ValueError("must be an RFC 3339 timestamp with Z or an offset")
     try:
-        return datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
+        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
     except ValueError:
         raise ValueError("must be an RFC 3339 timestamp with Z or an offset") from None
+    # Check the year before converting: 0001-01-01T00:00+01:00 has no UTC equivalent.
+    if parsed.year >= LATEST_OCCURRED_AT.year:
+        raise ValueError(f"must be before {LATEST_OCCURRED_AT:%Y-%m-%d}")
+    if parsed.year < 1000 or parsed.astimezone(UTC) < EARLIEST_OCCURRED_AT:
+        raise ValueError(f"must not be before {EARLIEST_OCCURRED_AT:%Y-%m-%d}")
+    return parsed.astimezone(UTC)
 
 
 def _e164(value: Any) -> str:
@@ -99,7 +142,7 @@ def _email(value: Any) -> str:
 
 
 def _price(value: Any) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         raise ValueError("must be a decimal string or number")
     try:
         amount = Decimal(str(value).strip())
@@ -115,10 +158,14 @@ def _price(value: Any) -> Decimal:
 
 
 def _quantity(value: Any) -> int:
+    if isinstance(value, _HugeInteger):
+        raise ValueError(f"must be at most {MAX_QUANTITY:,}")
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("must be an integer")
     if value < 1:
         raise ValueError("must be >= 1")
+    if value > MAX_QUANTITY:
+        raise ValueError(f"must be at most {MAX_QUANTITY:,}")
     return value
 
 
@@ -136,16 +183,16 @@ class _Strict(BaseModel):
 
 
 class CustomerData(_Strict):
-    id: Text
+    id: Id
     name: Annotated[str, BeforeValidator(_strict_str)] | None = None
     country: Annotated[str, BeforeValidator(_strict_str)]
-    locale: Annotated[str, BeforeValidator(_strict_str)] | None = None
-    timezone: Annotated[str, BeforeValidator(_strict_str)] | None = None
-    email: Annotated[str, BeforeValidator(_email)] | None = None
+    locale: Annotated[str, BeforeValidator(_at_most(64)), BeforeValidator(_strict_str)] | None = None
+    timezone: Annotated[str, BeforeValidator(_at_most(64)), BeforeValidator(_strict_str)] | None = None
+    email: Annotated[str, BeforeValidator(_at_most(320)), BeforeValidator(_email)] | None = None
     phone: Annotated[str, BeforeValidator(_e164)] | None = None
     whatsapp: Annotated[str, BeforeValidator(_e164)] | None = None
-    line_id: Text | None = None
-    telegram_id: Text | None = None
+    line_id: Id | None = None
+    telegram_id: Id | None = None
     consent: Annotated[list[str], BeforeValidator(_channels)]
 
     @field_validator("country")
@@ -179,8 +226,8 @@ class ItemData(_Strict):
 
 
 class OrderPaid(_Strict):
-    order_id: Text
-    stream_id: Text | None = None
+    order_id: Id
+    stream_id: Id | None = None
     currency: Annotated[str, BeforeValidator(_strict_str)]
     customer: CustomerData
     items: list[ItemData] = Field(min_length=1)
@@ -195,25 +242,25 @@ class OrderPaid(_Strict):
 
 
 class StreamEnded(_Strict):
-    stream_id: Text
+    stream_id: Id
 
 
 class OrderRefunded(_Strict):
-    order_id: Text
+    order_id: Id
 
 
 class CustomerOptedOut(_Strict):
-    customer_id: Text
+    customer_id: Id
     channels: Annotated[list[str], BeforeValidator(_channels)] | None = None
 
 
 class CouponRedeemed(_Strict):
-    code: Text
-    order_id: Text
-    customer_id: Text | None = None
+    code: Id
+    order_id: Id
+    customer_id: Id | None = None
 
 
-DATA_MODELS: dict[str, type[_Strict]] = {
+DATA_MODELS: dict[str, type[OrderPaid | StreamEnded | OrderRefunded | CustomerOptedOut | CouponRedeemed]] = {
     "order.paid": OrderPaid,
     "stream.ended": StreamEnded,
     "order.refunded": OrderRefunded,
@@ -237,6 +284,8 @@ class Event(_Strict):
     occurred_at: datetime
     data: OrderPaid | StreamEnded | OrderRefunded | CustomerOptedOut | CouponRedeemed
     raw: dict[str, Any]
+    text: str | None = None
+    """The JSON text as received (UTF-8-encodable, checked), stored as the inbox payload."""
 
 
 _PYDANTIC_REASONS = {
@@ -274,30 +323,80 @@ def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> EventErr
     return EventError(_field_path(prefix + tuple(error["loc"])), reason)
 
 
-def validate_event(obj: Any) -> Event:
-    """Validate one decoded JSON value as an event."""
+def validate_event(obj: Any, received_at: datetime | None = None, text: str | None = None) -> Event:
+    """Validate one decoded JSON value as an event. With `received_at`, `occurred_at`
+    may lie at most `MAX_CLOCK_SKEW` after it (see README, rules where the spec is silent)."""
     if not isinstance(obj, dict):
         raise EventError("", "an event must be a JSON object")
     try:
         envelope = Envelope.model_validate(obj)
     except ValidationError as exc:
         raise _first_error(exc) from None
+    if received_at is not None and envelope.occurred_at > received_at + MAX_CLOCK_SKEW:
+        raise EventError("occurred_at", f"must not be more than {MAX_CLOCK_SKEW.days} day after it was received "
+                                        f"({received_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ})")
     try:
         data = DATA_MODELS[envelope.type].model_validate(envelope.data)
     except ValidationError as exc:
         raise _first_error(exc, ("data",)) from None
-    return Event(id=envelope.id, type=envelope.type, occurred_at=envelope.occurred_at, data=data, raw=obj)
+    return Event(id=envelope.id, type=envelope.type, occurred_at=envelope.occurred_at, data=data, raw=obj, text=text)
 
 
-def parse_event(text: str | bytes) -> Event:
-    """Validate one raw JSON text (one line of JSON Lines, or one request body element)."""
-    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_EVENT_BYTES:
-        raise EventError("", f"event is larger than {MAX_EVENT_BYTES // 1024} KiB")
+class _HugeInteger(Decimal):
+    """An integer literal too long for Python's int-from-str limit: kept as a number so
+    the field it sits in rejects it by name (`data.items[0].quantity: ...`)."""
+
+
+_INT_DIGITS = 1000
+
+
+def _parse_int(literal: str) -> int | Decimal:
+    return int(literal) if len(literal) <= _INT_DIGITS else _HugeInteger(literal)
+
+
+_HUGE_INT_DECODER = json.JSONDecoder(parse_int=_parse_int)
+
+
+def load_json(text: str) -> Any:
+    """`json.loads` that turns every failure into an `EventError` naming what broke."""
     try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        try:
+            return json.loads(text)  # the fast path: no Python call per integer
+        except ValueError as exc:
+            if isinstance(exc, json.JSONDecodeError) or "integer string conversion" not in str(exc):
+                raise
+            return _HUGE_INT_DECODER.decode(text)
+    except json.JSONDecodeError as exc:
         raise EventError("", f"not valid JSON ({exc})") from None
     except RecursionError:
         raise EventError("", "not valid JSON (nested too deeply)") from None
-    return validate_event(obj)
+    except ValueError as exc:  # e.g. a float literal Python cannot read
+        raise EventError("", f"not valid JSON ({exc})") from None
+
+
+def decode_line(raw: bytes) -> str:
+    """Strict UTF-8, one line at a time, so one bad line is rejected alone."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventError("", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at position {exc.start})") from None
+
+
+def parse_event(text: str | bytes, received_at: datetime | None = None) -> Event:
+    """Validate one raw JSON text (one line of JSON Lines, or one request body element).
+
+    The text must be storable as it is (it becomes the inbox payload): bytes must be
+    UTF-8, and a str must not hold unpaired surrogates."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_EVENT_BYTES:
+            raise EventError("", f"event is larger than {MAX_EVENT_BYTES // 1024} KiB")
+        text = decode_line(text)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise EventError("", f"not valid UTF-8 text (unpaired surrogate at position {exc.start})") from None
+    if size > MAX_EVENT_BYTES:
+        raise EventError("", f"event is larger than {MAX_EVENT_BYTES // 1024} KiB")
+    if "\x00" in text:  # outside a JSON string NUL is invalid anyway; inside one, JSON forbids it raw
+        raise EventError("", "not valid JSON (a raw NUL character)")
+    return validate_event(load_json(text), received_at, text)

@@ -92,8 +92,9 @@ def _parse_market(name: str, raw: dict) -> Market:
     if framing not in ("urgency", "loyalty"):
         raise MarketsFileError(f"{name}.framing: must be 'urgency' or 'loyalty'")
     valid_days = need("valid_days")
-    if not isinstance(valid_days, int) or valid_days < 1:
-        raise MarketsFileError(f"{name}.valid_days: must be an integer >= 1")
+    if not isinstance(valid_days, int) or not 1 <= valid_days <= 3660:
+        # The ceiling keeps trigger + valid days inside the calendar (issue 7: no overflow).
+        raise MarketsFileError(f"{name}.valid_days: must be an integer from 1 to 3660 (ten years)")
     channels = tuple(need("channels"))
     for channel in channels:
         if channel not in CHANNELS:

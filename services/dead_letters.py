@@ -2,38 +2,60 @@
 
 Ids are prefixed so one command takes both: `L12` is dead letter 12 (an event
 that was rejected), `D7` is delivery 7 (a delivery that ended `failed`).
+
+A dead letter's `source` says where it was written: `emit:<input>:<line>` (rejected
+at the edge), `apply` (the event was stored but applying it failed) or `plan`
+(planning one trigger for one customer failed). Replay does what fits each, or
+refuses with a reason.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import desc, func, select
 from sqlalchemy.orm import Session
 
 from coupons.events import EventError, parse_event
-from store.models import FAILED, SCHEDULED, Attempt, DeadLetter, Delivery
+from store.models import FAILED, SCHEDULED, Attempt, Coupon, DeadLetter, Delivery, InboxEvent, Order, Stream
 
-from .intake import store_events
+from .intake import failure_reason, payload_of, store_events
+from .planner import PlanRequest, plan_coupons, stream_requests
 from .reports import rfc3339
+from .runtime import Runtime
+
+LIST_LIMIT = 1000
+"""Newest rows of each kind a listing shows: the listing stays one bounded query per
+kind however many dead letters and failed deliveries the tables hold."""
 
 
-def list_dead_letters(session: Session, include_replayed: bool = False) -> list[dict]:
-    letters = select(DeadLetter).order_by(DeadLetter.id)
+def list_dead_letters(session: Session, include_replayed: bool = False, limit: int = LIST_LIMIT) -> list[dict]:
+    """Up to `limit` newest dead letters and `limit` newest failed deliveries, oldest first
+    within each kind; three queries in all."""
+    letters = select(DeadLetter).order_by(desc(DeadLetter.id)).limit(limit)
     if not include_replayed:
         letters = letters.where(DeadLetter.replayed_at.is_(None))
     rows = [
         {"id": f"L{letter.id}", "kind": "event", "source": letter.source, "reason": letter.reason,
          "at": rfc3339(letter.received_at), "raw": letter.raw[:2000],
          "replayed_at": rfc3339(letter.replayed_at)}
-        for letter in session.scalars(letters)
+        for letter in reversed(session.scalars(letters).all())
     ]
-    for delivery in session.scalars(select(Delivery).where(Delivery.state == FAILED).order_by(Delivery.id)):
-        last = session.scalar(select(Attempt).where(Attempt.delivery_id == delivery.id).order_by(Attempt.id.desc()).limit(1))
+    # (state, due_at) is indexed: the newest failed deliveries without sorting them all.
+    failed = session.scalars(
+        select(Delivery).where(Delivery.state == FAILED).order_by(desc(Delivery.due_at)).limit(limit)
+    ).all()
+    last_attempt = select(func.max(Attempt.id)).where(Attempt.delivery_id.in_([d.id for d in failed])) \
+        .group_by(Attempt.delivery_id)
+    details = dict(session.execute(
+        select(Attempt.delivery_id, Attempt.detail).where(Attempt.id.in_(last_attempt.scalar_subquery()))
+    ).all()) if failed else {}
+    for delivery in sorted(failed, key=lambda d: d.id):
         rows.append({"id": f"D{delivery.id}", "kind": "delivery", "source": delivery.customer_id,
                      "reason": delivery.reason, "at": rfc3339(delivery.updated_at),
-                     "raw": last.detail if last else "", "deadline_at": rfc3339(delivery.deadline_at)})
+                     "raw": details.get(delivery.id, ""), "deadline_at": rfc3339(delivery.deadline_at)})
     return rows
 
 
@@ -46,29 +68,99 @@ class ReplayResult:
     delivery_id: int | None = None
 
 
-def replay(session: Session, item_id: str, now: datetime, fixed_text: str | None = None) -> ReplayResult:
-    """Re-submit a rejected event (its stored text, or `fixed_text`) or re-queue a failed delivery."""
+def replay(session: Session, item_id: str, now: datetime, fixed_text: str | bytes | None = None,
+           runtime: Runtime | None = None) -> ReplayResult:
+    """Re-submit a rejected event (its stored text, or `fixed_text`), apply again an event
+    whose applying failed, plan again a trigger whose planning failed (needs `runtime`),
+    or re-queue a failed delivery."""
     kind, _, number = item_id.upper().partition("L") if item_id.upper().startswith("L") else item_id.upper().partition("D")
     if not number.isdigit() or kind:
         return ReplayResult(item_id, False, "unknown id: use L<n> for an event, D<n> for a delivery")
     if item_id.upper().startswith("L"):
-        return _replay_event(session, int(number), item_id, now, fixed_text)
+        return _replay_letter(session, int(number), item_id, now, fixed_text, runtime)
     return _requeue_delivery(session, int(number), item_id, now)
 
 
-def _replay_event(session: Session, number: int, item_id: str, now: datetime, fixed_text: str | None) -> ReplayResult:
+def _replay_letter(session: Session, number: int, item_id: str, now: datetime, fixed_text: str | bytes | None,
+                   runtime: Runtime | None) -> ReplayResult:
     letter = session.get(DeadLetter, number)
     if letter is None:
         return ReplayResult(item_id, False, "no such dead letter")
     if letter.replayed_at is not None:
         return ReplayResult(item_id, False, f"already replayed at {rfc3339(letter.replayed_at)}")
+    if letter.source == "plan":
+        if fixed_text is not None:
+            return ReplayResult(item_id, False, "a planning dead letter is replayed without --file")
+        return _replan(session, letter, item_id, now, runtime)
     try:
-        event = parse_event(fixed_text if fixed_text is not None else letter.raw)
+        event = parse_event(fixed_text if fixed_text is not None else letter.raw, now)
     except EventError as exc:
         return ReplayResult(item_id, False, f"still rejected: {exc}")
-    store_events(session, [event], now)
+    stored = session.get(InboxEvent, event.id)
+    if stored is None:
+        store_events(session, [event], now)
+        letter.replayed_at = now
+        return ReplayResult(item_id, True, f"accepted as event {event.id}", event_id=event.id)
+    if letter.source != "apply":
+        return ReplayResult(item_id, False, f"event {event.id} is already stored (an event id is accepted once); "
+                                            "nothing replayed")
+    if stored.processed_at is None:
+        letter.replayed_at = now
+        return ReplayResult(item_id, True, f"event {event.id} is already waiting to be applied", event_id=event.id)
+    # Applying it failed and the inbox row was marked processed: put it back, with the fixed text if given.
+    stored.type, stored.occurred_at, stored.payload = event.type, event.occurred_at, payload_of(event)
+    stored.processed_at, stored.enqueued_at = None, now
     letter.replayed_at = now
-    return ReplayResult(item_id, True, f"accepted as event {event.id}", event_id=event.id)
+    return ReplayResult(item_id, True, f"event {event.id} queued to be applied again", event_id=event.id)
+
+
+def _plan_target(raw: str) -> tuple[str, str] | None:
+    """(trigger key, customer id) from a planning dead letter (JSON; or the older
+    `<trigger key> customer=<id>` text)."""
+    try:
+        found = json.loads(raw)
+        return str(found["trigger_key"]), str(found["customer_id"])
+    except (ValueError, KeyError, TypeError):
+        key, separator, customer_id = raw.partition(" customer=")
+        return (key, customer_id) if separator and key and customer_id else None
+
+
+def _replan(session: Session, letter: DeadLetter, item_id: str, now: datetime,
+            runtime: Runtime | None) -> ReplayResult:
+    target = _plan_target(letter.raw)
+    if target is None:
+        return ReplayResult(item_id, False, "cannot replay: the dead letter does not name a trigger and customer")
+    if runtime is None:
+        return ReplayResult(item_id, False, "cannot replay planning without the runtime (settings, markets)")
+    trigger_key, customer_id = target
+    kind, _, trigger_id = trigger_key.partition(":")
+    if kind == "order":
+        order = session.get(Order, trigger_id)
+        if order is None:
+            return ReplayResult(item_id, False, f"cannot replay: order {trigger_id} is not stored")
+        requests = [PlanRequest(trigger_key, customer_id, order.occurred_at, (order.id,))]
+    elif kind == "stream":
+        ended_at = session.scalar(select(Stream.ended_at).where(Stream.id == trigger_id))
+        requests = stream_requests(session, trigger_id, ended_at, [customer_id], now)
+        if not requests:
+            return ReplayResult(item_id, False, f"cannot replay yet: stream {trigger_id} has not triggered "
+                                                f"for customer {customer_id}")
+    else:
+        return ReplayResult(item_id, False, f"cannot replay: unknown trigger {trigger_key!r}")
+    try:
+        with session.begin_nested():
+            plan_coupons(session, runtime, requests, now)
+    except Exception as exc:
+        return ReplayResult(item_id, False, f"still failing: {failure_reason(exc)}")
+    delivery_id = session.scalar(select(Delivery.id).join(Coupon, Coupon.id == Delivery.coupon_id).where(
+        Coupon.trigger_key == trigger_key, Coupon.customer_id == customer_id))
+    letter.replayed_at = now
+    if delivery_id is None:
+        return ReplayResult(item_id, True, f"planned {trigger_key} for customer {customer_id} again: "
+                                           "nothing to send (every order refunded)")
+    state = session.scalar(select(Delivery.state).where(Delivery.id == delivery_id))
+    return ReplayResult(item_id, True, f"planned {trigger_key} for customer {customer_id}: delivery D{delivery_id} "
+                                       f"{state}", delivery_id=delivery_id if state == SCHEDULED else None)
 
 
 def _requeue_delivery(session: Session, number: int, item_id: str, now: datetime) -> ReplayResult:

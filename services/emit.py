@@ -1,7 +1,9 @@
 """`encore emit`: JSON Lines in, events stored and enqueued, rejects reported.
 
 Input is streamed in batches, so a file of a million lines never sits in memory;
-each batch is committed to the inbox before its ids go to the broker.
+each batch is committed to the inbox before its ids go to the broker. Lines may
+come as bytes: each is decoded as UTF-8 on its own, so one undecodable line is
+rejected and the others go on.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ class EmitReport:
     enqueue_errors: int = 0
 
 
-def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str]], now: Callable[[], datetime],
+def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]], now: Callable[[], datetime],
                enqueue: Callable[[list[str]], None], on_reject: Callable[[str, int, str], None]) -> EmitReport:
-    """`lines` yields (source, line number, text). Valid events are stored then
+    """`lines` yields (source, line number, text or bytes). Valid events are stored then
     passed to `enqueue`; each rejected one is dead-lettered and reported to `on_reject`."""
     report = EmitReport()
     batch: list = []
@@ -55,14 +57,20 @@ def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str]], now: Cal
                 report.enqueue_errors += 1
         batch.clear()
         rejects.clear()
+        nonlocal received_at
+        received_at = now()
 
+    received_at = now()
     for source, number, text in lines:
+        if number == 1 and text[:1] in ("\ufeff", b"\xef"):
+            text = text.removeprefix("\ufeff") if isinstance(text, str) else text.removeprefix(b"\xef\xbb\xbf")
         if not text.strip():
             continue
         try:
-            batch.append(parse_event(text))
+            batch.append(parse_event(text, received_at))
         except EventError as exc:
-            rejects.append((source, number, text, str(exc)))
+            raw = text.decode("utf-8", "backslashreplace") if isinstance(text, bytes) else text
+            rejects.append((source, number, raw, str(exc)))
         if len(batch) + len(rejects) >= EMIT_BATCH:
             flush()
     if batch or rejects:

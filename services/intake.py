@@ -9,16 +9,31 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import OperationalError, StatementError
 from sqlalchemy.orm import Session
 
-from coupons.events import Event, validate_event
+from coupons import consent
+from coupons.events import Event, load_json, validate_event
 from coupons.model import CHANNELS
-from store.models import CANCELLED, SCHEDULED, SENDING, SENT, Coupon, Customer, DeadLetter, Delivery, InboxEvent, Order, Stream
+from store.models import (
+    CANCELLED,
+    SCHEDULED,
+    SENDING,
+    SENT,
+    Coupon,
+    Customer,
+    DeadLetter,
+    Delivery,
+    InboxEvent,
+    Order,
+    PendingRefund,
+    Stream,
+)
 
 from .planner import PlanRequest, dialect_insert, plan_coupons, stream_requests
 from .redemption import redeem
@@ -31,8 +46,8 @@ def store_events(session: Session, events: list[Event], now: datetime) -> list[s
     """Insert new events into the inbox; returns the ids that were new (repeats are ignored)."""
     if not events:
         return []
-    rows = [dict(id=e.id, type=e.type, occurred_at=e.occurred_at, received_at=now,
-                 payload=json.dumps(e.raw, separators=(",", ":"), ensure_ascii=False), enqueued_at=now)
+    rows = [dict(id=e.id, type=e.type, occurred_at=e.occurred_at, received_at=now, payload=payload_of(e),
+                 enqueued_at=now)
             for e in {e.id: e for e in events}.values()]
     inserted = session.execute(
         dialect_insert(session)(InboxEvent).values(rows).on_conflict_do_nothing(index_elements=["id"])
@@ -41,8 +56,43 @@ def store_events(session: Session, events: list[Event], now: datetime) -> list[s
     return list(inserted)
 
 
+def payload_of(event: Event) -> str:
+    """The text stored in the inbox: as received when known (parse_event checked that it
+    is storable), else re-encoded with escapes (ASCII, so any database takes it)."""
+    if event.text is not None:
+        return event.text.strip()
+    return json.dumps(event.raw, separators=(",", ":"))
+
+
+def storable_text(value: str) -> str:
+    """Text any database accepts: NUL and unpaired surrogates shown as escapes."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\\u0000")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+_EMAIL = re.compile(r"[^\s'\"()<>,;:]+@[^\s'\"()<>,;:]+")
+_PHONE = re.compile(r"\+\d{6,15}")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A dead letter's or log line's reason: the error's type and the first line of its
+    message, without SQL, bound parameters or DETAIL lines (they may hold customer data)."""
+    inner = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    lines = str(inner).strip().splitlines()
+    first = lines[0] if lines else ""
+    first = _PHONE.sub("<phone>", _EMAIL.sub("<email>", first))
+    return storable_text(f"{type(inner).__name__}: {first[:200]}")
+
+
 def store_dead_letter(session: Session, source: str, raw: str, reason: str, now: datetime) -> int:
-    letter = DeadLetter(source=source, raw=raw, reason=reason, received_at=now)
+    if len(source) > 64:
+        source = source[:20] + "…" + source[-43:]
+    letter = DeadLetter(source=source, raw=storable_text(raw), reason=storable_text(reason), received_at=now)
     session.add(letter)
     session.flush()
     return letter.id
@@ -68,13 +118,15 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
     for row in inbox:
         try:
             with session.begin_nested():
-                event = validate_event(json.loads(row.payload))
+                event = validate_event(load_json(row.payload), row.received_at)
                 plan_requests += _apply(session, event, now, applied)
         except OperationalError:
             raise  # the database, not the event: the whole batch is retried, nothing is dead-lettered
         except Exception as exc:  # a bug or bad data must not block the other events
-            log.exception("applying event %s failed", row.id)
-            store_dead_letter(session, "apply", row.payload, f"{type(exc).__name__}: {exc}", now)
+            reason = failure_reason(exc)
+            log.error("applying event %s failed: %s", row.id, reason)  # ids only: no payload in logs
+            log.debug("applying event %s failed", row.id, exc_info=True)
+            store_dead_letter(session, "apply", row.payload, reason, now)
         row.processed_at = now
     session.flush()
     applied.scheduled += _plan_isolated(session, runtime, plan_requests, now)
@@ -89,8 +141,8 @@ def _plan_isolated(session: Session, runtime: Runtime, requests: list[PlanReques
             return plan_coupons(session, runtime, requests, now)
     except OperationalError:
         raise
-    except Exception:
-        log.exception("bulk planning failed; planning %d triggers one by one", len(requests))
+    except Exception as exc:
+        log.error("bulk planning failed (%s); planning %d triggers one by one", failure_reason(exc), len(requests))
     scheduled = 0
     for request in requests:
         try:
@@ -99,10 +151,18 @@ def _plan_isolated(session: Session, runtime: Runtime, requests: list[PlanReques
         except OperationalError:
             raise
         except Exception as exc:
-            log.exception("planning %s for %s failed", request.trigger_key, request.customer_id)
-            store_dead_letter(session, "plan", f"{request.trigger_key} customer={request.customer_id}",
-                              f"{type(exc).__name__}: {exc}", now)
+            reason = failure_reason(exc)
+            log.error("planning %s for customer %s failed: %s", request.trigger_key, request.customer_id, reason)
+            log.debug("planning %s failed", request.trigger_key, exc_info=True)
+            store_dead_letter(session, "plan", plan_letter_raw(request), reason, now)
     return scheduled
+
+
+def plan_letter_raw(request: PlanRequest) -> str:
+    """What `encore replay` needs to plan this trigger again (services/dead_letters.py)."""
+    return json.dumps({"trigger_key": request.trigger_key, "customer_id": request.customer_id,
+                       "trigger_at": request.trigger_at.astimezone(UTC).isoformat(),
+                       "order_ids": list(request.order_ids)})
 
 
 def _apply(session: Session, event: Event, now: datetime, applied: Applied) -> list[PlanRequest]:
@@ -116,7 +176,7 @@ def _apply(session: Session, event: Event, now: datetime, applied: Applied) -> l
                         .values(ended_at=event.occurred_at))
         applied.streams_to_plan.add(data.stream_id)
     elif event.type == "order.refunded":
-        _order_refunded(session, data.order_id, now)
+        _order_refunded(session, event, now)
     elif event.type == "customer.opted_out":
         _opted_out(session, event)
     elif event.type == "coupon.redeemed":
@@ -128,20 +188,21 @@ def _apply(session: Session, event: Event, now: datetime, applied: Applied) -> l
 def _order_paid(session: Session, event: Event, now: datetime) -> list[PlanRequest]:
     data = event.data
     c = data.customer
-    customer = session.get(Customer, c.id)
-    fields = dict(name=c.name, country=c.country, locale=c.locale, timezone=c.timezone, email=c.email,
-                  phone=c.phone, whatsapp=c.whatsapp, line_id=c.line_id, telegram_id=c.telegram_id)
+    profile = dict(name=c.name, country=c.country, locale=c.locale, timezone=c.timezone, email=c.email,
+                   phone=c.phone, whatsapp=c.whatsapp, line_id=c.line_id, telegram_id=c.telegram_id)
+    customer = _locked_customer(session, c.id)
     if customer is None:
-        session.add(Customer(id=c.id, consent=list(c.consent), opted_out=[], updated_at=event.occurred_at, **fields))
-    elif event.occurred_at >= customer.updated_at or not customer.country:
-        is_newer = event.occurred_at >= customer.updated_at
-        for name, value in fields.items():
-            setattr(customer, name, value)
-        customer.consent = list(c.consent)
-        if is_newer:
-            # Consent given at a later checkout outweighs an earlier opt-out.
-            customer.opted_out = [ch for ch in customer.opted_out or [] if ch not in c.consent]
+        state = consent.after_order({}, c.consent, event.occurred_at)
+        if not _insert_customer(session, c.id, state, event.occurred_at, **profile):
+            customer = _locked_customer(session, c.id)  # another worker inserted it first
+    if customer is not None:
+        if not customer.country or event.occurred_at >= customer.updated_at:
+            # The profile comes from the newest order (an opt-out placeholder has none yet).
+            for name, value in profile.items():
+                setattr(customer, name, value)
             customer.updated_at = event.occurred_at
+        _set_consent(customer, consent.after_order(consent_state(customer), c.consent, event.occurred_at))
+    _lock_order_id(session, data.order_id)
     inserted = session.execute(
         dialect_insert(session)(Order).values(
             id=data.order_id, event_id=event.id, customer_id=c.id, stream_id=data.stream_id,
@@ -152,8 +213,16 @@ def _order_paid(session: Session, event: Event, now: datetime) -> list[PlanReque
     ).scalar()
     if inserted is None:
         return []  # the same order under another event id
+    early_refund = session.get(PendingRefund, data.order_id)
+    if early_refund is not None:
+        # Its refund came first: store the order as refunded, so nothing is promised for it.
+        session.execute(update(Order).where(Order.id == data.order_id).values(refunded_at=early_refund.received_at))
+        session.delete(early_refund)
+        if data.stream_id is None:
+            return []
     session.flush()
-    _redeem_discount_codes(session, data.discount_codes or [], data.order_id, now)
+    if early_refund is None:
+        _redeem_discount_codes(session, data.discount_codes or [], data.order_id, now)
     if data.stream_id is None:
         return [PlanRequest(f"order:{data.order_id}", c.id, event.occurred_at, (data.order_id,))]
     ended_at = session.scalar(select(Stream.ended_at).where(Stream.id == data.stream_id))
@@ -162,9 +231,17 @@ def _order_paid(session: Session, event: Event, now: datetime) -> list[PlanReque
     return stream_requests(session, data.stream_id, ended_at, [c.id], now)
 
 
-def _order_refunded(session: Session, order_id: str, now: datetime) -> None:
-    order = session.get(Order, order_id)
-    if order is None or order.refunded_at is not None:
+def _order_refunded(session: Session, event: Event, now: datetime) -> None:
+    order_id = event.data.order_id
+    _lock_order_id(session, order_id)
+    order = session.scalars(select(Order).where(Order.id == order_id)
+                            .execution_options(populate_existing=True)).one_or_none()
+    if order is None:
+        # The refund overtook its order: keep it until the order arrives.
+        session.execute(dialect_insert(session)(PendingRefund).values(
+            order_id=order_id, event_id=event.id, received_at=now).on_conflict_do_nothing(index_elements=["order_id"]))
+        return
+    if order.refunded_at is not None:
         return
     order.refunded_at = now
     session.flush()
@@ -184,13 +261,69 @@ def _order_refunded(session: Session, order_id: str, now: datetime) -> None:
 def _opted_out(session: Session, event: Event) -> None:
     data = event.data
     channels = data.channels if data.channels is not None else list(CHANNELS)
-    customer = session.get(Customer, data.customer_id)
+    customer = _locked_customer(session, data.customer_id)
     if customer is None:
-        # Remember the opt-out for a customer we have not seen yet.
-        session.add(Customer(id=data.customer_id, country="", consent=[], opted_out=channels,
-                             updated_at=event.occurred_at))
-        return
-    customer.opted_out = sorted(set(customer.opted_out or []) | set(channels))
+        # Remember the opt-out for a customer we have not seen yet (country "" = no profile yet).
+        state = consent.after_opt_out({}, channels, event.occurred_at)
+        if _insert_customer(session, data.customer_id, state, event.occurred_at, country=""):
+            return
+        customer = _locked_customer(session, data.customer_id)
+    _set_consent(customer, consent.after_opt_out(consent_state(customer), channels, event.occurred_at))
+
+
+def _locked_customer(session: Session, customer_id: str) -> Customer | None:
+    """The customer row, locked until commit (PostgreSQL; SQLite holds the write lock),
+    so two workers merging into one customer take turns instead of overwriting."""
+    return session.scalars(
+        select(Customer).where(Customer.id == customer_id).with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def _insert_customer(session: Session, customer_id: str, state: consent.ConsentState, updated_at: datetime,
+                     **profile) -> bool:
+    """Insert a new customer; False when another transaction inserted it first (an
+    upsert, not read-then-insert: two first orders applied at once both land)."""
+    inserted = session.execute(
+        dialect_insert(session)(Customer).values(
+            id=customer_id, updated_at=updated_at, consent_changes=_dump_consent(state),
+            consent=consent.consented(state), opted_out=consent.opted_out(state), **profile,
+        ).on_conflict_do_nothing(index_elements=["id"]).returning(Customer.id)
+    ).scalar()
+    return inserted is not None
+
+
+def _lock_order_id(session: Session, order_id: str) -> None:
+    """Serialise an order.paid and an order.refunded of one order (PostgreSQL), so a refund
+    that arrives while its order is being applied is neither lost nor left pending."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(7150, hashtext(:order_id))"), {"order_id": order_id})
+
+
+def consent_state(row: Customer) -> dict[str, consent.ChannelConsent]:
+    """Per-channel consent of a customer row; rows from before migration 0003 are read
+    from their lists as of their `updated_at`."""
+    if row.consent_changes:
+        return {channel: consent.ChannelConsent(bool(v["granted"]), datetime.fromisoformat(v["at"]), v["by"])
+                for channel, v in row.consent_changes.items()}
+    opted = set(row.opted_out or ())
+    state = {channel: consent.ChannelConsent(False, row.updated_at, consent.OPT_OUT) for channel in opted}
+    if row.country:
+        for channel in CHANNELS:
+            if channel not in opted:
+                state[channel] = consent.ChannelConsent(channel in (row.consent or ()), row.updated_at, consent.ORDER)
+    return state
+
+
+def _dump_consent(state: consent.ConsentState) -> dict:
+    return {channel: {"granted": c.granted, "at": c.at.astimezone(UTC).isoformat(), "by": c.by}
+            for channel, c in state.items()}
+
+
+def _set_consent(row: Customer, state: consent.ConsentState) -> None:
+    row.consent_changes = _dump_consent(state)
+    row.consent = consent.consented(state)
+    row.opted_out = consent.opted_out(state)
 
 
 def _redeem_discount_codes(session: Session, codes: list[str], order_id: str, now: datetime) -> None:

@@ -20,6 +20,10 @@ SEND_BATCH = 200
 """Deliveries per send task: one SMTP connection and one commit serve them all."""
 RELAY_LIMIT = 5000
 """Rows claimed per relay statement; the relay loops until nothing is due."""
+EVENT_CLAIM_CHUNK = 1000
+"""Inbox rows stamped per statement. With 5,000 ids PostgreSQL joined them back to a
+1,000,000-row events table by a sequential scan (EXPLAIN: 250 ms); with 1,000 it looks
+each up by primary key (13 ms), and the unapplied scan is an index range either way."""
 
 
 def release_expired_leases(session: Session, now: datetime) -> int:
@@ -55,9 +59,18 @@ def claim_due_deliveries(session: Session, now: datetime, requeue_after: timedel
 
 def claim_unapplied_events(session: Session, now: datetime, requeue_after: timedelta,
                            limit: int = RELAY_LIMIT) -> list[str]:
-    """Inbox rows stored but not applied, whose queue message is presumed lost."""
-    return _stamp_and_return(session, InboxEvent, InboxEvent.processed_at.is_(None), InboxEvent.occurred_at,
-                             now, requeue_after, limit)
+    """Inbox rows stored but not applied, whose queue message is presumed lost. Oldest
+    received first: the partial index `ix_events_unapplied` serves both the filter and the
+    order, so no statement sorts the backlog (apply_events orders each batch by
+    occurred_at itself). Claimed in chunks: see `EVENT_CLAIM_CHUNK`."""
+    claimed: list[str] = []
+    while len(claimed) < limit:
+        chunk = _stamp_and_return(session, InboxEvent, InboxEvent.processed_at.is_(None), InboxEvent.received_at,
+                                  now, requeue_after, min(EVENT_CLAIM_CHUNK, limit - len(claimed)))
+        claimed += chunk
+        if len(chunk) < EVENT_CLAIM_CHUNK:
+            break
+    return claimed
 
 
 def batches(ids: list, size: int) -> list[list]:

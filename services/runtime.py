@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from channels.adapter import validate_channel_template
 from coupons.markets import Markets, load_markets
-from workers.settings import Settings, load_settings
+from workers.settings import Settings, load_settings, prepare_data_dir
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,10 @@ class Runtime:
 
 
 def build_runtime(settings: Settings | None = None) -> Runtime:
-    """Settings, markets and channel templates, all checked now: a broken Apprise URL
-    or markets file is a clear error at start, not a failure at send time."""
+    """Settings, markets and channel templates, all checked now: a broken Apprise URL,
+    markets file or unwritable data folder is a clear error at start, not a failure later."""
     settings = settings or load_settings()
+    prepare_data_dir(settings)
     for channel, template in settings.channel_templates.items():
         validate_channel_template(channel, template)
     return Runtime(settings=settings, markets=load_markets(settings.markets_file))

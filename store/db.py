@@ -38,11 +38,12 @@ def _begin_immediate(connection) -> None:
 
 
 def make_engine(url: str) -> Engine:
+    """An engine whose error texts never include bound parameters (customer data)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _begin_immediate)
         return engine
@@ -51,7 +52,8 @@ def make_engine(url: str) -> Engine:
     # psycopg prepares a statement after 5 runs, and PostgreSQL then may switch to a
     # generic plan that ignores the `IN (...)` lists of the hot path and scans whole
     # tables (seen in `python -m bench fanout` runs: PostgreSQL busier than the workers).
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+    # hide_parameters: error texts (logs, dead letters) must not carry customer emails or phones.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True,
                          connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
 
 

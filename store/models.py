@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -69,7 +70,13 @@ class InboxEvent(Base):
     payload: Mapped[str] = mapped_column(Text)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    __table_args__ = (Index("ix_events_unprocessed", "processed_at", "received_at"),)
+    __table_args__ = (
+        Index("ix_events_unprocessed", "processed_at", "received_at"),
+        # The relay's backlog scan: only unapplied rows, already in claim order, so it
+        # stays flat however many applied events the table holds.
+        Index("ix_events_unapplied", "received_at", postgresql_where=text("processed_at IS NULL"),
+              sqlite_where=text("processed_at IS NULL")),
+    )
 
 
 class DeadLetter(Base):
@@ -96,8 +103,13 @@ class Customer(Base):
     whatsapp: Mapped[str | None] = mapped_column(String(32), nullable=True)
     line_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
     telegram_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # Effective lists derived from consent_changes (what the planner and sender read).
     consent: Mapped[list] = mapped_column(JSON, default=list)
     opted_out: Mapped[list] = mapped_column(JSON, default=list)
+    # Per channel: {"granted": bool, "at": RFC 3339, "by": "order" | "opt_out"}; the newest
+    # change by occurred_at wins (coupons/consent.py). Null for rows from before 0003.
+    consent_changes: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # occurred_at of the order whose profile (name, addresses, ...) the row holds.
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -121,6 +133,15 @@ class Order(Base):
     refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     coupon_id: Mapped[int | None] = mapped_column(ForeignKey("coupons.id"), nullable=True, index=True)
     __table_args__ = (Index("ix_orders_stream_customer", "stream_id", "customer_id"),)
+
+
+class PendingRefund(Base):
+    """A refund that arrived before its order.paid; applied when the order arrives."""
+
+    __tablename__ = "pending_refunds"
+    order_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Coupon(Base):

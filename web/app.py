@@ -323,7 +323,7 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
         now = clock()
         event = validate_event({"id": f"unsubscribe:{uuid.uuid4().hex}", "type": "customer.opted_out",
                                 "occurred_at": rfc3339(now), "data": {"customer_id": customer_id,
-                                                                      "channels": [channel]}})
+                                                                      "channels": [channel]}}, now)
         apply_events(session, runtime, store_events(session, [event], now), now)
 
     def _render_page(t: dict, language: str, title: str, text_: str, show_button: bool) -> str:

@@ -46,7 +46,10 @@ def configure(settings: Settings) -> Celery:
         enable_utc=True,
         worker_hijack_root_logger=False,
         beat_schedule=BEAT_SCHEDULE,
-        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        # Beat keeps its schedule in memory, not in a `celerybeat-schedule` file: every
+        # periodic job is idempotent and reads what is due from the database, so a
+        # restarted beat loses nothing, and beat needs no writable folder at all.
+        beat_scheduler="celery.beat:Scheduler",
         include=list(TASK_MODULES),
     )
     # Redis: far above any task's run time, so a slow batch is not redelivered while

@@ -13,14 +13,24 @@ from coupons.markets import MarketsFileError
 from workers.settings import SettingsError
 
 
-def _lines(paths: list[str]) -> Iterator[tuple[str, int, str]]:
+def _lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
+    """Raw bytes per line (stdin and files alike): each line is decoded on its own, so
+    one undecodable line is rejected and the rest are kept. A line longer than an event
+    may be is cut (it is rejected as too large) without holding all of it in memory."""
+    from coupons.events import MAX_EVENT_BYTES
+
     for path in paths or ["-"]:
-        stream = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="replace")
+        stream = sys.stdin.buffer if path == "-" else open(path, "rb")
         try:
-            for number, line in enumerate(stream, start=1):
+            number = 0
+            while line := stream.readline(MAX_EVENT_BYTES + 2):
+                number += 1
+                if len(line) > MAX_EVENT_BYTES + 1 and not line.endswith(b"\n"):
+                    while (rest := stream.readline(1 << 20)) and not rest.endswith(b"\n"):
+                        pass
                 yield path, number, line
         finally:
-            if stream is not sys.stdin:
+            if stream is not sys.stdin.buffer:
                 stream.close()
 
 
@@ -130,14 +140,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from tasks.intake import apply_events
     from tasks.relay import relay
 
-    fixed = Path(args.file).read_text("utf-8") if args.file else None
+    fixed = Path(args.file).read_bytes() if args.file else None
     if fixed is not None and len(args.ids) != 1:
         print("encore replay: --file takes exactly one id", file=sys.stderr)
         return 2
     failures = 0
     for item_id in args.ids:
         with session_scope(current_runtime().database_url) as session:
-            result = replay(session, item_id, utcnow(), fixed)
+            result = replay(session, item_id, utcnow(), fixed, current_runtime())
         print(f"{item_id}: {result.message}")
         failures += not result.ok
         if result.event_id:
@@ -145,6 +155,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if result.delivery_id:
             relay.delay()
     return 1 if failures else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from services.check import check_all
+
+    failed = 0
+    for line in check_all():
+        print(line, flush=True)
+        failed += not line.ok
+    print("all parts usable" if not failed else f"{failed} part(s) not usable")
+    return 1 if failed else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -183,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="re-submit rejected events (L<n>) or re-queue failed deliveries (D<n>)")
     replay.add_argument("ids", nargs="+")
     replay.add_argument("--file", help="the fixed event text to use instead of the stored one (one id only)")
+    commands.add_parser("check", help="check settings, database, broker and channel templates; exit 1 if any fails")
     demo = commands.add_parser("demo", help="the whole pipeline on embedded defaults")
     demo.add_argument("--buyers", type=int, default=40, help="buyers in the sample livestream")
     serve = commands.add_parser("serve", help="the HTTP service: signed events, Shopify, redemption, "
@@ -205,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     args = parser.parse_args(argv)
     handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo,
-                "dead-letters": cmd_dead_letters, "replay": cmd_replay, "serve": cmd_serve}
+                "dead-letters": cmd_dead_letters, "replay": cmd_replay, "check": cmd_check, "serve": cmd_serve}
     try:
         return handlers[args.command](args)
     except (SettingsError, ChannelConfigError, MarketsFileError) as exc:

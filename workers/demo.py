@@ -116,17 +116,16 @@ def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
     os.environ.update(_channel_env(smtp, http))
     os.environ.setdefault("ENCORE_RETRY_BASE_SECONDS", "2")
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure(settings)
     current_runtime.cache_clear()
     runtime = current_runtime()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # for the worker's log, whatever the database
     print(f"Encore demo — database {settings.database_url}, broker {settings.broker_url}")
     print(f"  providers: SMTP on 127.0.0.1:{smtp.port}, SMS/WhatsApp/LINE/Telegram on http://127.0.0.1:{http.port}")
     log_path = settings.data_dir / "demo-worker.log"
     with open(log_path, "w") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--beat", "--concurrency", "2",
-             "--schedule", str(settings.data_dir / "demo-beat-schedule")],
+            [sys.executable, "-m", "workers.cli", "worker", "--beat", "--concurrency", "2"],
             stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
         )
     print(f"  worker: pid {worker.pid} (log {log_path})")

@@ -43,6 +43,12 @@ class Settings:
         return self.broker_url.startswith(("sqla+", "filesystem:", "memory:"))
 
     @property
+    def needs_data_dir(self) -> bool:
+        """True when an embedded default (SQLite file, SQLite broker) lives in `data_dir`."""
+        return any(url.startswith(("sqlite", "sqla+sqlite")) and str(self.data_dir) in url
+                   for url in (self.database_url, self.broker_url))
+
+    @property
     def redis_url(self) -> str | None:
         """Redis for shared rate limits: the broker when it is Redis."""
         return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
@@ -59,6 +65,26 @@ def _number(env: dict[str, str], name: str, default: float, minimum: float = 0.0
     if value < minimum:
         raise SettingsError(f"{name}: must be >= {minimum}")
     return value
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create the folder the embedded defaults keep their files in, when they need one.
+
+    A production layout (PostgreSQL + Redis or RabbitMQ) needs no local folder at all,
+    so a read-only container filesystem is fine there; where one is needed and cannot
+    be written, the error names the setting instead of a traceback from SQLite."""
+    if not settings.needs_data_dir:
+        return
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        probe = settings.data_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(
+            f"ENCORE_DATA_DIR: {settings.data_dir} is not a writable folder ({exc.strerror or exc}); "
+            "set ENCORE_DATA_DIR to one, or point ENCORE_DATABASE_URL and ENCORE_BROKER_URL at servers"
+        ) from None
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:

@@ -40,7 +40,7 @@ VALID = {
     },
 }
 
-GENERAL_REASONS = ("an event must be a JSON object", "not valid JSON", "event is larger than")
+GENERAL_REASONS = ("an event must be a JSON object", "not valid JSON", "not valid UTF-8", "event is larger than")
 FIELD_PATH = re.compile(r"^(?P<path>[A-Za-z_]+(?:\.[A-Za-z_]+|\[\d+\])*): \S")
 
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -146,3 +146,47 @@ def test_a_mutated_order_paid_is_accepted_or_rejected_at_the_mutated_field(path,
 
 def test_the_unmutated_event_is_valid():
     assert check_outcome(dumps(VALID)) is None
+
+
+# Every character, surrogates and NUL included: what a JSON escape can smuggle in.
+any_text = st.text(alphabet=st.characters(codec=None, categories=None), max_size=300)
+edge_values = st.one_of(
+    any_text,
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.sampled_from(["9" * 5000, "0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00", "x" * 400]),
+)
+
+
+def _storable(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return "\x00" not in value
+    if isinstance(value, dict):
+        return all(_storable(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_storable(v) for v in value)
+    if hasattr(value, "model_dump"):
+        return _storable(value.model_dump())
+    return True
+
+
+@FUZZ
+@given(path=st.sampled_from(ALL_PATHS), value=edge_values)
+def test_an_accepted_event_holds_only_text_a_database_can_store(path, value):
+    # Given a valid order.paid with one leaf replaced by an edge value (a huge integer as a bare literal)
+    event = copy.deepcopy(VALID)
+    parent = event
+    for part in path[:-1]:
+        parent = parent[part]
+    parent[path[-1]] = "__VALUE__"
+    text = dumps(event).replace('"__VALUE__"', value if isinstance(value, str) and value.isdigit() else dumps(value))
+    # When it is parsed
+    error = check_outcome(text)
+    # Then, if accepted, its stored text and every field are storable and its time is in range
+    if error is None:
+        parsed = parse_event(text)
+        assert _storable(parsed.data) and parsed.text.encode("utf-8")
+        assert 2000 <= parsed.occurred_at.year < 9000

@@ -131,6 +131,7 @@ def test_an_edited_file_is_used_as_written():
         ('framing = "urgency"', 'framing = "x"', "home.framing"),
         ('valid_days = 7', 'valid_days = 0', "home.valid_days"),
         ('valid_days = 7', 'valid_days = "7"', "home.valid_days"),
+        ('valid_days = 7', 'valid_days = 99999999', "home.valid_days"),
         ('channels = ["email", "sms"]', 'channels = ["email", "fax"]', "home.channels"),
         ('quiet_hours = ["21:00", "08:00"]', 'quiet_hours = ["25:00", "08:00"]', "home.quiet_hours[0]"),
         ('quiet_hours = ["21:00", "08:00"]', 'quiet_hours = ["21:00", "8"]', "home.quiet_hours[1]"),

@@ -1,0 +1,80 @@
+"""A new user's first minutes: every command in an empty folder, and `encore check`.
+
+The production smoke (`tests/smoke/production_smoke.py`, run by CI) installs the
+wheel in a new venv; these tests cover the same promises faster, from the checkout."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PG_ADMIN_URL, need_service
+from tests.e2e.test_cli import encore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["deliveries", "--json"], ["dead-letters"],
+                                     ["check"]])
+def test_every_command_starts_in_an_empty_folder(tmp_path, command):
+    # Given a new, empty folder and no settings
+    # When a command runs there
+    result = encore(*command, cwd=tmp_path)
+    # Then it succeeds without a traceback, creating the data folder it needs
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "var").is_dir()
+
+
+@pytest.mark.parametrize("command", [["status"], ["worker"], ["beat"], ["check"]])
+def test_an_unwritable_data_folder_is_a_clear_error_naming_the_setting(tmp_path, command):
+    # Given a data folder that cannot be created (a file stands where its parent should be)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    # When a command needs it
+    result = encore(*command, cwd=tmp_path, env={"ENCORE_DATA_DIR": str(blocker / "var")}, timeout=60)
+    # Then it stops with a message naming ENCORE_DATA_DIR, not a traceback
+    assert result.returncode != 0
+    assert "ENCORE_DATA_DIR" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_reports_each_part_and_fails_on_a_broken_channel_and_broker(tmp_path):
+    # Given a broker nobody listens on and a channel template without its placeholder
+    env = {"ENCORE_BROKER_URL": "redis://127.0.0.1:1/0", "ENCORE_CHANNEL_SMS": "json://127.0.0.1:9/sms"}
+    # When the operator runs `encore check`
+    result = encore("check", cwd=tmp_path, env=env, timeout=120)
+    # Then each part has its own line, the broken ones say why, and the exit code is 1
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = {line.split()[0] + (" " + line.split()[1] if line.startswith("channel ") else ""): line
+             for line in result.stdout.splitlines() if line.strip()}
+    assert " ok " in lines["database"] and "sqlite" in lines["database"]
+    assert "ERROR" in lines["broker"]
+    assert "ERROR" in lines["channel sms"] and "ENCORE_CHANNEL_SMS" in lines["channel sms"]
+    assert "off" in lines["channel email"]
+
+
+@pytest.mark.services
+def test_check_passes_against_postgresql_and_redis_and_creates_no_local_folder(tmp_path, redis_url):
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    # Given the production layout: PostgreSQL, Redis, one email channel
+    env = {"ENCORE_DATABASE_URL": PG_ADMIN_URL, "ENCORE_BROKER_URL": redis_url,
+           "ENCORE_CHANNEL_EMAIL": "mailtos://user:secret@smtp.example.com?from=shop@example.com&to={email}"}
+    # When the operator runs `encore check` in an empty folder
+    result = encore("check", cwd=tmp_path, env=env, timeout=120)
+    # Then every part is usable, no password is printed, and nothing was written locally
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "postgresql" in result.stdout and "redis" in result.stdout
+    assert "secret" not in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_readme_production_section_shows_the_procfile_as_it_is():
+    # The smoke test runs the Procfile's lines; the README must tell users the same thing.
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Production", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```procfile\n(.*?)```", section, re.S)
+    assert blocks, "the Production section shows the Procfile in a ```procfile block"
+    assert blocks[0] == (ROOT / "Procfile").read_text()

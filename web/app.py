@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -30,7 +30,6 @@ from coupons.unsubscribe import BadToken, read_token
 from services.emit import emit_lines
 from services.intake import apply_events, store_dead_letter, store_events
 from services.redemption import ALREADY_REDEEMED, EXPIRED, REDEEMED, UNKNOWN, VOID, redeem
-from services.reports import rfc3339
 from services.runtime import Clock, Runtime, utcnow
 from store.db import engine_for, session_scope
 from store.models import Customer
@@ -322,7 +321,7 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
         consent again before each send, so deliveries already scheduled stop too."""
         now = clock()
         event = validate_event({"id": f"unsubscribe:{uuid.uuid4().hex}", "type": "customer.opted_out",
-                                "occurred_at": rfc3339(now), "data": {"customer_id": customer_id,
+                                "occurred_at": now.astimezone(UTC).isoformat(), "data": {"customer_id": customer_id,
                                                                       "channels": [channel]}}, now)
         apply_events(session, runtime, store_events(session, [event], now), now)
 

@@ -473,3 +473,18 @@ def test_emails_sent_through_apprise_carry_the_unsubscribe_headers_too(sinks):
     [email] = smtp.messages
     assert "".join(email["List-Unsubscribe"].split()) == f"<{url}>"
     assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_an_unsubscribe_within_the_same_second_as_the_order_still_wins(web):
+    """Consent is ordered by time: the opt-out must keep its sub-second time, or an order
+    placed earlier in the same second would look newer and consent again."""
+    from coupons.unsubscribe import mint_token
+    from store.models import Customer
+
+    web.services.clock.advance(seconds=0.5)
+    night = zone_where_local_hour_is(23, web.services.clock())
+    web.post("/events", order_paid("e1", customer_id="c1", occurred_at=web.services.clock(), timezone=night))
+    web.services.clock.advance(seconds=0.2)
+    assert web.client.post(f"/unsubscribe/{mint_token(WEBHOOK_SECRET, 'c1', 'email')}").status_code == 200
+    with web.services.session() as session:
+        assert "email" in session.get(Customer, "c1").opted_out

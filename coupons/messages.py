@@ -292,6 +292,7 @@ def render_message(ctx: MessageContext, channel: str) -> Message:
         # Urgency names the end in its own line; loyalty still shows the expiry.
         "framing_keys": ("urgency",) if urgency else ("loyalty", "valid_until"),
         "subject_key": "subject_urgency" if urgency else "subject_loyalty",
+        "unsubscribe_url": ctx.unsubscribe_url,
     }
 
     templates = _templates()

@@ -71,3 +71,13 @@ def test_short_messages_end_with_the_localized_opt_out_line(language, channel):
     text = render_message(_context(url, language), channel).text
     assert text.endswith(translations(language)["opt_out_line"].format(url=url))
     assert url not in render_message(_context(None, language), channel).text
+
+
+def test_the_email_body_shows_the_unsubscribe_link_too():
+    """Mailbox providers want a visible link besides the header."""
+    url = "https://e.example.com/unsubscribe/tok?x=<1>"
+    message = render_message(_context(url), "email")
+    assert message.text.rstrip().endswith(f"Unsubscribe: {url}")
+    assert '<a href="https://e.example.com/unsubscribe/tok?x=&lt;1&gt;"' in message.html
+    plain = render_message(_context(None), "email")
+    assert "Unsubscribe" not in plain.text and "unsubscribe" not in plain.html

@@ -434,6 +434,16 @@ def _dashboard_page(runtime: Runtime, now: datetime) -> str:
         bucket=data.bucket, problems=charts.problems_chart("problems", data.problems))
 
 
+class _HideUnsubscribeTokens(logging.Filter):
+    """Access log lines show `/unsubscribe/…`: a token names a customer and works as a key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and str(args[2]).startswith("/unsubscribe/"):
+            record.args = (args[0], args[1], "/unsubscribe/…", args[3], args[4])
+        return True
+
+
 def serve(host: str, port: int) -> int:
     """`encore serve`: migrate, then run uvicorn until interrupted."""
     import uvicorn
@@ -443,6 +453,8 @@ def serve(host: str, port: int) -> int:
     runtime = current_runtime()
     app = create_app(runtime)
     engine_for(runtime.database_url)  # create or upgrade the schema before the first request
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True, server_header=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=True, server_header=False)
+    logging.getLogger("uvicorn.access").addFilter(_HideUnsubscribeTokens())
+    uvicorn.Server(config).run()
     return 0
 

@@ -185,3 +185,5 @@ def test_one_click_unsubscribe_suppresses_a_scheduled_delivery(served):
     [row] = served.stack.wait_for_states(1, ("suppressed",))
     assert row["reason"] == "no_channel"
     assert served.stack.smtp.count == 0
+    # And the access log does not keep the token (it names the customer)
+    assert "POST /unsubscribe/… HTTP/1.1" in served.serve.log() and url.rsplit("/", 1)[1] not in served.serve.log()

@@ -6,13 +6,15 @@ filling the URL template, avoiding Apprise's per-message SMTP reconnect and its
 throttle sleep, reading its per-call logs, and a short in-call retry for blips.
 
 Retries live in two places only: this short in-call retry (a refused or reset
-connection, at most 2 extra tries within ~3 s) and Encore's own backoff through
-`due_at` (SPEC rule 12). Apprise's own `retry=` is forced to 0.
+connection, at most 2 extra tries within ~3 s, each first asking the caller's
+`may_attempt`: deadline, quiet hours, lease) and Encore's own backoff through
+`next_attempt_at` (SPEC rule 12). Apprise's own `retry=` is forced to 0.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import re
 import threading
 import time
@@ -22,13 +24,6 @@ from urllib.parse import quote, unquote
 
 import apprise
 from apprise.utils.parse import is_email
-from tenacity import (
-    Retrying,
-    retry_if_result,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from coupons.model import ADDRESS_FIELD, CHANNELS, Message
 
@@ -54,6 +49,9 @@ log = logging.getLogger(__name__)
 IN_CALL_RETRIES = 2
 IN_CALL_BUDGET_SECONDS = 3.0
 IN_CALL_RETRY_REASONS = frozenset({"connection", "timeout"})
+IN_CALL_FIRST_WAIT_SECONDS = 0.1
+IN_CALL_MAX_WAIT_SECONDS = 1.0
+IN_CALL_JITTER_SECONDS = 0.1
 
 # Apprise's per-service deadline. 0 runs the plugin inline (no thread hop, and a
 # Celery soft time limit lands in our thread); the plugins' own socket timeouts
@@ -115,22 +113,29 @@ class ChannelSender:
         self._in_call_retries = max(0, in_call_retries)
         self._sleep = sleep
 
-    def send(self, address: str, message: Message) -> SendResult:
-        """Deliver one message. Never raises, except Celery's control-flow signals."""
+    def send(self, address: str, message: Message, *,
+             may_attempt: Callable[[], bool] | None = None) -> SendResult:
+        """Deliver one message. Never raises, except Celery's control-flow signals.
+
+        `may_attempt` is asked right before each in-call retry (after its wait): the
+        caller's deadline, quiet hours or lease may have run out meanwhile, and then
+        the last answer is returned instead of trying again."""
         if not address or not address.strip():
             return SendResult(False, False, "invalid_address", "no address")
-        if self._in_call_retries == 0:
-            return self._guarded(address, message)
-        retrying = Retrying(
-            stop=stop_after_attempt(1 + self._in_call_retries)
-            | stop_after_delay(IN_CALL_BUDGET_SECONDS),
-            wait=wait_exponential_jitter(multiplier=0.1, max=1.0, jitter=0.1),
-            retry=retry_if_result(_worth_retrying_now),
-            retry_error_callback=lambda state: state.outcome.result(),
-            reraise=True,
-            sleep=self._sleep,
-        )
-        return retrying(self._guarded, address, message)
+        started = time.monotonic()
+        result = self._guarded(address, message)
+        for retry in range(self._in_call_retries):
+            if not _worth_retrying_now(result):
+                break
+            wait = min(IN_CALL_FIRST_WAIT_SECONDS * 2**retry + random.uniform(0, IN_CALL_JITTER_SECONDS),
+                       IN_CALL_MAX_WAIT_SECONDS)
+            if time.monotonic() - started + wait > IN_CALL_BUDGET_SECONDS:
+                break
+            self._sleep(wait)
+            if may_attempt is not None and not may_attempt():
+                break
+            result = self._guarded(address, message)
+        return result
 
     def close(self) -> None:
         """Release the batch's connection, if any."""

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -267,6 +268,9 @@ class HttpSink:
         self._scripts: dict[str, _Script] = {}
         self._scripts_lock = threading.Lock()
         self._record = record
+        # Called with the path of each request before it is answered: a test's slow
+        # provider (move a fake clock) or an outage that starts mid-send.
+        self.before_answer: Callable[[str], None] | None = None
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -276,6 +280,8 @@ class HttpSink:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 sink._requests.add(sink._describe(self, body) if sink._record else None)
+                if sink.before_answer is not None:
+                    sink.before_answer(self.path)
                 status, headers, payload = sink._next_answer(self.path)
                 if payload is None:
                     payload = b'{"ok": true}' if 200 <= status < 300 else b'{"error": "scripted"}'

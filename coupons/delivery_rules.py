@@ -87,12 +87,33 @@ def decide_send(*, now: datetime, deadline_at: datetime, customer: Customer, mar
             return SendDecision("end", state="failed", reason=last_reason or "channels_exhausted")
         return SendDecision("end", state="suppressed", reason="no_channel")
     timezone = customer.timezone or market.timezone_for(customer.country)
+    window = send_window(now=now, deadline_at=deadline_at, timezone=timezone, market=market,
+                         margin=timedelta(0))
+    if window.action != "send":
+        return window
+    return SendDecision("send", channel=channels[0])
+
+
+ATTEMPT_MARGIN = timedelta(seconds=1)
+"""An attempt does not start later than this before the deadline: a provider answers
+local stand-ins in milliseconds and real ones in well under a second, so an attempt
+started in time is accepted in time. The same margin bounds retries (`after_attempt`)."""
+
+
+def send_window(*, now: datetime, deadline_at: datetime, timezone: str, market: Market,
+                margin: timedelta = ATTEMPT_MARGIN) -> SendDecision:
+    """Rule 8 at the moment of an attempt: send, wait for the end of quiet hours
+    (`reschedule` with `due_at`), or end `expired`. Checked again right before every
+    attempt, in-call retries included: a slow batch must not carry a decision taken
+    minutes earlier past the deadline or into the night."""
+    if now >= deadline_at - margin:
+        return SendDecision("end", state="expired", reason="deadline")
     allowed_at = outside_quiet_hours(now, timezone, market.quiet_start, market.quiet_end)
     if allowed_at > now:
-        if allowed_at >= deadline_at:
+        if allowed_at >= deadline_at - margin:
             return SendDecision("end", state="expired", reason="quiet_hours")
         return SendDecision("reschedule", due_at=allowed_at)
-    return SendDecision("send", channel=channels[0])
+    return SendDecision("send")
 
 
 @dataclass(frozen=True)
@@ -117,7 +138,7 @@ def after_attempt(*, now: datetime, deadline_at: datetime, channel: str, ok: boo
     if transient and channel_attempts < max_attempts:
         retry_at = retry_due_at(now, channel_attempts, retry_base_seconds, rng, retry_after)
         retry_at = outside_quiet_hours(retry_at, timezone, market.quiet_start, market.quiet_end)
-        if retry_at < deadline_at - timedelta(seconds=1):
+        if retry_at < deadline_at - ATTEMPT_MARGIN:
             return AttemptOutcome("scheduled", reason, retry_at, list(failed_channels), channel_attempts)
     # Permanent, out of attempts, or no retry fits before the deadline: next channel now.
     return AttemptOutcome("scheduled", reason, now, [*failed_channels, channel], 0)

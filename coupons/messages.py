@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
-from datetime import datetime, timezone as dt_timezone
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import datetime, timedelta, timezone as dt_timezone
+from decimal import Decimal
 from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
@@ -20,12 +20,13 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale, localedata
 from babel.core import get_global
-from babel.dates import format_date
-from babel.numbers import NumberPattern, format_percent, get_currency_precision
+from babel.dates import format_date, format_time, get_datetime_format
+from babel.numbers import NumberPattern, format_percent
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, pass_eval_context
 from markupsafe import escape
 
 from coupons.model import Message, MessageContext
+from coupons.money import discounted, round_to_minor_unit, shown_digits
 
 LANGUAGES: tuple[str, ...] = ("en", "es", "pt", "id", "th", "vi", "ar", "fr", "de")
 """Languages with a translation file; anything else falls back (rule 6)."""
@@ -138,32 +139,15 @@ def _currency_pattern(locale: Locale, digits: int) -> NumberPattern:
     return pattern
 
 
-@cache
-def _currency_digits(currency: str) -> tuple[int, int]:
-    """(standard, cash) fraction digits: IDR has 2 on paper and 0 in practice."""
-    standard = get_currency_precision(currency)
-    fractions = get_global("currency_fractions")
-    cash = fractions.get(currency, fractions["DEFAULT"])[2]
-    return standard, min(cash, standard)
-
-
 def format_money(amount: Decimal, currency: str, locale: Locale) -> str:
-    """Local currency format; whole amounts drop the decimals a currency never
-    shows in practice (Rp132.300, not Rp132.300,00), others keep theirs."""
+    """Local currency format, rounded and with the decimals of the one money rule
+    (`coupons.money`): Rp132.300 (not Rp132.300,00), 69,93 kr, $14.00."""
     amount = amount if isinstance(amount, Decimal) else Decimal(str(amount))
     currency = currency.upper()
-    standard, cash = _currency_digits(currency)
-    digits = standard
-    if cash < standard and amount == amount.quantize(Decimal(1).scaleb(-cash)):
-        digits = cash
-    return _currency_pattern(locale, digits).apply(
+    amount = round_to_minor_unit(amount, currency)
+    return _currency_pattern(locale, shown_digits(amount, currency)).apply(
         amount, locale, currency=currency, currency_digits=False
     )
-
-
-def _discounted(regular: Decimal, percent: Decimal, currency: str) -> Decimal:
-    exp = Decimal(1).scaleb(-_currency_digits(currency.upper())[0])
-    return (regular * (Decimal(100) - percent) / Decimal(100)).quantize(exp, ROUND_HALF_UP)
 
 
 def _zone(name: str) -> Any:
@@ -174,9 +158,16 @@ def _zone(name: str) -> Any:
 
 
 def _expiry_date(expires_at: datetime, zone: str, locale: Locale) -> str:
+    """The last moment the coupon is valid, as local date and time ("March 17, 2026
+    at 11:59 PM"): a coupon is valid through the end of the named day (see
+    `coupons.timing.coupon_expires_at`), and the message says so."""
     if expires_at.tzinfo is None:
         expires_at = expires_at.replace(tzinfo=dt_timezone.utc)
-    return format_date(expires_at.astimezone(_zone(zone)).date(), format="long", locale=locale)
+    # expires_at is the first instant it is no longer valid; show the minute before.
+    last = (expires_at - timedelta(microseconds=1)).astimezone(_zone(zone))
+    pattern = str(get_datetime_format("long", locale=locale)).replace("'", "")
+    return (pattern.replace("{0}", format_time(last, format="short", locale=locale))
+            .replace("{1}", format_date(last.date(), format="long", locale=locale)))
 
 
 def _clean(value: str | None, limit: int | None = None) -> str | None:
@@ -255,7 +246,7 @@ def render_message(ctx: MessageContext, channel: str) -> Message:
         "percent": None,
     }
 
-    if offer.regular_price is not None:
+    if offer.regular_price is not None and offer.regular_price > 0:
         values["regular_price"] = format_money(offer.regular_price, offer.currency, locale)
     if offer.type == "refill":
         if offer.price is None:
@@ -273,9 +264,9 @@ def render_message(ctx: MessageContext, channel: str) -> Message:
             (percent / 100).normalize(), locale=locale, decimal_quantization=False
         )
         price = offer.price
-        if price is None and offer.regular_price is not None:
-            price = _discounted(offer.regular_price, percent, offer.currency)
-        if price is not None:
+        if price is None and offer.regular_price is not None and offer.regular_price > 0:
+            price = discounted(offer.regular_price, percent, offer.currency)
+        if price is not None and price > 0:
             values["price"] = format_money(price, offer.currency, locale)
         offer_key = f"offer_{offer.type}"
     else:

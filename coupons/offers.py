@@ -1,4 +1,10 @@
-"""Rule 3: which offer a trigger's items earn. Pure: items in, offer out."""
+"""Rule 3: which offer a trigger's items earn. Pure: items in, offer out.
+
+Prices follow the one rule of `coupons.money`. An offer never promises an amount
+that rounds to nothing: a refill whose price rounds to zero (a sub-cent product)
+is no offer, so the next rule applies (half price on a second, else percent off),
+and a regular price that rounds to zero is left out of the message.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from decimal import Decimal
 
 from .markets import Market
 from .model import Item, Offer
-from .money import round_to_minor_unit
+from .money import amount_text
 
 DEFAULT_REFILL_RATIO = Decimal("0.70")
 SECOND_ITEM_PERCENT = Decimal("50")
@@ -36,6 +42,17 @@ def _merge_quantities(items: list[Item]) -> list[Item]:
     return list(merged.values())
 
 
+def _amount(value: Decimal, currency: str) -> Decimal:
+    """Rounded and written by the money rule (IDR 132300, USD 14.00)."""
+    return Decimal(amount_text(value, currency))
+
+
+def _regular(value: Decimal, currency: str) -> Decimal | None:
+    """The regular price to show, or None when it rounds to nothing."""
+    amount = _amount(value, currency)
+    return amount if amount > 0 else None
+
+
 def choose_offer(
     items: list[Item],
     currency: str,
@@ -48,14 +65,16 @@ def choose_offer(
         raise ValueError("items: a trigger needs at least one item")
     lines = _merge_quantities(items)
     consumable = _dearest(item for item in lines if item.refill_sku)
-    if consumable is not None:
+    # The dearest consumable has the dearest refill: if its price rounds to nothing, every one does.
+    refill_price = None if consumable is None else _amount(consumable.unit_price * refill_ratio, currency)
+    if consumable is not None and refill_price is not None and refill_price > 0:
         return Offer(
             type="refill",
             sku=consumable.refill_sku or consumable.sku,
             product_name=consumable.name,
             currency=currency,
-            price=round_to_minor_unit(consumable.unit_price * refill_ratio, currency),
-            regular_price=round_to_minor_unit(consumable.unit_price, currency),
+            price=refill_price,
+            regular_price=_regular(consumable.unit_price, currency),
         )
     multi = _dearest(item for item in lines if item.quantity >= 2)
     if multi is not None:
@@ -65,7 +84,7 @@ def choose_offer(
             product_name=multi.name,
             currency=currency,
             percent=SECOND_ITEM_PERCENT,
-            regular_price=round_to_minor_unit(multi.unit_price, currency),
+            regular_price=_regular(multi.unit_price, currency),
         )
     dearest = _dearest(lines)
     assert dearest is not None
@@ -75,5 +94,5 @@ def choose_offer(
         product_name=dearest.name,
         currency=currency,
         percent=market.depth_percent,
-        regular_price=round_to_minor_unit(dearest.unit_price, currency),
+        regular_price=_regular(dearest.unit_price, currency),
     )

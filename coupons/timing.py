@@ -35,6 +35,23 @@ def stream_fallback_at(first_order_at: datetime) -> datetime:
     return first_order_at.astimezone(UTC) + STREAM_WAIT
 
 
+def coupon_expires_at(trigger_at: datetime, valid_days: int, timezone: str) -> datetime:
+    """The first instant a coupon is no longer valid (UTC): the end of the local day
+    `valid_days` after the trigger's local date, in the customer's zone.
+
+    A message says "valid until 17 March"; a customer redeeming on the afternoon
+    of 17 March must not be refused because the trigger was at 10:00. Days are
+    calendar days in the zone (a DST change in between does not shift the end
+    by an hour), and a midnight that a DST change skips ends the day at the first
+    instant that exists (01:00, as in America/Santiago or America/Havana).
+    """
+    zone = ZoneInfo(timezone)
+    named_day = trigger_at.astimezone(zone).date() + timedelta(days=valid_days)
+    next_midnight = datetime.combine(named_day + timedelta(days=1), time(0), tzinfo=zone)
+    # Through UTC: a wall time in a gap (fold=0) maps to the instant just after the gap.
+    return next_midnight.astimezone(UTC)
+
+
 def _in_quiet_hours(local: time, start: time, end: time) -> bool:
     if start <= end:
         return start <= local < end

@@ -19,10 +19,11 @@ from sqlalchemy import desc, func, select
 from sqlalchemy.orm import Session
 
 from coupons.events import EventError, parse_event
-from store.models import FAILED, SCHEDULED, Attempt, Coupon, DeadLetter, Delivery, InboxEvent, Order, Stream
+from store.models import FAILED, SCHEDULED, Attempt, Coupon, DeadLetter, Delivery, InboxEvent
 
-from .intake import failure_reason, payload_of, store_events
-from .planner import PlanRequest, plan_coupons, stream_requests
+from .failures import failure_reason
+from .intake import payload_of, store_events
+from .planner import replan
 from .reports import rfc3339
 from .runtime import Runtime
 
@@ -133,31 +134,18 @@ def _replan(session: Session, letter: DeadLetter, item_id: str, now: datetime,
     if runtime is None:
         return ReplayResult(item_id, False, "cannot replay planning without the runtime (settings, markets)")
     trigger_key, customer_id = target
-    kind, _, trigger_id = trigger_key.partition(":")
-    if kind == "order":
-        order = session.get(Order, trigger_id)
-        if order is None:
-            return ReplayResult(item_id, False, f"cannot replay: order {trigger_id} is not stored")
-        requests = [PlanRequest(trigger_key, customer_id, order.occurred_at, (order.id,))]
-    elif kind == "stream":
-        ended_at = session.scalar(select(Stream.ended_at).where(Stream.id == trigger_id))
-        requests = stream_requests(session, trigger_id, ended_at, [customer_id], now)
-        if not requests:
-            return ReplayResult(item_id, False, f"cannot replay yet: stream {trigger_id} has not triggered "
-                                                f"for customer {customer_id}")
-    else:
-        return ReplayResult(item_id, False, f"cannot replay: unknown trigger {trigger_key!r}")
     try:
-        with session.begin_nested():
-            plan_coupons(session, runtime, requests, now)
+        replan(session, runtime, trigger_key, customer_id, now)
+    except ValueError as exc:  # the trigger or its orders are not there: nothing to plan
+        return ReplayResult(item_id, False, f"cannot replay: {exc}")
     except Exception as exc:
         return ReplayResult(item_id, False, f"still failing: {failure_reason(exc)}")
     delivery_id = session.scalar(select(Delivery.id).join(Coupon, Coupon.id == Delivery.coupon_id).where(
         Coupon.trigger_key == trigger_key, Coupon.customer_id == customer_id))
     letter.replayed_at = now
     if delivery_id is None:
-        return ReplayResult(item_id, True, f"planned {trigger_key} for customer {customer_id} again: "
-                                           "nothing to send (every order refunded)")
+        return ReplayResult(item_id, True, f"planned {trigger_key} for customer {customer_id} again: nothing "
+                                           "scheduled yet (the stream has not triggered, or every order was refunded)")
     state = session.scalar(select(Delivery.state).where(Delivery.id == delivery_id))
     return ReplayResult(item_id, True, f"planned {trigger_key} for customer {customer_id}: delivery D{delivery_id} "
                                        f"{state}", delivery_id=delivery_id if state == SCHEDULED else None)
@@ -172,7 +160,7 @@ def _requeue_delivery(session: Session, number: int, item_id: str, now: datetime
     if now >= delivery.deadline_at:
         return ReplayResult(item_id, False, f"deadline passed at {rfc3339(delivery.deadline_at)}")
     delivery.state = SCHEDULED
-    delivery.due_at = now
+    delivery.next_attempt_at = now  # due_at stays the planned time: latency is measured from it
     delivery.failed_channels = []
     delivery.channel_attempts = 0
     delivery.enqueued_at = None

@@ -17,7 +17,8 @@ import logging
 from coupons.events import EventError, parse_event
 from store.db import session_scope
 
-from .intake import store_dead_letter, store_events
+from .failures import store_dead_letter
+from .intake import store_events
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import select, text, update
-from sqlalchemy.exc import OperationalError, StatementError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from coupons import consent
@@ -27,7 +26,6 @@ from store.models import (
     SENT,
     Coupon,
     Customer,
-    DeadLetter,
     Delivery,
     InboxEvent,
     Order,
@@ -35,7 +33,9 @@ from store.models import (
     Stream,
 )
 
-from .planner import PlanRequest, dialect_insert, plan_coupons, stream_requests
+from .planner import PlanRequest, dialect_insert, stream_requests
+from .planner import plan_isolated as _plan_isolated  # moved to the planner: one isolation for intake and streams
+from .failures import failure_reason, store_dead_letter
 from .redemption import redeem
 from .runtime import Runtime
 
@@ -62,40 +62,6 @@ def payload_of(event: Event) -> str:
     if event.text is not None:
         return event.text.strip()
     return json.dumps(event.raw, separators=(",", ":"))
-
-
-def storable_text(value: str) -> str:
-    """Text any database accepts: NUL and unpaired surrogates shown as escapes."""
-    if "\x00" in value:
-        value = value.replace("\x00", "\\u0000")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
-    return value
-
-
-_EMAIL = re.compile(r"[^\s'\"()<>,;:]+@[^\s'\"()<>,;:]+")
-_PHONE = re.compile(r"\+\d{6,15}")
-
-
-def failure_reason(exc: BaseException) -> str:
-    """A dead letter's or log line's reason: the error's type and the first line of its
-    message, without SQL, bound parameters or DETAIL lines (they may hold customer data)."""
-    inner = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
-    lines = str(inner).strip().splitlines()
-    first = lines[0] if lines else ""
-    first = _PHONE.sub("<phone>", _EMAIL.sub("<email>", first))
-    return storable_text(f"{type(inner).__name__}: {first[:200]}")
-
-
-def store_dead_letter(session: Session, source: str, raw: str, reason: str, now: datetime) -> int:
-    if len(source) > 64:
-        source = source[:20] + "…" + source[-43:]
-    letter = DeadLetter(source=source, raw=storable_text(raw), reason=storable_text(reason), received_at=now)
-    session.add(letter)
-    session.flush()
-    return letter.id
 
 
 @dataclass
@@ -131,38 +97,6 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
     session.flush()
     applied.scheduled += _plan_isolated(session, runtime, plan_requests, now)
     return applied
-
-
-def _plan_isolated(session: Session, runtime: Runtime, requests: list[PlanRequest], now: datetime) -> int:
-    """Plan the batch in bulk; if that fails, plan each trigger alone so one bad
-    trigger is dead-lettered instead of taking the batch down with it."""
-    try:
-        with session.begin_nested():
-            return plan_coupons(session, runtime, requests, now)
-    except OperationalError:
-        raise
-    except Exception as exc:
-        log.error("bulk planning failed (%s); planning %d triggers one by one", failure_reason(exc), len(requests))
-    scheduled = 0
-    for request in requests:
-        try:
-            with session.begin_nested():
-                scheduled += plan_coupons(session, runtime, [request], now)
-        except OperationalError:
-            raise
-        except Exception as exc:
-            reason = failure_reason(exc)
-            log.error("planning %s for customer %s failed: %s", request.trigger_key, request.customer_id, reason)
-            log.debug("planning %s failed", request.trigger_key, exc_info=True)
-            store_dead_letter(session, "plan", plan_letter_raw(request), reason, now)
-    return scheduled
-
-
-def plan_letter_raw(request: PlanRequest) -> str:
-    """What `encore replay` needs to plan this trigger again (services/dead_letters.py)."""
-    return json.dumps({"trigger_key": request.trigger_key, "customer_id": request.customer_id,
-                       "trigger_at": request.trigger_at.astimezone(UTC).isoformat(),
-                       "order_ids": list(request.order_ids)})
 
 
 def _apply(session: Session, event: Event, now: datetime, applied: Applied) -> list[PlanRequest]:

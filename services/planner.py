@@ -3,29 +3,42 @@
 A trigger is (trigger key, customer): `order:<order_id>` for a plain order,
 `stream:<stream_id>` for everything one customer bought in a stream. The unique
 key on coupons makes planning idempotent: a rerun inserts nothing new.
+
+Planning is isolated per trigger (`plan_isolated`): a chunk is planned in bulk,
+and if that raises, trigger by trigger, so one bad row (an absurd timestamp, a
+broken item) ends as a "plan" dead letter and its orders are marked
+`plan_failed_at`, while the rest of the chunk and the stream go on.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from coupons.codes import new_code
 from coupons.delivery_rules import plan_delivery
+from coupons.markets import Market
 from coupons.model import Customer as CustomerValue
 from coupons.model import Item
 from coupons.offers import choose_offer
-from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, stream_fallback_at
+from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, stream_fallback_at
 from store.models import SCHEDULED, SENDING, SENT, Coupon, Customer, Delivery, Order, Stream
 
+from .failures import failure_reason, store_dead_letter
 from .runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 PLAN_CHUNK = 1000
 """Customers planned per transaction: big enough for bulk inserts to pay, small
@@ -80,6 +93,7 @@ def _recent_triggers(session: Session, customer_ids: list[str], earliest: dateti
 
 def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest], now: datetime) -> int:
     """Create the coupon and delivery for each request; returns how many are scheduled."""
+    requests = merge_requests(requests)
     if not requests:
         return 0
     customer_ids = sorted({r.customer_id for r in requests})
@@ -112,7 +126,8 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
             currency=offer.currency, price=None if offer.price is None else str(offer.price),
             percent=None if offer.percent is None else str(offer.percent),
             regular_price=None if offer.regular_price is None else str(offer.regular_price),
-            created_at=now, expires_at=request.trigger_at + timedelta(days=market.valid_days),
+            created_at=now,
+            expires_at=coupon_expires_at(request.trigger_at, market.valid_days, customer_zone(customer, market)),
         ))
     if not coupon_rows:
         return 0
@@ -133,8 +148,134 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         ))
     if delivery_rows:
         session.execute(Delivery.__table__.insert(), delivery_rows)
+    new_keys = {(trigger_key, customer_id) for _, trigger_key, customer_id in inserted}
+    _rechoose_unsent_offers(session, [row for row in coupon_rows if row["trigger_key"].startswith("stream:")
+                                      and (row["trigger_key"], row["customer_id"]) not in new_keys], now)
     _attach_orders(session, requests)
     return sum(1 for row in delivery_rows if row["state"] == SCHEDULED)
+
+
+OFFER_COLUMNS = ("offer_type", "sku", "product_name", "currency", "price", "percent", "regular_price")
+
+
+def _rechoose_unsent_offers(session: Session, coupon_rows: list[dict], now: datetime) -> None:
+    """A stream coupon that already existed gets the offer chosen from all the
+    customer's orders (rule 2) while nobody can have seen it: its delivery is still
+    scheduled and was never attempted. The code, timing and expiry stay.
+
+    The delivery row is written first: on PostgreSQL that locks it, so a sender's
+    claim (`scheduled → sending`) waits for this commit and then reads the new
+    offer; a delivery already claimed is not `scheduled` and keeps its offer.
+    """
+    for row in coupon_rows:
+        coupon_id = session.scalar(select(Coupon.id).where(
+            Coupon.trigger_key == row["trigger_key"], Coupon.customer_id == row["customer_id"]))
+        if coupon_id is None:
+            continue
+        unseen = session.execute(
+            update(Delivery).where(Delivery.coupon_id == coupon_id, Delivery.state == SCHEDULED,
+                                   Delivery.attempts == 0).values(updated_at=now)
+        ).rowcount
+        if unseen:
+            session.execute(update(Coupon).where(Coupon.id == coupon_id, Coupon.redeemed_at.is_(None))
+                            .values(**{column: row[column] for column in OFFER_COLUMNS}))
+
+
+def merge_requests(requests: list[PlanRequest]) -> list[PlanRequest]:
+    """One request per (trigger, customer), with all its orders (rule 2).
+
+    Two late orders of one customer in an ended stream, applied in one batch, each
+    ask for the stream's coupon; the coupon must be chosen from both, not from
+    whichever came first. The latest trigger time wins, as `stream_requests` would
+    compute it from all the orders.
+    """
+    merged: dict[tuple[str, str], PlanRequest] = {}
+    for request in requests:
+        key = (request.trigger_key, request.customer_id)
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = request
+            continue
+        order_ids = seen.order_ids + tuple(o for o in request.order_ids if o not in seen.order_ids)
+        merged[key] = PlanRequest(request.trigger_key, request.customer_id,
+                                  max(seen.trigger_at, request.trigger_at), order_ids)
+    return list(merged.values())
+
+
+def customer_zone(customer: CustomerValue, market: Market) -> str:
+    """The zone the customer reads times in: theirs if it is a real zone, else the country's."""
+    if customer.timezone:
+        try:
+            ZoneInfo(customer.timezone)
+            return customer.timezone
+        except (ValueError, LookupError):
+            pass
+    return market.timezone_for(customer.country)
+
+
+def plan_isolated(session: Session, runtime: Runtime, requests: list[PlanRequest], now: datetime) -> int:
+    """Plan the batch in bulk; if that fails, plan each trigger alone so one bad
+    trigger is dead-lettered instead of taking the batch down with it. A database
+    outage (OperationalError) is not a bad trigger: it propagates, and the caller retries."""
+    requests = merge_requests(requests)
+    if not requests:
+        return 0
+    try:
+        with session.begin_nested():
+            return plan_coupons(session, runtime, requests, now)
+    except OperationalError:
+        raise
+    except Exception:
+        log.warning("bulk planning of %d triggers failed; planning them one by one", len(requests))
+    scheduled = 0
+    for request in requests:
+        try:
+            with session.begin_nested():
+                scheduled += plan_coupons(session, runtime, [request], now)
+        except OperationalError:
+            raise
+        except Exception as exc:
+            record_plan_failure(session, request.trigger_key, request.customer_id, request.order_ids, exc, now)
+    return scheduled
+
+
+def record_plan_failure(session: Session, trigger_key: str, customer_id: str, order_ids: Iterable[str],
+                        exc: Exception, now: datetime) -> None:
+    """A "plan" dead letter whose text says what to replan, and a mark on the orders
+    so the sweep does not retry (and dead-letter) the same trigger every minute."""
+    log.error("planning %s for customer %s failed: %s", trigger_key, customer_id, failure_reason(exc))
+    log.debug("planning %s failed", trigger_key, exc_info=(type(exc), exc, exc.__traceback__))
+    store_dead_letter(session, "plan", json.dumps({"trigger_key": trigger_key, "customer_id": customer_id}),
+                      failure_reason(exc), now)
+    ids = list(order_ids)
+    if ids:
+        session.execute(update(Order).where(Order.id.in_(ids), Order.coupon_id.is_(None))
+                        .values(plan_failed_at=now))
+    session.flush()
+
+
+def replan(session: Session, runtime: Runtime, trigger_key: str, customer_id: str, now: datetime) -> int:
+    """Plan one trigger again: the replay of a "plan" dead letter, whose text is
+    `{"trigger_key": ..., "customer_id": ...}`. Clears the failure mark and plans;
+    returns how many deliveries were scheduled (0 when a stream trigger is not due
+    yet: the sweep plans it then). Raises, leaving nothing changed, if it still fails."""
+    kind, _, ref = trigger_key.partition(":")
+    if kind == "order":
+        orders = [o for o in [session.get(Order, ref)] if o is not None and o.customer_id == customer_id]
+    elif kind == "stream":
+        orders = list(session.scalars(select(Order).where(Order.stream_id == ref, Order.customer_id == customer_id)))
+    else:
+        raise ValueError(f"trigger_key: unknown trigger {trigger_key!r}")
+    if not orders:
+        raise ValueError(f"trigger_key: no orders of customer {customer_id!r} behind {trigger_key!r}")
+    with session.begin_nested():
+        session.execute(update(Order).where(Order.id.in_([o.id for o in orders])).values(plan_failed_at=None))
+        if kind == "order":
+            requests = [PlanRequest(trigger_key, customer_id, orders[0].occurred_at, (orders[0].id,))]
+        else:
+            ended_at = session.scalar(select(Stream.ended_at).where(Stream.id == ref))
+            requests = stream_requests(session, ref, ended_at, [customer_id], now)
+        return plan_coupons(session, runtime, requests, now)
 
 
 def _attach_orders(session: Session, requests: list[PlanRequest]) -> None:
@@ -161,8 +302,13 @@ def _attach_orders(session: Session, requests: list[PlanRequest]) -> None:
 
 
 def stream_requests(session: Session, stream_id: str, ended_at: datetime | None, customer_ids: list[str],
-                    now: datetime) -> list[PlanRequest]:
-    """One request per customer of the stream whose orders have no coupon yet and are due to trigger."""
+                    now: datetime, on_error: Callable[[str, list[str], Exception], None] | None = None,
+                    ) -> list[PlanRequest]:
+    """One request per customer of the stream whose orders have no coupon yet and are due to trigger.
+
+    With `on_error`, a customer whose trigger time cannot be computed (an absurd
+    order time) is handed to it and skipped, instead of failing the whole chunk.
+    """
     rows = session.execute(
         select(Order.customer_id, Order.id, Order.occurred_at).where(
             Order.stream_id == stream_id, Order.customer_id.in_(customer_ids))
@@ -172,23 +318,33 @@ def stream_requests(session: Session, stream_id: str, ended_at: datetime | None,
         per_customer[customer_id].append((order_id, occurred_at))
     requests = []
     for customer_id, orders in per_customer.items():
-        first = min(at for _, at in orders)
-        last = max(at for _, at in orders)
-        if ended_at is not None:
-            trigger_at = max(ended_at, last)
-        elif stream_fallback_at(first) <= now:
-            trigger_at = stream_fallback_at(first)
-        else:
+        try:
+            trigger_at = _stream_trigger(orders, ended_at, now)
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(customer_id, [o for o, _ in orders], exc)
             continue
-        requests.append(PlanRequest(f"stream:{stream_id}", customer_id, trigger_at, tuple(o for o, _ in orders)))
+        if trigger_at is not None:
+            requests.append(PlanRequest(f"stream:{stream_id}", customer_id, trigger_at, tuple(o for o, _ in orders)))
     return requests
+
+
+def _stream_trigger(orders: list[tuple[str, datetime]], ended_at: datetime | None, now: datetime) -> datetime | None:
+    first = min(at for _, at in orders)
+    last = max(at for _, at in orders)
+    if ended_at is not None:
+        return max(ended_at, last)
+    if stream_fallback_at(first) <= now:
+        return stream_fallback_at(first)
+    return None
 
 
 def next_unplanned_customers(session: Session, stream_id: str, after: str, chunk: int = PLAN_CHUNK) -> list[str]:
     """The next customer ids (keyset order, after `after`) with an unplanned order in the stream."""
     return list(session.scalars(
         select(Order.customer_id).where(Order.stream_id == stream_id, Order.coupon_id.is_(None),
-                                        Order.customer_id > after)
+                                        Order.plan_failed_at.is_(None), Order.customer_id > after)
         .group_by(Order.customer_id).order_by(Order.customer_id).limit(chunk)
     ))
 
@@ -216,8 +372,16 @@ def renew_stream_planning(session: Session, stream_id: str, now: datetime, done:
 
 def plan_stream_chunk(session: Session, runtime: Runtime, stream_id: str, customer_ids: list[str],
                       now: datetime) -> int:
+    """Plan one chunk of a stream's customers, each in isolation: a customer whose
+    planning raises is dead-lettered and the others are planned."""
     ended_at = session.scalar(select(Stream.ended_at).where(Stream.id == stream_id))
-    return plan_coupons(session, runtime, stream_requests(session, stream_id, ended_at, customer_ids, now), now)
+    trigger_key = f"stream:{stream_id}"
+
+    def failed(customer_id: str, order_ids: list[str], exc: Exception) -> None:
+        record_plan_failure(session, trigger_key, customer_id, order_ids, exc, now)
+
+    requests = stream_requests(session, stream_id, ended_at, customer_ids, now, on_error=failed)
+    return plan_isolated(session, runtime, requests, now)
 
 
 def streams_waiting(session: Session, now: datetime) -> list[str]:
@@ -225,6 +389,7 @@ def streams_waiting(session: Session, now: datetime) -> list[str]:
     return list(session.scalars(
         select(Order.stream_id).outerjoin(Stream, Stream.id == Order.stream_id).where(
             Order.stream_id.is_not(None), Order.coupon_id.is_(None), Order.refunded_at.is_(None),
+            Order.plan_failed_at.is_(None),
             (Stream.ended_at.is_not(None)) | (Order.occurred_at <= now - STREAM_WAIT),
         ).group_by(Order.stream_id)
     ))

@@ -1,49 +1,92 @@
-"""What `encore status` and `encore deliveries` show (SPEC section 4)."""
+"""What `encore status` and `encore deliveries` show (SPEC section 4).
+
+Both stay flat in memory however many rows there are: `status` is counts and
+three ranks computed by the database, `iter_deliveries` streams rows (a
+server-side cursor on PostgreSQL) for the command line to print as they come.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Float, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from store.models import DELIVERY_STATES, EXPIRED, SENT, Coupon, DeadLetter, Delivery, InboxEvent
+
+PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
+STREAM_BATCH = 1000
+"""Rows fetched per round trip while streaming deliveries."""
 
 
 def rfc3339(value: datetime | None) -> str | None:
     return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def percentile(sorted_values: list[float], share: float) -> float:
-    """Nearest-rank percentile; 0.0 for no data."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(share * len(sorted_values)))
-    return sorted_values[rank - 1]
+def nearest_rank(count: int, percent: int) -> int:
+    """The 1-based nearest rank of `percent` among `count` values, in integers (no float drift)."""
+    return max(1, -(-count * percent // 100))
+
+
+def _latency_seconds(dialect: str):
+    """Seconds from the original due time to the send, never below 0, as SQL."""
+    if dialect == "postgresql":
+        seconds = cast(func.extract("epoch", Delivery.sent_at - Delivery.due_at), Float)
+    else:
+        seconds = (func.julianday(Delivery.sent_at) - func.julianday(Delivery.due_at)) * 86400.0
+    return case((seconds < 0, 0.0), else_=seconds)
+
+
+def _latency_percentiles(session: Session, sent: int) -> dict[str, float]:
+    if not sent:
+        return {name: 0.0 for name, _ in PERCENTILES}
+    dialect = session.get_bind().dialect.name
+    latency = _latency_seconds(dialect)
+    if dialect == "postgresql":
+        # percentile_disc is the nearest-rank percentile, computed by the database.
+        row = session.execute(select(*(
+            func.percentile_disc(percent / 100).within_group(latency.asc()) for _, percent in PERCENTILES
+        )).where(Delivery.state == SENT)).one()
+        return {name: round(float(value or 0.0), 3) for (name, _), value in zip(PERCENTILES, row)}
+    # SQLite has no percentile aggregate: read the one row at each rank, sorting from
+    # the nearer end so no offset is more than half the rows.
+    found = {}
+    for name, percent in PERCENTILES:
+        rank = nearest_rank(sent, percent)
+        ascending = rank <= sent - rank + 1
+        query = (select(latency).where(Delivery.state == SENT)
+                 .order_by(latency.asc() if ascending else latency.desc())
+                 .offset(rank - 1 if ascending else sent - rank).limit(1))
+        found[name] = round(float(session.scalar(query) or 0.0), 3)
+    return found
 
 
 def status(session: Session) -> dict:
+    """Counts and timings. `events.rejected` counts events refused by `encore emit`
+    and events that failed when applied ("apply" dead letters); an event that failed
+    when applied and was not replayed is not counted as accepted. Dead letters of
+    planning ("plan") are triggers, not events, and are not counted here."""
     counts = dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())
-    rows = session.execute(
-        select(Delivery.state, Delivery.due_at, Delivery.sent_at, Delivery.deadline_at)
+    finished, sent_on_time = session.execute(
+        select(func.count(), func.coalesce(func.sum(case(
+            ((Delivery.state == SENT) & (Delivery.sent_at <= Delivery.deadline_at), 1), else_=0)), 0))
         .where(Delivery.state.in_((SENT, EXPIRED)))
-    ).all()
-    latencies = sorted(max(0.0, (sent_at - due_at).total_seconds()) for state, due_at, sent_at, _ in rows if state == SENT)
-    on_time = sum(1 for state, _, sent_at, deadline_at in rows if state == SENT and sent_at <= deadline_at)
+    ).one()
+    stored = session.scalar(select(func.count()).select_from(InboxEvent)) or 0
+    failed_when_applied = session.scalar(select(func.count()).select_from(DeadLetter).where(
+        DeadLetter.source == "apply", DeadLetter.replayed_at.is_(None))) or 0
+    rejected = session.scalar(select(func.count()).select_from(DeadLetter).where(DeadLetter.source != "plan")) or 0
     return {
-        "events": {
-            "accepted": session.scalar(select(func.count()).select_from(InboxEvent)) or 0,
-            "rejected": session.scalar(select(func.count()).select_from(DeadLetter).where(DeadLetter.source != "apply")) or 0,
-        },
+        "events": {"accepted": max(0, stored - failed_when_applied), "rejected": rejected},
         "deliveries": {state: counts.get(state, 0) for state in DELIVERY_STATES},
-        "on_time_rate": round(on_time / len(rows), 6) if rows else 1.0,
-        "latency_seconds": {name: round(percentile(latencies, share), 3)
-                            for name, share in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))},
+        "on_time_rate": round(sent_on_time / finished, 6) if finished else 1.0,
+        "latency_seconds": _latency_percentiles(session, counts.get(SENT, 0)),
     }
 
 
-def offer_json(coupon: Coupon) -> dict:
+def offer_json(coupon: Any) -> dict:
     offer = {"type": coupon.offer_type, "sku": coupon.sku, "currency": coupon.currency}
     if coupon.offer_type == "refill":
         offer["price"] = coupon.price
@@ -52,27 +95,60 @@ def offer_json(coupon: Coupon) -> dict:
     return offer
 
 
-def deliveries(session: Session, customer_id: str | None = None) -> list[dict]:
-    query = select(Delivery, Coupon).join(Coupon, Coupon.id == Delivery.coupon_id).order_by(Delivery.id)
+def trigger_of(trigger_key: str) -> tuple[str, str | None]:
+    """(`order` | `stream` | `campaign`, the campaign's name or None) from a coupon's
+    trigger key (`order:<id>`, `stream:<id>`, `campaign:<name>@<scheduled time>`)."""
+    kind, _, rest = trigger_key.partition(":")
+    if kind == "campaign":
+        return kind, rest.rpartition("@")[0] or rest
+    return kind, None
+
+
+_COLUMNS = (
+    Delivery.id, Delivery.customer_id, Delivery.channel, Delivery.state, Delivery.reason, Delivery.trigger_at,
+    Delivery.due_at, Delivery.deadline_at, Delivery.sent_at, Delivery.attempts, Coupon.code, Coupon.offer_type,
+    Coupon.sku, Coupon.currency, Coupon.price, Coupon.percent, Coupon.redeemed_at, Coupon.expires_at,
+    Coupon.void_at, Coupon.trigger_key,
+)
+
+
+def iter_deliveries(session: Session, customer_id: str | None = None) -> Iterator[dict]:
+    """One dict per delivery (SPEC section 4 fields, plus `id`, `expires_at`, `void`),
+    streamed in id order: rows are fetched `STREAM_BATCH` at a time, never all at once."""
+    query = select(*_COLUMNS).join(Coupon, Coupon.id == Delivery.coupon_id).order_by(Delivery.id)
     if customer_id is not None:
         query = query.where(Delivery.customer_id == customer_id)
-    return [
-        {
-            "id": delivery.id,
-            "customer_id": delivery.customer_id,
-            "code": coupon.code,
-            "offer": offer_json(coupon),
-            "channel": delivery.channel,
-            "state": delivery.state,
-            "reason": delivery.reason,
-            "trigger_at": rfc3339(delivery.trigger_at),
-            "due_at": rfc3339(delivery.due_at),
-            "deadline_at": rfc3339(delivery.deadline_at),
-            "sent_at": rfc3339(delivery.sent_at),
-            "attempts": delivery.attempts,
-            "redeemed_at": rfc3339(coupon.redeemed_at),
-            "expires_at": rfc3339(coupon.expires_at),
-            "void": coupon.void_at is not None,
+    for row in session.execute(query.execution_options(yield_per=STREAM_BATCH)):
+        trigger, campaign = trigger_of(row.trigger_key)
+        yield {
+            "id": row.id,
+            "customer_id": row.customer_id,
+            "code": row.code,
+            "offer": offer_json(row),
+            "channel": row.channel,
+            "state": row.state,
+            "reason": row.reason,
+            "trigger_at": rfc3339(row.trigger_at),
+            "due_at": rfc3339(row.due_at),
+            "deadline_at": rfc3339(row.deadline_at),
+            "sent_at": rfc3339(row.sent_at),
+            "attempts": row.attempts,
+            "redeemed_at": rfc3339(row.redeemed_at),
+            "trigger": trigger,
+            "campaign": campaign,
+            "expires_at": rfc3339(row.expires_at),
+            "void": row.void_at is not None,
         }
-        for delivery, coupon in session.execute(query)
-    ]
+
+
+def deliveries(session: Session, customer_id: str | None = None) -> list[dict]:
+    """All of `iter_deliveries` as a list: for tests and small result sets only."""
+    return list(iter_deliveries(session, customer_id))
+
+
+def customer_id_width(session: Session, customer_id: str | None = None) -> int:
+    """The longest customer id among the rows `iter_deliveries` will show (for a text table)."""
+    query = select(func.max(func.length(Delivery.customer_id)))
+    if customer_id is not None:
+        query = query.where(Delivery.customer_id == customer_id)
+    return session.scalar(query) or 0

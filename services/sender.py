@@ -1,38 +1,48 @@
 """Claim, send, record: the sending side of a batch of deliveries.
 
-1. Claim: one UPDATE moves due `scheduled` rows to `sending` with a lease; a row
-   another worker claimed is simply not returned, so no delivery goes out twice.
+1. Claim: one UPDATE moves due `scheduled` rows to `sending` with a lease and a
+   fresh claim token; a row another worker claimed is simply not returned.
 2. Decide (pure, `coupons.delivery_rules.decide_send`) with fresh consent,
-   refunds, quiet hours and the frequency cap; render the message.
-3. Send per channel over one reused connection; record every attempt and the
-   new state right after each send, so a worker killed mid-batch leaves at most
-   one sent-but-unrecorded message behind (see README, duplicates).
+   refunds, quiet hours and the frequency cap; render the message. One delivery
+   that cannot be decided or rendered ends `failed` (`render_error`) on its own.
+3. Per delivery (`_send_one`): check the claim is still ours (the fence), check the
+   deadline and quiet hours at that moment, send, record. Every write of a result
+   applies only while the row is `sending` under our token, so a worker that
+   stalled past its lease can neither send (it finds out before the send) nor
+   overwrite the new owner's result. Results are recorded right after each send:
+   a worker killed mid-batch leaves at most one sent-but-unrecorded message.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from typing import TypeVar
 
 import redis
-from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, String, bindparam, func, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from channels.adapter import SendResult, open_sender
+from channels.adapter import ChannelSender, SendResult, open_sender
 from channels.ratelimit import Limiter, make_rate_limiter
-from coupons.delivery_rules import after_attempt, decide_send
+from coupons.delivery_rules import SendDecision, after_attempt, decide_send, send_window
+from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
+from coupons.model import Customer as CustomerValue
 from coupons.model import Message, MessageContext, Offer
 from coupons.unsubscribe import unsubscribe_url
 from store.db import engine_for, session_scope
 from store.models import (
+    FAILED,
     SCHEDULED,
     SENDING,
     SENT,
@@ -41,10 +51,18 @@ from store.models import (
     Customer,
     Delivery,
     Order,
+    UTCDateTime,
 )
+from workers.settings import Settings
 
 from .planner import customer_value
 from .runtime import Clock, Runtime, utcnow
+
+log = logging.getLogger(__name__)
+
+_DELIVERIES = Delivery.__table__
+_ATTEMPTS = Attempt.__table__
+
 
 @dataclass
 class Outgoing:
@@ -59,7 +77,7 @@ class Outgoing:
     attempts: int
     timezone: str
     market_name: str
-    due_at: datetime | None = None  # kept on success: latency runs from due to sent
+    last_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,13 +87,31 @@ class BatchReport:
     retried: int = 0
     ended: int = 0
     rescheduled: int = 0
+    lost: int = 0  # rows another worker took over after this one's lease ran out
 
 
-def claim(session: Session, ids: list[int], now: datetime, lease: timedelta) -> list[int]:
+@dataclass
+class ClaimedBatch:
+    """What one claim took: its token, when, and what to send."""
+
+    token: str
+    claimed_at: datetime
+    claimed: list[int]
+    outgoing: list[Outgoing] = field(default_factory=list)
+    ended: int = 0
+    rescheduled: int = 0
+
+
+def new_claim_token() -> str:
+    return uuid.uuid4().hex
+
+
+def claim(session: Session, ids: list[int], now: datetime, lease: timedelta, token: str) -> list[int]:
+    """Take the due rows among `ids` for this worker, under `token`."""
     return list(session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(ids), Delivery.state == SCHEDULED, Delivery.due_at <= now)
-        .values(state=SENDING, lease_expires_at=now + lease, updated_at=now)
+        .where(Delivery.id.in_(ids), Delivery.state == SCHEDULED, Delivery.next_attempt_at <= now)
+        .values(state=SENDING, lease_expires_at=now + lease, updated_at=now, claim_token=token)
         .returning(Delivery.id)
     ).scalars())
 
@@ -89,13 +125,213 @@ def offer_of(coupon: Coupon) -> Offer:
     )
 
 
-def _prepare(session: Session, runtime: Runtime, ids: list[int], now: datetime) -> tuple[list[Outgoing], list[dict], int]:
-    """Decide each claimed delivery; returns what to send, rows to update now, and reschedules."""
+# --------------------------------------------------------------------------- fenced writes
+
+_ATTEMPT_COLUMNS = ("at", "channel", "outcome", "reason", "detail")
+_ATTEMPT_TYPES = {"at": UTCDateTime(), "channel": String(), "outcome": String(), "reason": String(),
+                  "detail": String()}
+
+
+@lru_cache(maxsize=32)
+def _fenced_update(columns: tuple[str, ...]):
+    """UPDATE one delivery only while it is `sending` under the writer's claim token."""
+    return (_DELIVERIES.update()
+            .where(_DELIVERIES.c.id == bindparam("delivery_id"),
+                   _DELIVERIES.c.claim_token == bindparam("owner_token"),
+                   _DELIVERIES.c.state == SENDING)
+            .values({c: bindparam(f"new_{c}") for c in columns}))
+
+
+_INSERT_ATTEMPT = _ATTEMPTS.insert().values(
+    delivery_id=bindparam("delivery_id"), **{c: bindparam(f"attempt_{c}") for c in _ATTEMPT_COLUMNS})
+
+
+@lru_cache(maxsize=32)
+def _fenced_update_with_attempt(columns: tuple[str, ...]):
+    """PostgreSQL: the fenced update and, only if it applied, the attempt row, in one
+    statement, so a result costs one round trip in autocommit. Returns a row if applied."""
+    applied = _fenced_update(columns).returning(_DELIVERIES.c.id).cte("applied")
+    values = select(applied.c.id, *(bindparam(f"attempt_{c}", type_=_ATTEMPT_TYPES[c]) for c in _ATTEMPT_COLUMNS))
+    return (_ATTEMPTS.insert().from_select(["delivery_id", *_ATTEMPT_COLUMNS], values)
+            .add_cte(applied).returning(_ATTEMPTS.c.delivery_id))
+
+
+def _clean_detail(detail: str) -> str:
+    # PostgreSQL text cannot hold NUL; a provider's answer may.
+    return detail.replace("\x00", "")[:2000]
+
+
+def _write_fenced(connection: Connection | Session, values: dict, attempt: dict | None) -> bool:
+    """Apply `values` (and record `attempt`) if the row is still ours; True if it was."""
+    columns = tuple(sorted(c for c in values if c not in ("delivery_id", "claim_token")))
+    params = {"delivery_id": values["delivery_id"], "owner_token": values["claim_token"],
+              **{f"new_{c}": values[c] for c in columns}}
+    if attempt is not None:
+        params.update({f"attempt_{c}": attempt[c] for c in _ATTEMPT_COLUMNS})
+        params["attempt_detail"] = _clean_detail(params["attempt_detail"])
+    dialect = connection.get_bind().dialect.name if isinstance(connection, Session) else connection.dialect.name
+    if attempt is not None and dialect == "postgresql":
+        return connection.execute(_fenced_update_with_attempt(columns), params).first() is not None
+    applied = connection.execute(_fenced_update(columns), params).rowcount == 1
+    if applied and attempt is not None:
+        connection.execute(_INSERT_ATTEMPT, params)
+    return applied
+
+
+T = TypeVar("T")
+
+RENEW_FRACTION = 3
+"""The claim is renewed and verified every lease/3: a worker that stalled longer than
+that checks it still owns a row before sending it (a DB round trip per lease/3 per
+batch, not per message). The 2/3 lease left covers clock skew up to that much
+between the worker and the relay that releases leases."""
+RECORD_SAFETY_FRACTION = 10
+"""A write that meets a database outage is retried until the lease is this fraction
+from running out; the fence keeps a later write harmless anyway."""
+MIN_RECORD_PATIENCE_SECONDS = 1.0
+MAX_RECORD_WAIT_SECONDS = 2.0
+
+
+class _Claim:
+    """One batch's claim: its token, the rows it still owns, and the one connection
+    that writes their results.
+
+    On PostgreSQL the connection runs in autocommit with synchronous_commit off, and a
+    result is one statement: a killed worker cannot lose a result PostgreSQL received.
+    A database outage while writing is waited out (reconnect, back off) for as long as
+    the lease holds: the provider has accepted the message, and giving up would mean
+    sending it again after the lease."""
+
+    def __init__(self, runtime: Runtime, batch: ClaimedBatch, clock: Clock,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.runtime = runtime
+        self.token = batch.token
+        self.clock = clock
+        self.sleep = sleep
+        self.owned = {item.delivery_id for item in batch.outgoing}
+        self.lease = timedelta(seconds=runtime.settings.lease_seconds)
+        self.verified_at = batch.claimed_at
+        self.engine = engine_for(runtime.database_url)
+        self.connection: Connection | None = None
+
+    # -- the fence
+
+    def owns(self, delivery_id: int) -> bool:
+        """True while `delivery_id` is still this claim's; renews and verifies the
+        claim when lease/3 has passed since it was last verified."""
+        now = self.clock()
+        if self.owned and now - self.verified_at >= self.lease / RENEW_FRACTION:
+            self._renew(now)
+        return delivery_id in self.owned
+
+    def done(self, delivery_id: int) -> None:
+        self.owned.discard(delivery_id)
+
+    def _renew(self, now: datetime) -> None:
+        statement = (update(Delivery)
+                     .where(Delivery.id.in_(sorted(self.owned)), Delivery.claim_token == self.token,
+                            Delivery.state == SENDING)
+                     .values(lease_expires_at=now + self.lease)
+                     .returning(Delivery.id))
+        kept = set(self._execute(lambda connection: connection.execute(statement).scalars().all()))
+        lost = self.owned - kept
+        if lost:
+            log.warning("claim %s lost %d deliveries to another worker (lease ran out): %s",
+                        self.token[:8], len(lost), sorted(lost)[:20])
+        self.owned = kept
+        self.verified_at = now
+
+    # -- writes
+
+    def record(self, item: Outgoing, result: SendResult, started_at: datetime, answered_at: datetime) -> bool:
+        """Write one attempt's outcome if the row is still ours; True if it was."""
+        values = _outcome_values(item, result, answered_at, self.runtime)
+        attempt = dict(at=started_at, channel=item.channel, reason=result.reason, detail=result.detail,
+                       outcome="sent" if result.ok else ("transient" if result.transient else "permanent"))
+        applied = self._write(values, attempt)
+        if not applied:
+            log.warning("delivery %d: result %r after the lease was lost, not applied", item.delivery_id,
+                        attempt["outcome"])
+        return applied
+
+    def finish(self, delivery_id: int, at: datetime, *, state: str, reason: str | None,
+               next_attempt_at: datetime | None = None, attempt: dict | None = None) -> bool:
+        """End the row, or give it back to the relay for `next_attempt_at`, without a send."""
+        values = dict(delivery_id=delivery_id, state=state, reason=reason, updated_at=at, lease_expires_at=None,
+                      enqueued_at=None)
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        return self._write(values, attempt)
+
+    def _write(self, values: dict, attempt: dict | None) -> bool:
+        values = {**values, "claim_token": self.token}
+        applied = self._execute(lambda connection: _write_fenced(connection, values, attempt))
+        self.done(values["delivery_id"])
+        return applied
+
+    def _patience(self) -> float:
+        """Seconds a write may keep retrying: while the lease still holds, less a margin."""
+        left = self.verified_at + self.lease - self.clock() - self.lease / RECORD_SAFETY_FRACTION
+        return max(left.total_seconds(), MIN_RECORD_PATIENCE_SECONDS)
+
+    def _execute(self, work: Callable[[Connection], T]) -> T:
+        give_up_at = time.monotonic() + self._patience()
+        wait = 0.05
+        while True:
+            try:
+                connection = self._open()
+                if self.engine.dialect.name == "postgresql":
+                    return work(connection)
+                with connection.begin():
+                    return work(connection)
+            except (OperationalError, InterfaceError) as error:
+                self.close(broken=True)
+                if time.monotonic() + wait > give_up_at:
+                    raise
+                log.warning("database unavailable for claim %s (%s); retrying in %.2fs", self.token[:8],
+                            type(error.orig).__name__ if error.orig is not None else type(error).__name__, wait)
+                self.sleep(wait)
+                wait = min(wait * 2, MAX_RECORD_WAIT_SECONDS)
+
+    def _open(self) -> Connection:
+        if self.connection is None:
+            connection = self.engine.connect()
+            try:
+                if self.engine.dialect.name == "postgresql":
+                    connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+                    connection.exec_driver_sql("SET synchronous_commit TO OFF")
+            except BaseException:
+                connection.invalidate()
+                connection.close()
+                raise
+            self.connection = connection
+        return self.connection
+
+    def close(self, broken: bool = False) -> None:
+        if self.connection is None:
+            return
+        connection, self.connection = self.connection, None
+        try:
+            if broken:
+                connection.invalidate()
+            elif self.engine.dialect.name == "postgresql":
+                connection.exec_driver_sql("RESET synchronous_commit")
+        finally:
+            connection.close()
+
+
+# --------------------------------------------------------------------------- decide and render
+
+
+def _prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
+    """Decide and render each claimed delivery, each on its own: one that raises ends
+    `failed` (`render_error`, with an attempt row saying why) and the rest go on."""
+    now = batch.claimed_at
     rows = session.execute(
         select(Delivery, Coupon, Customer)
         .join(Coupon, Coupon.id == Delivery.coupon_id)
         .join(Customer, Customer.id == Delivery.customer_id)
-        .where(Delivery.id.in_(ids))
+        .where(Delivery.id.in_(batch.claimed))
     ).all()
     coupon_ids = [coupon.id for _, coupon, _ in rows]
     live_orders = dict(session.execute(
@@ -107,177 +343,100 @@ def _prepare(session: Session, runtime: Runtime, ids: list[int], now: datetime) 
         .where(Delivery.customer_id.in_({d.customer_id for d, _, _ in rows}), Delivery.state == SENT)
         .group_by(Delivery.customer_id)
     ).all())
-    outgoing: list[Outgoing] = []
     updates: list[dict] = []
-    rescheduled = 0
     for delivery, coupon, customer_row in rows:
-        customer = customer_value(customer_row)
-        market = runtime.markets.for_country(customer.country)
-        last_reason = delivery.reason
-        decision = decide_send(
-            now=now, deadline_at=delivery.deadline_at, customer=customer, market=market,
-            configured=runtime.configured_channels, opted_out=customer_row.opted_out or (),
-            failed_channels=delivery.failed_channels or [], last_reason=last_reason,
-            all_orders_refunded=live_orders.get(coupon.id, 0) == 0,
-            last_sent_to_customer_at=last_sent.get(customer.id),
-        )
+        decision: SendDecision | None = None
+        try:
+            customer = customer_value(customer_row)
+            market = runtime.markets.for_country(customer.country)
+            decision = decide_send(
+                now=now, deadline_at=delivery.deadline_at, customer=customer, market=market,
+                configured=runtime.configured_channels, opted_out=customer_row.opted_out or (),
+                failed_channels=delivery.failed_channels or [], last_reason=delivery.reason,
+                all_orders_refunded=live_orders.get(coupon.id, 0) == 0,
+                last_sent_to_customer_at=last_sent.get(delivery.customer_id),
+            )
+            item = (_render(delivery, coupon, customer, market, decision, runtime.settings)
+                    if decision.action == "send" else None)
+        except Exception as error:  # noqa: BLE001 - one bad row must not hold the batch
+            log.exception("delivery %d cannot be prepared", delivery.id)
+            _write_fenced(session, dict(delivery_id=delivery.id, claim_token=batch.token, state=FAILED,
+                                        reason="render_error", updated_at=now, lease_expires_at=None,
+                                        enqueued_at=None),
+                          dict(at=now, channel=(decision and decision.channel) or delivery.channel or "",
+                               outcome="permanent", reason="render_error",
+                               detail=f"{type(error).__name__}: {error}"))
+            batch.ended += 1
+            continue
         if decision.action == "end":
-            updates.append(_row(delivery.id, now, state=decision.state, reason=decision.reason))
-            continue
-        if decision.action == "reschedule":
-            updates.append(_row(delivery.id, now, state=SCHEDULED, due_at=decision.due_at))
-            rescheduled += 1
-            continue
-        channel = decision.channel
-        channel_attempts = delivery.channel_attempts if channel == delivery.channel else 0
-        timezone = customer.timezone or market.timezone_for(customer.country)
-        # The country's own region ("ar-SA", "es-MX") so formats fit even without a customer locale.
-        language, locale = resolve_language(customer.locale, f"{market.language_for(customer.country)}-{customer.country}")
-        message = render_message(MessageContext(
-            language=language, locale=locale, customer_name=customer.name, offer=offer_of(coupon),
-            code=coupon.code, expires_at=coupon.expires_at, timezone=timezone, framing=market.framing,
-            unsubscribe_url=unsubscribe_url(runtime.settings.public_url, runtime.settings.webhook_secret,
-                                            customer.id, channel),
-        ), channel)
-        last_sent[customer.id] = now  # a second delivery to them in this batch hits the cap
-        outgoing.append(Outgoing(
-            delivery_id=delivery.id, customer_id=customer.id, channel=channel, address=customer.address(channel),
-            message=message, deadline_at=delivery.deadline_at, channel_attempts=channel_attempts,
-            failed_channels=list(delivery.failed_channels or []), attempts=delivery.attempts,
-            timezone=timezone, market_name=market.name, due_at=delivery.due_at,
-        ))
-    return outgoing, updates, rescheduled
-
-
-def _row(delivery_id: int, now: datetime, *, state: str, reason: str | None = None,
-         due_at: datetime | None = None) -> dict:
-    """An update row for ORM bulk UPDATE by primary key (every row must have the same keys)."""
-    return dict(id=delivery_id, state=state, reason=reason, updated_at=now, lease_expires_at=None,
-                enqueued_at=None, **({"due_at": due_at} if due_at else {}))
-
-
-def _bulk_update(session: Session, rows: list[dict]) -> None:
+            updates.append(_decision_row(delivery.id, now, state=decision.state or FAILED, reason=decision.reason))
+            batch.ended += 1
+        elif decision.action == "reschedule":
+            updates.append(_decision_row(delivery.id, now, state=SCHEDULED, reason=delivery.reason,
+                                         next_attempt_at=decision.due_at))
+            batch.rescheduled += 1
+        else:
+            assert item is not None
+            last_sent[delivery.customer_id] = now  # a second delivery to them in this batch hits the cap
+            batch.outgoing.append(item)
     by_keys: dict[tuple, list[dict]] = defaultdict(list)
-    for row in rows:
-        by_keys[tuple(sorted(row))].append(row)
-    for group in by_keys.values():
-        session.execute(update(Delivery), group)
+    for row in updates:
+        by_keys[tuple(sorted(row))].append({**row, "claim_token": batch.token})
+    for columns, group in by_keys.items():
+        statement = _fenced_update(tuple(c for c in columns if c != "delivery_id"))
+        session.execute(statement, [{"delivery_id": r["delivery_id"], "owner_token": r["claim_token"],
+                                     **{f"new_{c}": r[c] for c in r if c not in ("delivery_id", "claim_token")}}
+                                    for r in group])
 
 
-def _outcome_row(item: Outgoing, result: SendResult, now: datetime, runtime: Runtime) -> dict:
+def _render(delivery: Delivery, coupon: Coupon, customer: CustomerValue, market: Market,
+            decision: SendDecision, settings: Settings) -> Outgoing:
+    """The message for the decided channel, and what sending and recording it need."""
+    channel = decision.channel
+    assert channel is not None
+    timezone = customer.timezone or market.timezone_for(customer.country)
+    # The country's own region ("ar-SA", "es-MX") so formats fit even without a customer locale.
+    language, locale = resolve_language(customer.locale, f"{market.language_for(customer.country)}-{customer.country}")
+    message = render_message(MessageContext(
+        language=language, locale=locale, customer_name=customer.name, offer=offer_of(coupon),
+        code=coupon.code, expires_at=coupon.expires_at, timezone=timezone, framing=market.framing,
+        unsubscribe_url=unsubscribe_url(settings.public_url, settings.webhook_secret, customer.id, channel),
+    ), channel)
+    return Outgoing(
+        delivery_id=delivery.id, customer_id=customer.id, channel=channel, address=customer.address(channel) or "",
+        message=message, deadline_at=delivery.deadline_at,
+        channel_attempts=delivery.channel_attempts if channel == delivery.channel else 0,
+        failed_channels=list(delivery.failed_channels or []), attempts=delivery.attempts,
+        timezone=timezone, market_name=market.name, last_reason=delivery.reason,
+    )
+
+
+def _decision_row(delivery_id: int, now: datetime, *, state: str, reason: str | None = None,
+                  next_attempt_at: datetime | None = None) -> dict:
+    return dict(delivery_id=delivery_id, state=state, reason=reason, updated_at=now, lease_expires_at=None,
+                enqueued_at=None, **({"next_attempt_at": next_attempt_at} if next_attempt_at else {}))
+
+
+def _outcome_values(item: Outgoing, result: SendResult, now: datetime, runtime: Runtime) -> dict:
+    """The delivery's new columns after one attempt. `due_at` is left alone: it is the
+    planned due time that latency is measured from; a retry sets `next_attempt_at`."""
     settings = runtime.settings
-    channel_attempts = item.channel_attempts + 1
     outcome = after_attempt(
         now=now, deadline_at=item.deadline_at, channel=item.channel, ok=result.ok, transient=result.transient,
-        reason=result.reason, retry_after=result.retry_after, channel_attempts=channel_attempts,
+        reason=result.reason, retry_after=result.retry_after, channel_attempts=item.channel_attempts + 1,
         max_attempts=settings.max_attempts_per_channel, failed_channels=item.failed_channels,
         retry_base_seconds=settings.retry_base_seconds, timezone=item.timezone,
         market=runtime.markets.by_name[item.market_name],
     )
     return dict(
-        id=item.delivery_id, state=outcome.state, reason=outcome.reason, updated_at=now, lease_expires_at=None,
-        enqueued_at=None, due_at=outcome.due_at or (item.due_at if result.ok and item.due_at else now),
-        channel=item.channel, attempts=item.attempts + 1,
-        channel_attempts=outcome.channel_attempts, failed_channels=outcome.failed_channels,
-        sent_at=now if result.ok else None,
+        delivery_id=item.delivery_id, state=outcome.state, reason=outcome.reason, updated_at=now,
+        lease_expires_at=None, enqueued_at=None, next_attempt_at=outcome.due_at or now, channel=item.channel,
+        attempts=item.attempts + 1, channel_attempts=outcome.channel_attempts,
+        failed_channels=outcome.failed_channels, sent_at=now if result.ok else None,
     )
 
 
-_DELIVERIES = Delivery.__table__
-_OUTCOME_COLUMNS = ("state", "reason", "updated_at", "lease_expires_at", "enqueued_at", "due_at", "channel",
-                    "attempts", "channel_attempts", "failed_channels", "sent_at")
-_ATTEMPT_COLUMNS = ("at", "channel", "outcome", "reason", "detail")
-_INSERT_ATTEMPT = Attempt.__table__.insert().values(
-    delivery_id=bindparam("delivery_id"), **{c: bindparam(f"attempt_{c}") for c in _ATTEMPT_COLUMNS})
-_UPDATE_DELIVERY = _DELIVERIES.update().where(_DELIVERIES.c.id == bindparam("delivery_id")).values(
-    {c: bindparam(f"new_{c}") for c in _OUTCOME_COLUMNS})
-_RECORD_IN_ONE_STATEMENT = _UPDATE_DELIVERY.add_cte(_INSERT_ATTEMPT.cte("attempt"))
-"""PostgreSQL: the attempt row and the delivery's new state in one statement, so a
-result costs one round trip in autocommit."""
-
-
-def _record_params(item: Outgoing, result: SendResult, at: datetime, runtime: Runtime) -> dict:
-    outcome = _outcome_row(item, result, at, runtime)
-    attempt = dict(at=at, channel=item.channel, reason=result.reason, detail=result.detail[:2000],
-                   outcome="sent" if result.ok else ("transient" if result.transient else "permanent"))
-    return {"delivery_id": item.delivery_id, **{f"new_{c}": outcome[c] for c in _OUTCOME_COLUMNS},
-            **{f"attempt_{c}": attempt[c] for c in _ATTEMPT_COLUMNS}}
-
-
-class _Recorder:
-    """Commits what the provider answered, right after it answered: a worker killed
-    mid-batch leaves at most the one message in flight sent-but-unrecorded.
-
-    One connection per batch. On PostgreSQL it runs in autocommit with
-    synchronous_commit off, and each result is a single statement: a killed worker
-    cannot lose a result PostgreSQL received, only a crash of the server could.
-    A dropped connection is reopened and the write retried: losing it would mean
-    sending again."""
-
-    def __init__(self, runtime: Runtime):
-        self.runtime = runtime
-        self.engine = engine_for(runtime.database_url)
-        self.connection = None
-
-    def _open(self):
-        if self.connection is None:
-            connection = self.engine.connect()
-            if self.engine.dialect.name == "postgresql":
-                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-                connection.exec_driver_sql("SET synchronous_commit TO OFF")
-            self.connection = connection
-        return self.connection
-
-    @retry(retry=retry_if_exception_type(OperationalError), stop=stop_after_attempt(4),
-           wait=wait_exponential(multiplier=0.1, max=1.0), reraise=True)
-    def record(self, item: Outgoing, result: SendResult, at: datetime) -> None:
-        row = _record_params(item, result, at, self.runtime)
-        try:
-            connection = self._open()
-            if self.engine.dialect.name == "postgresql":
-                connection.execute(_RECORD_IN_ONE_STATEMENT, row)
-            else:
-                with connection.begin():
-                    connection.execute(_INSERT_ATTEMPT, row)
-                    connection.execute(_UPDATE_DELIVERY, row)
-        except OperationalError:
-            self.close(broken=True)
-            raise
-
-    def close(self, broken: bool = False) -> None:
-        if self.connection is None:
-            return
-        if broken:
-            self.connection.invalidate()
-        elif self.engine.dialect.name == "postgresql":
-            self.connection.exec_driver_sql("RESET synchronous_commit")
-        self.connection.close()
-        self.connection = None
-
-
-class _LeaseKeeper:
-    """Extends the lease on the batch's unsent deliveries while the worker is alive,
-    so a slow batch is never handed to a second worker; a dead worker stops renewing
-    and its rows return to the relay one lease later."""
-
-    def __init__(self, runtime: Runtime, delivery_ids: list[int], clock: Clock):
-        self.runtime = runtime
-        self.remaining = set(delivery_ids)
-        self.clock = clock
-        self.seconds = runtime.settings.lease_seconds
-        self.renewed_at = clock()
-
-    def done(self, delivery_id: int) -> None:
-        self.remaining.discard(delivery_id)
-
-    def renew_if_due(self) -> None:
-        now = self.clock()
-        if not self.remaining or (now - self.renewed_at).total_seconds() < self.seconds / 3:
-            return
-        with session_scope(self.runtime.database_url) as session:
-            session.execute(update(Delivery).where(Delivery.id.in_(self.remaining), Delivery.state == SENDING)
-                            .values(lease_expires_at=now + timedelta(seconds=self.seconds)))
-        self.renewed_at = now
+# --------------------------------------------------------------------------- rate limits
 
 
 MAX_RATE_WAIT_SECONDS = 1.0
@@ -307,29 +466,62 @@ def _wait_for_token(limiter: Limiter | None) -> float | None:
     return None
 
 
-def _postpone(runtime: Runtime, items: list[Outgoing], due_at: datetime) -> None:
-    with session_scope(runtime.database_url) as session:
-        _bulk_update(session, [_row(item.delivery_id, due_at, state=SCHEDULED, reason="rate_limited", due_at=due_at)
-                               for item in items])
+# --------------------------------------------------------------------------- one delivery
 
 
-def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> BatchReport:
-    """Claim, send and record one batch; safe to run twice with the same ids."""
+SENT_NOW, RETRY_LATER, ENDED, RESCHEDULED, LOST = "sent", "retry", "ended", "rescheduled", "lost"
+
+
+def _window(runtime: Runtime, item: Outgoing, now: datetime) -> SendDecision:
+    return send_window(now=now, deadline_at=item.deadline_at, timezone=item.timezone,
+                       market=runtime.markets.by_name[item.market_name])
+
+
+def _send_one(runtime: Runtime, claim: _Claim, sender: ChannelSender, item: Outgoing, clock: Clock) -> str:
+    """Fence, window, send, record: one delivery, one attempt. Safe to call from
+    several threads for different items once `_Claim` is made thread-safe."""
+    if not claim.owns(item.delivery_id):
+        return LOST
     now = clock()
+    window = _window(runtime, item, now)
+    if window.action == "end":
+        claim.finish(item.delivery_id, now, state=window.state or FAILED, reason=window.reason)
+        return ENDED
+    if window.action == "reschedule":
+        claim.finish(item.delivery_id, now, state=SCHEDULED, reason=item.last_reason, next_attempt_at=window.due_at)
+        return RESCHEDULED
+
+    def may_attempt_again() -> bool:
+        return claim.owns(item.delivery_id) and _window(runtime, item, clock()).action == "send"
+
+    result = sender.send(item.address, item.message, may_attempt=may_attempt_again)
+    if not claim.record(item, result, started_at=now, answered_at=clock()):
+        return LOST
+    return SENT_NOW if result.ok else RETRY_LATER
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+def claim_batch(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> ClaimedBatch:
+    """Claim the due rows among `ids` under a new token; decide and render each."""
+    now = clock()
+    batch = ClaimedBatch(token=new_claim_token(), claimed_at=now, claimed=[])
     with session_scope(runtime.database_url) as session:
-        claimed = claim(session, ids, now, timedelta(seconds=runtime.settings.lease_seconds))
-    if not claimed:
-        return BatchReport()
-    with session_scope(runtime.database_url) as session:
-        outgoing, updates, rescheduled = _prepare(session, runtime, claimed, now)
-        _bulk_update(session, updates)
-    ended = len(updates) - rescheduled
+        batch.claimed = claim(session, ids, now, timedelta(seconds=runtime.settings.lease_seconds), batch.token)
+    if batch.claimed:
+        with session_scope(runtime.database_url) as session:
+            _prepare(session, runtime, batch)
+    return batch
+
+
+def send_claimed(runtime: Runtime, batch: ClaimedBatch, clock: Clock = utcnow) -> BatchReport:
+    """Send what `claim_batch` took, one channel connection each, recording as it goes."""
     by_channel: dict[str, list[Outgoing]] = defaultdict(list)
-    for item in outgoing:
+    for item in batch.outgoing:
         by_channel[item.channel].append(item)
-    sent = retried = 0
-    lease = _LeaseKeeper(runtime, [item.delivery_id for item in outgoing], clock)
-    recorder = _Recorder(runtime)
+    counts: dict[str, int] = defaultdict(int)
+    claim = _Claim(runtime, batch, clock)
     try:
         for channel, items in by_channel.items():
             limiter = rate_limiter(runtime, channel)
@@ -339,15 +531,23 @@ def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> 
                     if wait is not None:
                         # The provider's rate is spent for longer than a worker should hold:
                         # hand the rest back to the relay for when tokens are there again.
-                        _postpone(runtime, items[index:], clock() + timedelta(seconds=wait))
-                        rescheduled += len(items) - index
+                        at = clock() + timedelta(seconds=wait)
+                        for rest in items[index:]:
+                            if claim.finish(rest.delivery_id, clock(), state=SCHEDULED, reason="rate_limited",
+                                            next_attempt_at=at):
+                                counts[RESCHEDULED] += 1
                         break
-                    lease.renew_if_due()
-                    result = sender.send(item.address, item.message)
-                    recorder.record(item, result, clock())
-                    lease.done(item.delivery_id)
-                    sent += result.ok
-                    retried += not result.ok
+                    counts[_send_one(runtime, claim, sender, item, clock)] += 1
     finally:
-        recorder.close()
-    return BatchReport(claimed=len(claimed), sent=sent, retried=retried, ended=ended, rescheduled=rescheduled)
+        claim.close()
+    return BatchReport(claimed=len(batch.claimed), sent=counts[SENT_NOW], retried=counts[RETRY_LATER],
+                       ended=batch.ended + counts[ENDED], rescheduled=batch.rescheduled + counts[RESCHEDULED],
+                       lost=counts[LOST])
+
+
+def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> BatchReport:
+    """Claim, send and record one batch; safe to run twice with the same ids."""
+    batch = claim_batch(runtime, ids, clock)
+    if not batch.claimed:
+        return BatchReport()
+    return send_claimed(runtime, batch, clock)

@@ -54,7 +54,9 @@ def make_engine(url: str) -> Engine:
     # tables (seen in `python -m bench fanout` runs: PostgreSQL busier than the workers).
     # hide_parameters: error texts (logs, dead letters) must not carry customer emails or phones.
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True,
-                         connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
+                         connect_args={"options": "-c plan_cache_mode=force_custom_plan",
+                                       # A failover or a dead host must not hang a worker for minutes.
+                                       "connect_timeout": 10})
 
 
 def upgrade_schema(engine: Engine) -> None:

@@ -132,6 +132,9 @@ class Order(Base):
     items: Mapped[list] = mapped_column(JSON)
     refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     coupon_id: Mapped[int | None] = mapped_column(ForeignKey("coupons.id"), nullable=True, index=True)
+    # Set when planning this order's trigger raised (a "plan" dead letter holds why);
+    # the sweep skips it until a replay clears it.
+    plan_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     __table_args__ = (Index("ix_orders_stream_customer", "stream_id", "customer_id"),)
 
 
@@ -168,6 +171,11 @@ class Coupon(Base):
     __table_args__ = (UniqueConstraint("trigger_key", "customer_id", name="uq_coupon_trigger_customer"),)
 
 
+def _planned_due_at(context) -> datetime | None:
+    """A new delivery's first attempt is at its planned due time."""
+    return context.get_current_parameters().get("due_at")
+
+
 class Delivery(Base):
     """The promise to reach one customer with one coupon, and where it stands."""
 
@@ -188,7 +196,19 @@ class Delivery(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    __table_args__ = (Index("ix_deliveries_state_due", "state", "due_at"),)
+    # `due_at` is the planned due time and never changes after planning (latency runs from
+    # it); when the relay may pick the row next (a retry, quiet hours at send time, a rate
+    # limit) lives here. A new row starts at its due_at.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), nullable=True, default=_planned_due_at)
+    # The owner of a `sending` row: set by each claim, checked by every write of its result.
+    claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    __table_args__ = (
+        Index("ix_deliveries_state_due", "state", "due_at"),
+        # The relay's pick: scheduled rows not waiting in the broker, by next attempt;
+        # and rows stamped long ago (enqueued_at range), when the broker holds none.
+        Index("ix_deliveries_relay_pick", "state", "enqueued_at", "next_attempt_at"),
+    )
 
 
 class Attempt(Base):

@@ -50,6 +50,10 @@ def _latency(session: Session):
     return func.max(raw, 0.0)  # SQLite's two-argument max() is the scalar one
 
 
+_next_attempt = func.coalesce(Delivery.next_attempt_at, Delivery.due_at)
+"""When a scheduled delivery is next due: its retry's time, else its planned due time."""
+
+
 def _rate(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 0.0
 
@@ -111,7 +115,7 @@ def metrics_snapshot(session: Session, now: datetime) -> MetricsSnapshot:
     snap.on_time_rate = _rate(int(on_time), int(finished)) if finished else 1.0
 
     backlog, oldest = session.execute(
-        select(func.count(), func.min(Delivery.due_at)).where(Delivery.state == SCHEDULED, Delivery.due_at <= now)
+        select(func.count(), func.min(_next_attempt)).where(Delivery.state == SCHEDULED, _next_attempt <= now)
     ).one()
     snap.due_backlog = int(backlog)
     if oldest is not None:

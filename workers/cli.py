@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 from channels.adapter import ChannelConfigError
 from coupons.markets import MarketsFileError
@@ -96,24 +97,38 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
-    from services.reports import deliveries
+    from services.reports import customer_id_width, iter_deliveries
     from services.runtime import current_runtime
     from store.db import session_scope
 
     with session_scope(current_runtime().database_url) as session:
-        rows = deliveries(session, args.customer)
-    if args.json:
-        print(json.dumps(rows, ensure_ascii=False))
-        return 0
-    width = max([8, *(len(row["customer_id"]) for row in rows)])
-    print(f"{'customer':<{width}} {'state':<10} {'reason':<14} {'channel':<9} {'offer':<30} {'code':<18} "
-          f"{'due_at':<21} sent_at")
+        rows = iter_deliveries(session, args.customer)
+        if args.json:
+            write_json_array(rows, sys.stdout)
+            return 0
+        write_delivery_table(rows, customer_id_width(session, args.customer), sys.stdout)
+    return 0
+
+
+def write_json_array(rows: Iterable[dict], out: TextIO) -> None:
+    """A JSON array written element by element, so a million rows never sit in memory at once."""
+    out.write("[")
+    for index, row in enumerate(rows):
+        out.write(",\n" if index else "\n")
+        out.write(json.dumps(row, ensure_ascii=False))
+    out.write("\n]\n")
+
+
+def write_delivery_table(rows: Iterable[dict], customer_width: int, out: TextIO) -> None:
+    width = max(8, customer_width)
+    out.write(f"{'customer':<{width}} {'state':<10} {'reason':<14} {'channel':<9} {'offer':<30} {'code':<18} "
+              f"{'due_at':<21} sent_at\n")
     for row in rows:
         offer = row["offer"]
         what = f"{offer['type']} {offer.get('price') or str(offer.get('percent')) + '%'} {offer['currency']}"
-        print(f"{row['customer_id']:<{width}} {row['state']:<10} {row['reason'] or '':<14} {row['channel'] or '':<9} "
-              f"{what:<30} {row['code']:<18} {row['due_at']:<21} {row['sent_at'] or ''}")
-    return 0
+        out.write(f"{row['customer_id']:<{width}} {row['state']:<10} {row['reason'] or '':<14} "
+                  f"{row['channel'] or '':<9} {what:<30} {row['code']:<18} {row['due_at']:<21} "
+                  f"{row['sent_at'] or ''}\n")
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:

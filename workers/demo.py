@@ -100,7 +100,7 @@ def _work_left(session, now: datetime) -> int:
         + count(select(Order.id).join(Stream, Stream.id == Order.stream_id)
                 .where(Order.coupon_id.is_(None), Order.refunded_at.is_(None), Stream.ended_at.is_not(None)))
         + count(select(Delivery.id).where((Delivery.state == SENDING)
-                                          | ((Delivery.state == SCHEDULED) & (Delivery.due_at <= now))))
+                                          | ((Delivery.state == SCHEDULED) & (Delivery.next_attempt_at <= now))))
     )
 
 

@@ -481,3 +481,17 @@ def test_local_bucket_refills_with_its_clock() -> None:
     assert limiter.acquire() == 0.0
     now[0] += 10
     assert [limiter.acquire(2), limiter.acquire()] == [0.0, pytest.approx(0.25)]
+
+
+def test_an_in_call_retry_asks_first_whether_it_may_still_go_out() -> None:
+    # Given an email template pointing at a closed port, and a caller whose deadline
+    # (or quiet hours, or lease) runs out during the first wait
+    naps: list[float] = []
+    asked: list[bool] = []
+    template = f"mailto://127.0.0.1:{closed_port()}?from=shop@example.com&to={{email}}"
+    with open_sender("email", template, in_call_retries=2, sleep=naps.append) as sender:
+        # When a message is sent
+        result = sender.send("ana@example.com", EMAIL, may_attempt=lambda: asked.append(False) or False)
+    # Then the retry is not made: the first answer is returned after asking once
+    assert (result.ok, result.transient, result.reason) == (False, True, "connection")
+    assert (len(naps), len(asked)) == (1, 1)

@@ -53,7 +53,8 @@ def make_due_now(stack, customer_id: str) -> None:
     """Stand in for the clock reaching the customer's morning."""
     with session_scope(stack.runtime.database_url) as session:
         session.execute(update(Delivery).where(Delivery.customer_id == customer_id)
-                        .values(due_at=datetime.now(UTC) - timedelta(seconds=1)))
+                        .values(due_at=datetime.now(UTC) - timedelta(seconds=1),
+                                next_attempt_at=datetime.now(UTC) - timedelta(seconds=1)))
 
 
 # -- rule 12: failures, retries, fallbacks ------------------------------------------

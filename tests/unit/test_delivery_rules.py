@@ -323,3 +323,32 @@ def test_failed_channel_is_then_skipped_and_exhaustion_ends_failed():
     second = attempt(channel="sms", transient=False, reason="http_400", failed_channels=first.failed_channels)
     final = decide(failed_channels=second.failed_channels, last_reason=second.reason)
     assert (final.action, final.state, final.reason) == ("end", "failed", "http_400")
+
+
+# --- send_window (rule 8 at each attempt) -------------------------------------
+
+
+def window(now, deadline_at):
+    from coupons.delivery_rules import send_window
+
+    return send_window(now=now, deadline_at=deadline_at, timezone="America/New_York", market=NA)
+
+
+def test_an_attempt_in_daytime_well_before_the_deadline_goes_out():
+    assert window(DAY, DAY + timedelta(hours=1)).action == "send"
+
+
+@pytest.mark.parametrize("left", [timedelta(seconds=0.5), timedelta(0), -timedelta(minutes=5)])
+def test_no_attempt_starts_within_a_second_of_the_deadline_or_after_it(left):
+    decision = window(DAY, DAY + left)
+    assert (decision.action, decision.state, decision.reason) == ("end", "expired", "deadline")
+
+
+def test_an_attempt_that_would_start_at_night_waits_for_the_morning():
+    decision = window(NIGHT, NIGHT + timedelta(hours=20))
+    assert (decision.action, decision.due_at) == ("reschedule", NY_MORNING)
+
+
+def test_an_attempt_at_night_whose_morning_is_past_the_deadline_expires():
+    decision = window(NIGHT, NY_MORNING)
+    assert (decision.action, decision.state, decision.reason) == ("end", "expired", "quiet_hours")

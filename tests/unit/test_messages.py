@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from babel import Locale
@@ -20,7 +21,7 @@ from coupons.model import CHANNELS, Message, MessageContext, Offer
 
 LOCALES_DIR = Path(__file__).resolve().parents[2] / "coupons" / "locales"
 REQUIRED = ("en", "es", "pt", "id", "th", "vi", "ar")
-EXPIRES = datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+EXPIRES = datetime(2026, 12, 2, 0, 0, tzinfo=timezone.utc)  # valid through 1 December (UTC)
 
 
 def refill(currency: str = "USD", price: str = "14.00", regular: str | None = None) -> Offer:
@@ -323,12 +324,12 @@ def test_missing_name_gets_a_neutral_greeting():
 def test_urgency_and_loyalty_wording_differ():
     urgency = render_message(ctx(framing="urgency"), "email")
     loyalty = render_message(ctx(framing="loyalty"), "email")
-    assert "Limited time: ends December 1, 2026." in urgency.text
+    assert "Limited time: ends December 1, 2026, 11:59\u202fPM." in urgency.text
     assert "Limited time" in urgency.subject and "December 1, 2026" in urgency.subject
     assert "loyal customers" in loyalty.text and "loyal customers" in loyalty.subject
     assert "Limited time" not in loyalty.text
     assert "loyal" not in urgency.text
-    assert "Valid until December 1, 2026." in loyalty.text  # loyalty still names the expiry
+    assert "Valid until December 1, 2026, 11:59\u202fPM." in loyalty.text  # loyalty still names the expiry
 
 
 def test_indonesian_loyalty_framing():
@@ -383,3 +384,48 @@ def test_arabic_html_is_right_to_left():
     assert "عرض حصري لعملائنا الأوفياء" in m.text
     for lang in ("en", "th", "id"):
         assert 'dir="ltr"' in render_message(ctx(lang, "en"), "email").html
+
+
+# ---------------------------------------------------------------- expiry and prices (issue 7)
+
+
+@pytest.mark.parametrize(
+    ("customer", "market", "tz", "last_day", "last_minute"),
+    [
+        ("en-US", "en", "America/New_York", "March 17, 2026", "11:59\u202fPM"),
+        ("es-ES", "es", "Europe/Madrid", "17 de marzo de 2026", "23:59"),
+        ("pt-BR", "pt", "America/Sao_Paulo", "17 de março de 2026", "23:59"),
+        ("id-ID", "id", "Asia/Jakarta", "17 Maret 2026", "23.59"),
+        ("th-TH", "th", "Asia/Bangkok", "17 มีนาคม", "23:59"),
+        ("vi-VN", "vi", "Asia/Ho_Chi_Minh", "17 tháng 3, 2026", "23:59"),
+        ("ar-SA", "ar", "Asia/Riyadh", "17 مارس 2026", "11:59"),
+        ("fr-FR", "fr", "Europe/Paris", "17 mars 2026", "23:59"),
+        ("de-DE", "de", "Europe/Berlin", "17. März 2026", "23:59"),
+    ],
+)
+@pytest.mark.parametrize("framing", ["urgency", "loyalty"])
+def test_the_message_says_the_coupon_is_valid_to_the_end_of_the_named_day(
+    customer, market, tz, last_day, last_minute, framing
+):
+    from coupons.timing import coupon_expires_at
+
+    # Given a coupon triggered at 10:00 local on 10 March, valid 7 days
+    trigger = datetime(2026, 3, 10, 10, 0, tzinfo=ZoneInfo(tz))
+    expires_at = coupon_expires_at(trigger, 7, tz)
+    # When it is rendered in the customer's zone
+    m = render_message(ctx(customer, market, tz=tz, expires_at=expires_at, framing=framing), "sms")
+    # Then it names the day and the last minute of that day, not the trigger's time of day
+    assert last_day in m.text and last_minute in m.text
+    assert "9:59" not in m.text and "10:00" not in m.text
+
+
+def test_sek_refill_and_percent_off_show_the_same_rounding():
+    # SEK 99.90: the refill (0.70) and 30% off are the same price, 69,93 kr, not 70 kr
+    refill_message = render_message(ctx("sv-SE", "en", offer=refill("SEK", "69.93", "99.90")), "sms").text
+    percent = render_message(ctx("sv-SE", "en", offer=percent_off("SEK", "30", "99.90")), "sms").text
+    assert "69.93" in refill_message.replace(",", ".") and "69.93" in percent.replace(",", ".")
+
+
+def test_a_regular_price_that_rounds_to_nothing_is_not_shown():
+    m = render_message(ctx("en-US", "en", offer=percent_off("USD", "10", "0.004")), "sms").text
+    assert "$0.00" not in m and "10%" in m

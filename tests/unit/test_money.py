@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from coupons.money import known_currencies, minor_unit_digits, round_to_minor_unit
+from coupons.money import amount_text, discounted, known_currencies, minor_unit_digits, round_to_minor_unit
 
 
 @pytest.mark.parametrize(
@@ -17,7 +17,8 @@ from coupons.money import known_currencies, minor_unit_digits, round_to_minor_un
         ("BRL", 2),
         ("THB", 2),
         ("JPY", 0),
-        ("IDR", 0),  # cash digits: nobody pays Rp 132.300,45 (see coupons/money.py)
+        ("IDR", 2),  # ISO 4217; a whole amount is still written without decimals (amount_text)
+        ("SEK", 2),  # ISO 4217, although Swedish cash stops at the krona
         ("VND", 0),
         ("KWD", 3),
         ("BHD", 3),
@@ -34,8 +35,9 @@ def test_minor_unit_digits_per_currency(currency, digits):
         ("13.995", "USD", "14.00"),
         ("0.035", "USD", "0.04"),  # exactly half: up
         ("0.034", "USD", "0.03"),
-        ("132300.0", "IDR", "132300"),
-        ("132300.5", "IDR", "132301"),
+        ("132300.0", "IDR", "132300.00"),
+        ("132300.5", "IDR", "132300.50"),
+        ("69.93", "SEK", "69.93"),
         ("1399.3", "JPY", "1399"),
         ("979.5", "JPY", "980"),
         ("1.2345", "KWD", "1.235"),
@@ -55,3 +57,26 @@ def test_known_currencies_include_the_spec_examples_and_not_junk():
     assert {"USD", "IDR", "THB", "BRL", "EUR", "JPY", "KWD"} <= currencies
     assert "usd" not in currencies
     assert "ABC" not in currencies
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "expected"),
+    [
+        ("14", "USD", "14.00"),  # SPEC: USD 20.00 → 14.00
+        ("132300.0", "IDR", "132300"),  # SPEC: IDR 189000 → 132300
+        ("132300.70", "IDR", "132300.70"),  # a fraction is kept, not rounded away
+        ("1399.3", "JPY", "1399"),  # SPEC: JPY has no decimals
+        ("69.93", "SEK", "69.93"),
+        ("70.00", "SEK", "70"),
+        ("0.004", "USD", "0.00"),
+    ],
+)
+def test_amount_text_writes_an_amount_the_way_shoppers_see_it(amount, currency, expected):
+    assert amount_text(Decimal(amount), currency) == expected
+
+
+def test_percent_off_price_rounds_by_the_same_rule_as_a_refill():
+    # SEK 99.90: 30% off and a 0.70 refill are the same amount, so they must agree
+    assert discounted(Decimal("99.90"), Decimal("30"), "SEK") == Decimal("69.93")
+    assert round_to_minor_unit(Decimal("99.90") * Decimal("0.70"), "SEK") == Decimal("69.93")
+    assert discounted(Decimal("189000"), Decimal("30"), "IDR") == Decimal("132300")

@@ -217,3 +217,39 @@ def test_every_price_the_event_parser_accepts_earns_an_offer(refill_sku):
 
     # Then
     assert offer.sku == (refill_sku or "big")
+
+
+# --- one rounding rule, no offer of nothing (issue 7, item 15) ----------------
+
+
+def test_sek_refill_keeps_the_ore_it_is_priced_in():
+    # SEK has two ISO decimals: 99.90 × 0.7 is 69.93, not the cash-rounded 70
+    offer = choose_offer([item("shampoo", "99.90", refill_sku="shampoo-refill")], "SEK", NA)
+    assert offer.price == Decimal("69.93")
+
+
+@pytest.mark.parametrize(("price", "currency", "expected"), [("189000", "IDR", "132300"), ("189001", "IDR", "132300.70")])
+def test_idr_refill_is_exact_to_the_iso_minor_unit_and_written_without_empty_decimals(price, currency, expected):
+    offer = choose_offer([item("shampoo", price, refill_sku="shampoo-refill")], currency, SEA)
+    assert str(offer.price) == expected
+
+
+def test_a_refill_that_rounds_to_nothing_falls_back_to_the_next_rule():
+    # Given a sub-cent consumable (0.004 × 0.7 rounds to $0.00) bought twice
+    items = [item("sample", "0.004", quantity=2, refill_sku="sample-refill")]
+    # When
+    offer = choose_offer(items, "USD", NA)
+    # Then no "refill for $0.00": half price on a second one instead
+    assert offer.type == "second_half_price"
+    assert offer.sku == "sample"
+    assert offer.regular_price is None  # $0.00 would say nothing true
+
+
+def test_a_sub_cent_single_item_gets_the_markets_percent_off():
+    offer = choose_offer([item("sample", "0.004", refill_sku="sample-refill")], "USD", NA)
+    assert offer.type == "percent_off" and offer.percent == NA.depth_percent and offer.price is None
+
+
+def test_a_cheap_refill_that_still_costs_something_is_kept():
+    offer = choose_offer([item("sample", "0.01", refill_sku="sample-refill")], "USD", NA)
+    assert offer.type == "refill" and offer.price == Decimal("0.01")

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from coupons.timing import (
+    coupon_expires_at,
     deadline_for,
     outside_quiet_hours,
     retry_due_at,
@@ -230,3 +231,55 @@ def test_small_retry_after_does_not_shorten_the_backoff():
 
     assert with_hint == without
     assert all(d >= 120 for d in with_hint)
+
+
+# --- coupon expiry: the end of the named local day (issue 7, item 12) ------------
+
+
+@pytest.mark.parametrize(
+    ("zone", "trigger_local", "days", "end_local"),
+    [
+        # triggered at 10:00 → valid through the whole named day, not until 10:00
+        ("America/New_York", (2026, 3, 10, 10, 0), 7, (2026, 3, 18, 0, 0)),
+        ("Asia/Jakarta", (2026, 3, 10, 23, 30), 14, (2026, 3, 25, 0, 0)),
+        ("Asia/Kolkata", (2026, 3, 10, 0, 0), 7, (2026, 3, 18, 0, 0)),
+        ("Pacific/Kiritimati", (2026, 3, 10, 12, 0), 7, (2026, 3, 18, 0, 0)),
+        ("Pacific/Pago_Pago", (2026, 3, 10, 12, 0), 7, (2026, 3, 18, 0, 0)),
+        # across the spring-forward change: still local midnight, not 7 × 24 h
+        ("Europe/Berlin", (2026, 3, 24, 9, 0), 7, (2026, 4, 1, 0, 0)),
+        ("America/New_York", (2026, 3, 5, 9, 0), 7, (2026, 3, 13, 0, 0)),
+        # across the autumn change
+        ("Europe/Berlin", (2026, 10, 20, 9, 0), 7, (2026, 10, 28, 0, 0)),
+    ],
+)
+def test_a_coupon_expires_at_the_end_of_the_named_local_day(zone, trigger_local, days, end_local):
+    trigger = local(zone, *trigger_local)
+    expires_at = coupon_expires_at(trigger.astimezone(UTC), days, zone)
+    assert expires_at.tzinfo is not None
+    assert expires_at == local(zone, *end_local)
+    # the afternoon of the named day is still valid; the next local morning is not
+    named_day_afternoon = local(zone, *end_local) - timedelta(hours=9)
+    assert named_day_afternoon < expires_at
+    assert (expires_at - timedelta(microseconds=1)).astimezone(ZoneInfo(zone)).date() == \
+        (trigger.date() + timedelta(days=days))
+
+
+@pytest.mark.parametrize(
+    ("zone", "trigger_local", "expected_utc"),
+    [
+        # Santiago springs forward at midnight (6 Sep 2026): 00:00 does not exist, the day starts 01:00 -03
+        ("America/Santiago", (2026, 8, 29, 12, 0), utc(2026, 9, 6, 4, 0)),
+        # Havana springs forward at midnight (8 Mar 2026)
+        ("America/Havana", (2026, 2, 28, 12, 0), utc(2026, 3, 8, 5, 0)),
+    ],
+)
+def test_a_midnight_skipped_by_dst_ends_the_day_at_the_first_real_instant(zone, trigger_local, expected_utc):
+    expires_at = coupon_expires_at(local(zone, *trigger_local), 7, zone)
+    assert expires_at == expected_utc
+    assert expires_at.astimezone(ZoneInfo(zone)).hour == 1  # 01:00 local, the first instant of that day
+
+
+def test_expiry_uses_the_customers_day_not_utcs():
+    # 23:30 in Jakarta is 16:30 UTC the same day; 02:00 in Jakarta is the previous day in UTC
+    late = coupon_expires_at(local("Asia/Jakarta", 2026, 3, 10, 2, 0), 1, "Asia/Jakarta")
+    assert late == local("Asia/Jakarta", 2026, 3, 12, 0, 0)

@@ -1,0 +1,49 @@
+"""Dead letters and failure reasons, shared by intake, planning and replay.
+
+A reason is what an operator reads in `encore dead-letters` and in the logs: the
+error's type and the first line of its message, never SQL, bound parameters or
+DETAIL lines, which may hold customer data (emails, phones)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import Session
+
+from store.models import DeadLetter
+
+
+def storable_text(value: str) -> str:
+    """Text any database accepts: NUL and unpaired surrogates shown as escapes."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\\u0000")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+_EMAIL = re.compile(r"[^\s'\"()<>,;:]+@[^\s'\"()<>,;:]+")
+_PHONE = re.compile(r"\+\d{6,15}")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A dead letter's or log line's reason: the error's type and the first line of its
+    message, without SQL, bound parameters or DETAIL lines (they may hold customer data)."""
+    inner = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    lines = str(inner).strip().splitlines()
+    first = lines[0] if lines else ""
+    first = _PHONE.sub("<phone>", _EMAIL.sub("<email>", first))
+    return storable_text(f"{type(inner).__name__}: {first[:200]}")
+
+
+def store_dead_letter(session: Session, source: str, raw: str, reason: str, now: datetime) -> int:
+    if len(source) > 64:
+        source = source[:20] + "…" + source[-43:]
+    letter = DeadLetter(source=source, raw=storable_text(raw), reason=storable_text(reason), received_at=now)
+    session.add(letter)
+    session.flush()
+    return letter.id

@@ -1,0 +1,209 @@
+"""The sending side under stress: stalled workers, slow providers, bad rows, database
+outages (issue 7, items 2, 6, 7, 11 and 13), in-process on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from services.relay import claim_due_deliveries
+from services.sender import claim_batch, send_claimed, send_deliveries
+from store.models import Attempt, Coupon, Delivery
+from tests.support import order_paid
+
+
+def sms_order(event_id: str, customer_id: str, phone: str, occurred_at: datetime, **kwargs) -> dict:
+    """A US customer reachable by SMS only, in UTC unless told (noon: daytime)."""
+    return order_paid(event_id, customer_id=customer_id, consent=["sms"], phone=phone, occurred_at=occurred_at,
+                      timezone=kwargs.pop("timezone", "UTC"), **kwargs)
+
+
+def relay_claim(services) -> list[int]:
+    """What the relay would enqueue now."""
+    with services.session() as session:
+        return claim_due_deliveries(session, services.clock(), timedelta(seconds=services.runtime.settings.lease_seconds))
+
+
+def attempts_of(services, customer_id: str) -> list[tuple]:
+    with services.session() as session:
+        return session.execute(
+            select(Attempt.outcome, Attempt.reason, Attempt.at).join(Delivery, Delivery.id == Attempt.delivery_id)
+            .where(Delivery.customer_id == customer_id).order_by(Attempt.id)
+        ).all()
+
+
+def once(action):
+    """A sink hook that acts on the first request only (later ones, e.g. from the
+    worker that takes over, pass through)."""
+    done = threading.Event()
+
+    def hook(_path: str) -> None:
+        if not done.is_set():
+            done.set()
+            action()
+
+    return hook
+
+
+# -- item 2: fenced claims ----------------------------------------------------------
+
+def test_a_worker_that_lost_its_lease_sends_nothing_and_writes_nothing(services):
+    # Given a due order, claimed by worker A
+    services.emit(sms_order("e1", "c1", "+14155550101", services.clock()))
+    batch_a = claim_batch(services.runtime, relay_claim(services), services.clock)
+    # When A stalls past its lease, and the relay hands the row to worker B, who sends it
+    services.clock.advance(seconds=services.runtime.settings.lease_seconds + 1)
+    services.relay_and_send()
+    assert services.http.count == 1
+    # ...and A wakes up and carries on with its batch
+    report = send_claimed(services.runtime, batch_a, services.clock)
+    # Then A sends nothing and B's result stands
+    assert report.lost == 1
+    assert services.http.count == 1
+    [row] = services.deliveries()
+    assert (row["state"], row["attempts"]) == ("sent", 1)
+
+
+def test_a_stalled_worker_neither_sends_its_batch_again_nor_overwrites_the_new_owner(services):
+    # Given two due orders, and a provider that accepts B's two sends and refuses A's
+    now = services.clock()
+    services.emit(sms_order("e1", "c1", "+14155550101", now), sms_order("e2", "c2", "+14155550102", now))
+    services.http.respond("/sms/", [200, 200, 503])
+    lease = services.runtime.settings.lease_seconds
+
+    def stall_past_the_lease_while_b_takes_over() -> None:
+        services.clock.advance(seconds=lease + 1)
+        assert services.relay_and_send() == 2
+
+    # When worker A stalls during its first send, long enough for B to take and send both
+    services.http.before_answer = once(stall_past_the_lease_while_b_takes_over)
+    send_deliveries(services.runtime, relay_claim(services), services.clock)
+    # Then both deliveries stay sent by B: A's late 503 does not put one back to scheduled
+    rows = services.deliveries()
+    assert [(r["state"], r["attempts"]) for r in rows] == [("sent", 1), ("sent", 1)]
+    # ...and A did not send its second message: only the one it had in flight went out twice
+    per_recipient = Counter(request.path for request in services.http.requests)
+    assert sorted(per_recipient.values()) == [1, 2]
+    # ...and the stale 503 left no attempt row behind
+    assert [a[:2] for a in attempts_of(services, "c1") + attempts_of(services, "c2")] == [("sent", "sent")] * 2
+
+
+# -- item 6: one bad row ------------------------------------------------------------
+
+def test_a_delivery_that_cannot_be_rendered_fails_alone_and_the_rest_are_sent(services):
+    # Given three due orders, one of whose coupons is corrupt in the database
+    services.emit(*[order_paid(f"e{n}", customer_id=f"c{n}", occurred_at=services.clock(), timezone="UTC")
+                    for n in (1, 2, 3)])
+    with services.session() as session:
+        session.execute(update(Coupon).where(Coupon.customer_id == "c2").values(price="not-a-price"))
+    # When the batch is sent
+    services.relay_and_send()
+    # Then the two others are sent, and the bad one ends failed with its reason, at once
+    states = {row["customer_id"]: (row["state"], row["reason"]) for row in services.deliveries()}
+    assert states == {"c1": ("sent", None), "c2": ("failed", "render_error"), "c3": ("sent", None)}
+    assert services.smtp.count == 2
+    [(outcome, reason, _)] = attempts_of(services, "c2")
+    assert (outcome, reason) == ("permanent", "render_error")
+
+
+# -- item 7: deadline and quiet hours at each attempt ---------------------------------
+
+def test_a_slow_provider_does_not_carry_a_batch_past_its_deadline(services):
+    # Given five orders whose 24 h deadline is 10 minutes away
+    triggered = services.clock() - timedelta(hours=24) + timedelta(minutes=10)
+    services.emit(*[sms_order(f"e{n}", f"c{n}", f"+1415555010{n}", triggered) for n in range(5)])
+    deadline = triggered + timedelta(hours=24)
+    # ...and a provider that takes 4 minutes per message
+    services.http.before_answer = lambda _path: services.clock.advance(minutes=4)
+    # When the batch is sent
+    services.relay_and_send()
+    # Then no attempt started after the deadline: the last two end expired instead
+    rows = services.deliveries()
+    assert Counter((r["state"], r["reason"]) for r in rows) == {("sent", None): 3, ("expired", "deadline"): 2}
+    assert services.http.count == 3
+    started = [at for n in range(5) for _, _, at in attempts_of(services, f"c{n}")]
+    assert len(started) == 3 and all(at < deadline for at in started)
+
+
+def test_a_slow_provider_does_not_carry_a_batch_into_quiet_hours(services):
+    # Given four customers for whom it is 20:52 (quiet hours start at 21:00), orders now
+    services.clock.now = datetime(2026, 3, 10, 11, 52, tzinfo=UTC)
+    zone = "Etc/GMT-9"  # UTC+9
+    services.emit(*[sms_order(f"e{n}", f"c{n}", f"+1415555010{n}", services.clock(), timezone=zone) for n in range(4)])
+    # ...and a provider that takes 4 minutes per message
+    services.http.before_answer = lambda _path: services.clock.advance(minutes=4)
+    # When the batch is sent
+    services.relay_and_send()
+    # Then what would start after 21:00 local waits for 08:00 local, keeping its planned due time
+    assert services.http.count == 2
+    with services.session() as session:
+        rows = session.execute(select(Delivery.state, Delivery.due_at, Delivery.next_attempt_at)
+                               .order_by(Delivery.id)).all()
+    planned = datetime(2026, 3, 10, 11, 52, tzinfo=UTC)
+    morning = datetime(2026, 3, 10, 23, 0, tzinfo=UTC)  # 08:00 at UTC+9
+    assert [(state, due) for state, due, _ in rows] == [("sent", planned)] * 2 + [("scheduled", planned)] * 2
+    assert [next_at for state, _, next_at in rows if state == "scheduled"] == [morning, morning]
+
+
+# -- item 11: the planned due time stays ------------------------------------------------
+
+def test_latency_runs_from_the_planned_due_time_and_a_retry_waits_for_its_own_time(services):
+    # Given an order at noon and a provider that answers 503 once
+    services.http.respond("/sms/", [503])
+    services.emit(sms_order("e1", "c1", "+14155550101", services.clock()))
+    services.relay_and_send()
+    # When the relay runs again at once, the retry is not due yet
+    assert services.relay_and_send() == 0
+    # ...and two minutes later it is, and is sent
+    services.clock.advance(minutes=2)
+    services.relay_and_send()
+    [row] = services.deliveries()
+    # Then the delivery still shows the time it was due, and latency counts the retry's wait
+    assert (row["state"], row["due_at"], row["sent_at"]) == ("sent", "2026-03-10T12:00:00Z", "2026-03-10T12:02:00Z")
+    assert services.status()["latency_seconds"]["p50"] == 120.0
+
+
+# -- item 13: a database outage while recording -----------------------------------------
+
+OUTAGE_SECONDS = 3.0
+"""Over four times the old recorder's patience (0.7 s), short enough for the suite;
+the retry is bounded by the lease (minutes), not by a count."""
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_database_outage_while_recording_is_waited_out_and_nothing_is_sent_twice(services, database_url):
+    import psycopg
+
+    dbname = database_url.rsplit("/", 1)[1]
+    admin = database_url.rsplit("/", 1)[0] + "/test"
+
+    def allow_connections(allowed: bool) -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+
+    def outage() -> None:
+        allow_connections(False)
+        threading.Timer(OUTAGE_SECONDS, allow_connections, args=(True,)).start()
+
+    # Given a due order, and a database that goes away while the provider accepts it
+    services.emit(sms_order("e1", "c1", "+14155550101", services.clock()))
+    services.http.before_answer = once(outage)
+    try:
+        # When it is sent
+        services.relay_and_send()
+    finally:
+        allow_connections(True)
+    # Then the result was recorded once the database came back
+    [row] = services.deliveries()
+    assert (row["state"], row["attempts"]) == ("sent", 1)
+    # ...and nothing is sent again, even after the lease
+    services.clock.advance(seconds=services.runtime.settings.lease_seconds + 1)
+    services.relay_and_send()
+    assert services.http.count == 1

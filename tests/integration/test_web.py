@@ -179,8 +179,9 @@ def test_one_click_unsubscribe_suppresses_a_scheduled_delivery(served):
                           headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert response.status_code == 200
     # And the night ends (the delivery comes due)
+    past = datetime.now(UTC) - timedelta(seconds=1)
     served.stack.query(update(Delivery).where(Delivery.id == row["id"])
-                       .values(due_at=datetime.now(UTC) - timedelta(seconds=1)).returning(Delivery.id))
+                       .values(due_at=past, next_attempt_at=past).returning(Delivery.id))
     # Then it ends suppressed, and nothing was emailed
     [row] = served.stack.wait_for_states(1, ("suppressed",))
     assert row["reason"] == "no_channel"

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from coupons.events import validate_event
+from coupons.events import decode_line, load_json, validate_event
 from coupons.messages import resolve_language, translations
 from coupons.unsubscribe import BadToken, read_token
 from services.emit import emit_lines
@@ -111,20 +111,10 @@ def _too_large() -> JSONResponse:
     return _error(413, f"body: larger than {MAX_BODY_BYTES // 1024 // 1024} MiB")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _decode(body: bytes) -> Any:
-    """JSON as RFC 8259 has it (no NaN/Infinity); ValueError names the problem."""
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ValueError("not valid JSON (nested too deeply)") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not valid JSON (not UTF-8: {exc.reason})") from None
-    except ValueError as exc:
-        raise ValueError(f"not valid JSON ({exc})") from None
+    """The body as JSON, decoded exactly as `encore emit` decodes a line (strict UTF-8,
+    then JSON); an EventError (a ValueError) names the problem."""
+    return load_json(decode_line(body))
 
 
 @cache
@@ -192,14 +182,15 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
         try:
             decoded = _decode(body)
         except ValueError as exc:
-            return JSONResponse({"accepted": [], "rejected": [{"index": 0, "error": str(exc)}],
-                                 "error": str(exc)}, status_code=400)
+            decoded, message = None, str(exc)
+        else:
+            message = "body: must be an event object or a JSON array of events"
         if isinstance(decoded, dict):
             elements = [decoded]
         elif isinstance(decoded, list):
             elements = decoded
-        else:
-            message = "body: must be an event object or a JSON array of events"
+        else:  # kept as a dead letter, like a bad line of `encore emit`
+            await run_in_threadpool(_dead_letter, "http", body, message)
             return JSONResponse({"accepted": [], "rejected": [{"index": 0, "error": message}], "error": message},
                                 status_code=400)
         accepted, rejected = await run_in_threadpool(accept, elements, "http")

@@ -121,12 +121,16 @@ def test_a_mixed_batch_keeps_the_valid_events_and_names_each_bad_one(web):
     assert web.count(DeadLetter) == 2
 
 
-def test_bad_json_is_400_naming_the_problem_and_nothing_is_stored(web):
+def test_a_body_that_is_not_json_is_400_naming_the_problem_and_kept_as_a_dead_letter(web):
     response = web.post("/events", b'{"id": "e1", "type": ')
     assert response.status_code == 400
-    assert "not valid JSON" in response.json()["rejected"][0]["error"]
-    assert web.post("/events", b'[{"id": NaN}]').status_code == 400
+    assert response.json()["rejected"][0]["error"].startswith("not valid JSON")
+    assert web.post("/events", b"42").json()["error"] == "body: must be an event object or a JSON array of events"
+    assert web.post("/events", b'{"id": "\xff"}').json()["error"].startswith("not valid UTF-8")
     assert web.count(InboxEvent) == 0
+    with web.services.session() as session:
+        letters = session.scalars(select(DeadLetter).order_by(DeadLetter.id)).all()
+    assert [(d.source, d.raw) for d in letters][:2] == [("http", '{"id": "e1", "type": '), ("http", "42")]
 
 
 def test_a_body_over_1_mib_is_413_and_nothing_is_stored(web):

@@ -492,3 +492,14 @@ def test_an_unsubscribe_within_the_same_second_as_the_order_still_wins(web):
     assert web.client.post(f"/unsubscribe/{mint_token(WEBHOOK_SECRET, 'c1', 'email')}").status_code == 200
     with web.services.session() as session:
         assert "email" in session.get(Customer, "c1").opted_out
+
+
+def test_discount_codes_redeem_within_a_batch_of_orders_applied_together(web):
+    web.post("/events", daytime_order("e1", web.services, customer_id="c1"))
+    [coupon] = web.coupon()
+    web.services.clock.advance(days=1)
+    second = daytime_order("e3", web.services, customer_id="c1", order_id="o-3")
+    second["data"]["discount_codes"] = [coupon.code]
+    assert web.post("/events", [daytime_order("e2", web.services, customer_id="c2"), second]).status_code == 202
+    redeemed = [c for c in web.coupon() if c.code == coupon.code][0]
+    assert (redeemed.redeemed_at is not None, redeemed.redeemed_order_id) == (True, "o-3")

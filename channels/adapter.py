@@ -211,6 +211,10 @@ class _AppriseSender(ChannelSender):
                 return SendResult(False, False, "invalid_address", "Apprise rejected the recipient")
             plugin.request_rate_per_sec = 0
             plugin.retry = 0
+            if message.headers and isinstance(getattr(plugin, "headers", None), dict):
+                # Email plugins that take custom headers (SMTP via Apprise, Mailgun, ...)
+                # carry List-Unsubscribe too; a fresh plugin per message, so no leak.
+                plugin.headers.update(dict(message.headers))
             notifier = apprise.Apprise(asset=self._asset)
             notifier.add(plugin)
             if self.channel == "email" and message.html:

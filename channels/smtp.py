@@ -91,6 +91,8 @@ def build_email(message: Message, settings: SmtpSettings, to_addr: str) -> bytes
     email["Date"] = format_datetime(datetime.now(timezone.utc))
     # An explicit domain: without one, make_msgid resolves the local FQDN each time.
     email["Message-ID"] = make_msgid(domain=settings.from_addr.rpartition("@")[2] or None)
+    for name, value in message.headers:  # List-Unsubscribe (RFC 8058) when ENCORE_PUBLIC_URL is set
+        email[name] = value
     buffer = BytesIO()
     BytesGenerator(buffer, mangle_from_=False, policy=compat32).flatten(email, linesep="\r\n")
     return buffer.getvalue()

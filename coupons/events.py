@@ -231,6 +231,7 @@ class OrderPaid(_Strict):
     currency: Annotated[str, BeforeValidator(_strict_str)]
     customer: CustomerData
     items: list[ItemData] = Field(min_length=1)
+    discount_codes: list[Text] | None = None  # an Encore code among them redeems its coupon (rule 13)
 
     @field_validator("currency")
     @classmethod

@@ -283,6 +283,7 @@ def render_message(ctx: MessageContext, channel: str) -> Message:
         # Urgency names the end in its own line; loyalty still shows the expiry.
         "framing_keys": ("urgency",) if urgency else ("loyalty", "valid_until"),
         "subject_key": "subject_urgency" if urgency else "subject_loyalty",
+        "unsubscribe_url": ctx.unsubscribe_url,
     }
 
     templates = _templates()
@@ -296,6 +297,16 @@ def render_message(ctx: MessageContext, channel: str) -> Message:
             lang_tag=f"{language}-{region}" if region else language,
             direction=_direction(language),
         )
-        return Message(text=text, subject=subject, html=html)
+        return Message(text=text, subject=subject, html=html, headers=unsubscribe_headers(ctx.unsubscribe_url))
     template = templates["sms" if sms else "chat"]
-    return Message(text=template.render(context).strip())
+    text = template.render(context).strip()
+    if ctx.unsubscribe_url:
+        text += ("\n" if sms else "\n\n") + t["opt_out_line"].format(url=ctx.unsubscribe_url)
+    return Message(text=text)
+
+
+def unsubscribe_headers(url: str | None) -> tuple[tuple[str, str], ...]:
+    """RFC 8058 one-click unsubscribe: mailbox providers POST to the URL themselves."""
+    if not url:
+        return ()
+    return (("List-Unsubscribe", f"<{url}>"), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))

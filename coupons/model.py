@@ -75,11 +75,12 @@ class Offer:
 
 @dataclass(frozen=True)
 class Message:
-    """A rendered message; `subject` and `html` only for email."""
+    """A rendered message; `subject`, `html` and `headers` only for email."""
 
     text: str
     subject: str | None = None
     html: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,4 @@ class MessageContext:
     timezone: str  # IANA zone the expiry is shown in
     framing: Framing
     shop_name: str = "Encore"
+    unsubscribe_url: str | None = None  # set when ENCORE_PUBLIC_URL is (rule 6)

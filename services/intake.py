@@ -191,6 +191,8 @@ def _orders_paid(session: Session, events: list[Event], now: datetime) -> list[P
         if order_id not in inserted:
             continue
         data = event.data
+        if order_id not in refunded:
+            _redeem_discount_codes(session, data.discount_codes or [], order_id, now)
         if data.stream_id is not None:
             stream_customers[data.stream_id].append(data.customer.id)
         elif order_id not in refunded:  # an order refunded before it is applied promises nothing
@@ -370,3 +372,12 @@ def _set_consent(row: Customer, state: consent.ConsentState) -> None:
     row.consent_changes = _dump_consent(state)
     row.consent = consent.consented(state)
     row.opted_out = consent.opted_out(state)
+
+
+def _redeem_discount_codes(session: Session, codes: list[str], order_id: str, now: datetime) -> None:
+    """Rule 13 for shops that only report orders: an Encore code used at checkout
+    redeems its coupon. Codes Encore never issued (the shop's own) are ignored."""
+    for code in dict.fromkeys(codes):
+        result = redeem(session, code, order_id, now)
+        if result.status != "unknown":
+            log.info("order %s used coupon %s: %s", order_id, result.code, result.status)

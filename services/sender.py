@@ -39,6 +39,7 @@ from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
 from coupons.model import Customer as CustomerValue
 from coupons.model import Message, MessageContext, Offer
+from coupons.unsubscribe import unsubscribe_url
 from store.db import engine_for, session_scope
 from store.models import (
     FAILED,
@@ -52,6 +53,7 @@ from store.models import (
     Order,
     UTCDateTime,
 )
+from workers.settings import Settings
 
 from .planner import customer_value
 from .runtime import Clock, Runtime, utcnow
@@ -355,7 +357,8 @@ def _prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
                 all_orders_refunded=coupon.campaign is None and live_orders.get(coupon.id, 0) == 0,
                 last_sent_to_customer_at=last_sent.get(delivery.customer_id),
             )
-            item = _render(delivery, coupon, customer, market, decision) if decision.action == "send" else None
+            item = (_render(delivery, coupon, customer, market, decision, runtime.settings)
+                    if decision.action == "send" else None)
         except Exception as error:  # noqa: BLE001 - one bad row must not hold the batch
             log.exception("delivery %d cannot be prepared", delivery.id)
             _write_fenced(session, dict(delivery_id=delivery.id, claim_token=batch.token, state=FAILED,
@@ -388,7 +391,7 @@ def _prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
 
 
 def _render(delivery: Delivery, coupon: Coupon, customer: CustomerValue, market: Market,
-            decision: SendDecision) -> Outgoing:
+            decision: SendDecision, settings: Settings) -> Outgoing:
     """The message for the decided channel, and what sending and recording it need."""
     channel = decision.channel
     assert channel is not None
@@ -398,6 +401,7 @@ def _render(delivery: Delivery, coupon: Coupon, customer: CustomerValue, market:
     message = render_message(MessageContext(
         language=language, locale=locale, customer_name=customer.name, offer=offer_of(coupon),
         code=coupon.code, expires_at=coupon.expires_at, timezone=timezone, framing=market.framing,
+        unsubscribe_url=unsubscribe_url(settings.public_url, settings.webhook_secret, customer.id, channel),
     ), channel)
     return Outgoing(
         delivery_id=delivery.id, customer_id=customer.id, channel=channel, address=customer.address(channel) or "",

@@ -220,3 +220,147 @@ def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, 
         smtp.stop()
         http.stop()
         runtime_module.current_runtime.cache_clear()
+
+
+# ----------------------------------------------------------------------- encore serve
+
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+SHOPIFY_SECRET = "test-shopify-secret-abcdef"
+
+
+def signed_headers(body: bytes, secret: str = WEBHOOK_SECRET) -> dict[str, str]:
+    """Headers a shop sends with a signed request to `encore serve`."""
+    import hashlib
+    import hmac
+
+    return {"Content-Type": "application/json",
+            "X-Encore-Signature": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+
+
+def shopify_headers(body: bytes, webhook_id: str, secret: str = SHOPIFY_SECRET) -> dict[str, str]:
+    """The headers Shopify sends with a webhook: the HMAC is base64 of HMAC-SHA256 over the raw body."""
+    import base64
+    import hashlib
+    import hmac
+
+    return {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": "orders/paid",
+        "X-Shopify-Hmac-Sha256": base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode(),
+        "X-Shopify-Shop-Domain": "encore-test.myshopify.com",
+        "X-Shopify-API-Version": "2025-01",
+        "X-Shopify-Webhook-Id": webhook_id,
+        "X-Shopify-Event-Id": f"evt-{webhook_id}",
+        "X-Shopify-Triggered-At": "2026-03-10T12:00:00.000000000Z",
+    }
+
+
+def shopify_order(order_id: int = 820982911946154508, *, customer_id: int = 115310627314723954,
+                  country: str = "US", email: str | None = "john@example.com", phone: str | None = "+16135551111",
+                  email_consent: str = "subscribed", sms_consent: str = "not_subscribed", locale: str = "en",
+                  processed_at: datetime | None = None, discount_codes: list[str] = (),
+                  line_items: list[dict] | None = None, shipping: bool = True, currency: str = "USD") -> dict:
+    """An orders/paid payload in the shape Shopify documents (REST Order resource, trimmed of
+    fields Encore ignores but keeping a few to show they are ignored)."""
+    when = (processed_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S-00:00")
+    address = {"first_name": "John", "last_name": "Smith", "address1": "123 Elm St.", "city": "Ottawa",
+               "zip": "K2P 1L4", "country": "United States", "country_code": country, "phone": "555-625-1199",
+               "name": "John Smith", "province_code": None}
+    payload = {
+        "id": order_id,
+        "admin_graphql_api_id": f"gid://shopify/Order/{order_id}",
+        "name": "#9999",
+        "email": email,
+        "phone": None,
+        "created_at": when,
+        "processed_at": when,
+        "currency": currency,
+        "presentment_currency": currency,
+        "financial_status": "paid",
+        "customer_locale": locale,
+        "total_price": "398.00",
+        "buyer_accepts_marketing": email_consent == "subscribed",
+        "discount_codes": [{"code": code, "amount": "10.00", "type": "percentage"} for code in discount_codes],
+        "customer": {
+            "id": customer_id,
+            "email": email,
+            "first_name": "John",
+            "last_name": "Smith",
+            "phone": phone,
+            "state": "disabled",
+            "currency": currency,
+            "email_marketing_consent": {"state": email_consent, "opt_in_level": "single_opt_in",
+                                        "consent_updated_at": when},
+            "sms_marketing_consent": {"state": sms_consent, "opt_in_level": "single_opt_in",
+                                      "consent_updated_at": when, "consent_collected_from": "SHOPIFY"},
+            "admin_graphql_api_id": f"gid://shopify/Customer/{customer_id}",
+            "default_address": {**address, "id": 1, "customer_id": customer_id, "default": True},
+        },
+        "billing_address": dict(address),
+        "shipping_address": dict(address) if shipping else None,
+        "line_items": line_items or [
+            {"id": 866550311766439020, "variant_id": 808950810, "product_id": 632910392, "title": "IPod Nano - 8GB",
+             "name": "IPod Nano - 8GB - black", "sku": "IPOD2008BLACK", "price": "199.00", "quantity": 1,
+             "current_quantity": 1, "grams": 200, "gift_card": False, "taxable": True,
+             "price_set": {"shop_money": {"amount": "199.00", "currency_code": currency},
+                           "presentment_money": {"amount": "199.00", "currency_code": currency}}},
+        ],
+    }
+    return payload
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServeProcess:
+    """A real `encore serve` process, as the Procfile's `web` line runs it."""
+
+    def __init__(self, env: dict[str, str], log_path, cwd=None):
+        self.env = env
+        self.log_path = log_path
+        self.cwd = cwd
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> ServeProcess:
+        import httpx
+
+        log = open(self.log_path, "a")
+        self.process = subprocess.Popen([sys.executable, "-m", "workers.cli", "serve", "--port", str(self.port)],
+                                        stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+                                        start_new_session=True)
+        log.close()
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"encore serve exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                return httpx.get(self.url + "/openapi.json", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout, interval=0.2)
+        return self
+
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()[-4000:]
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)

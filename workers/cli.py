@@ -288,6 +288,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(buyers=args.buyers)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from workers.settings import load_settings
+
+    if not load_settings().webhook_secret:
+        print("encore serve: ENCORE_WEBHOOK_SECRET is not set; every request that changes something is signed "
+              "with it (SPEC section 6). Set it to a long random string shared with the shop.", file=sys.stderr)
+        return 2
+    from web.app import serve
+
+    return serve(args.host, args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="encore", description="Shop events to repurchase coupons within 24 hours.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -316,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="check settings, database, broker channel templates and campaign files; exit 1 if any fails")
     demo = commands.add_parser("demo", help="the whole pipeline on embedded defaults")
     demo.add_argument("--buyers", type=int, default=40, help="buyers in the sample livestream")
+    serve = commands.add_parser("serve", help="the HTTP service: signed events, Shopify, redemption, "
+                                "unsubscribe, metrics, dashboard")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     return parser
 
 
@@ -333,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo,
                 "dead-letters": cmd_dead_letters, "replay": cmd_replay, "check": cmd_check,
-                "campaigns": cmd_campaigns}
+                "campaigns": cmd_campaigns, "serve": cmd_serve}
     try:
         return handlers[args.command](args)
     except (SettingsError, ChannelConfigError, MarketsFileError) as exc:

@@ -36,6 +36,7 @@ class Settings:
     shopify_secret: str | None = None
     rate_limits: dict[str, float] = field(default_factory=dict)
     campaigns_dir: str | None = None
+    public_url: str | None = None
 
     @property
     def uses_embedded_broker(self) -> bool:
@@ -101,6 +102,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         for channel in CHANNELS
         if env.get(f"ENCORE_RATE_LIMIT_{channel.upper()}")
     }
+    public_url = _public_url(env)
     ratio = _number(env, "ENCORE_REFILL_RATIO", 0.70)
     if not 0 < ratio <= 1:
         raise SettingsError("ENCORE_REFILL_RATIO: must be in (0, 1]")
@@ -118,4 +120,19 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         shopify_secret=env.get("ENCORE_SHOPIFY_SECRET") or None,
         rate_limits=rate_limits,
         campaigns_dir=env.get("ENCORE_CAMPAIGNS_DIR") or None,
+        public_url=public_url,
     )
+
+
+def _public_url(env: dict[str, str]) -> str | None:
+    """ENCORE_PUBLIC_URL without its trailing slash. Unsubscribe links are signed with
+    ENCORE_WEBHOOK_SECRET, so a public URL without the secret is refused at start."""
+    raw = (env.get("ENCORE_PUBLIC_URL") or "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("https://", "http://")) or len(raw.split("://", 1)[1].strip("/")) == 0:
+        raise SettingsError(f"ENCORE_PUBLIC_URL: must be an http(s) URL like https://encore.example.com, got {raw!r}")
+    if not env.get("ENCORE_WEBHOOK_SECRET"):
+        raise SettingsError("ENCORE_WEBHOOK_SECRET: required when ENCORE_PUBLIC_URL is set "
+                            "(unsubscribe links are signed with it)")
+    return raw.rstrip("/")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import signal
 import socket
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -202,6 +205,21 @@ def zone_at_noon(now: datetime) -> str:
     return f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}" if offset else "Etc/GMT"
 
 
+def web_port(command: str) -> int:
+    found = re.search(r"--port[ =](\d+)", command)
+    return int(found.group(1)) if found else 8000
+
+
+def healthz(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
 def order_line(run: str, email: str) -> str:
     return json.dumps({
         "id": f"smoke-{run}", "type": "order.paid", "occurred_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -250,6 +268,10 @@ def run_production(bin_dir: Path, work: Path, broker_url: str, label: str) -> No
                 wait_until(f"[{label}] beat sending its first periodic task",
                            lambda: check_alive(processes, logs) or "Sending due task" in (logs / "beat.log").read_text(),
                            PROCESS_START_SECONDS)
+            if "web" in processes:
+                port = web_port(procfile_processes()["web"])
+                wait_until(f"[{label}] web answering 200 on /healthz",
+                           lambda: check_alive(processes, logs) or healthz(port) == 200, PROCESS_START_SECONDS)
             log(f"[{label}] emitting one order")
             emit = subprocess.run(["encore", "emit", "-"], input=order_line(run, email), cwd=folder, env=env,
                                   capture_output=True, text=True, timeout=120)

@@ -1,0 +1,79 @@
+"""Shopify's orders/paid payload mapped to order.paid, validated like every other event."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coupons.events import validate_event
+from tests.support import SHOPIFY_SECRET, shopify_headers, shopify_order
+from web.shopify import ShopifyPayloadError, order_paid_event, shopify_signature_ok
+
+WHEN = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def test_the_documented_payload_maps_to_a_valid_order_paid():
+    event = validate_event(order_paid_event(shopify_order(processed_at=WHEN, discount_codes=["ENC-1"]), "wh-1"))
+    assert event.id == "shopify:wh-1"
+    data = event.data
+    assert (data.order_id, data.currency, data.discount_codes) == ("shopify:820982911946154508", "USD", ["ENC-1"])
+    assert (data.customer.id, data.customer.name, data.customer.country) == (
+        "shopify:115310627314723954", "John Smith", "US")
+    assert data.customer.consent == ["email"]  # SMS consent is not_subscribed
+    [item] = data.items
+    assert (item.sku, item.name, str(item.unit_price), item.quantity) == ("IPOD2008BLACK", "IPod Nano - 8GB",
+                                                                          "199.00", 1)
+
+
+def test_a_line_without_sku_uses_its_variant_and_removed_lines_are_dropped():
+    lines = [{"variant_id": 5, "title": "Soap", "price": "3.50", "quantity": 2},
+             {"sku": "GONE", "title": "Gone", "price": "1.00", "quantity": 1, "current_quantity": 0}]
+    event = validate_event(order_paid_event(shopify_order(processed_at=WHEN, line_items=lines), "w"))
+    assert [(i.sku, i.quantity) for i in event.data.items] == [("variant:5", 2)]
+
+
+def test_a_phone_that_is_not_e164_is_left_out_rather_than_rejecting_the_order():
+    payload = shopify_order(processed_at=WHEN, phone="(555) 625-1199", sms_consent="subscribed")
+    event = validate_event(order_paid_event(payload, "w"))
+    assert event.data.customer.phone is None
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda p: p.pop("customer"), "customer.id"),
+    (lambda p: p.update(line_items=[]), "line_items"),
+    (lambda p: p.pop("currency"), "currency"),
+    (lambda p: p.update(processed_at=None, created_at=None), "processed_at"),
+])
+def test_an_unmappable_payload_names_the_field(change, field):
+    payload = shopify_order(processed_at=WHEN)
+    change(payload)
+    with pytest.raises(ShopifyPayloadError) as error:
+        order_paid_event(payload, "w")
+    assert str(error.value).startswith(field + ":")
+
+
+@settings(max_examples=200)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                max_size=4), max_leaves=20))
+def test_any_json_either_maps_or_names_a_field(payload):
+    try:
+        order_paid_event(payload, "w")
+    except ShopifyPayloadError:
+        pass
+
+
+def test_the_signature_is_base64_hmac_sha256_of_the_raw_body():
+    body = b'{"id": 1}'
+    header = shopify_headers(body, "w")["X-Shopify-Hmac-Sha256"]
+    assert header == base64.b64encode(hmac.new(SHOPIFY_SECRET.encode(), body, hashlib.sha256).digest()).decode()
+    assert shopify_signature_ok(SHOPIFY_SECRET, body, header)
+    assert not shopify_signature_ok(SHOPIFY_SECRET, body + b" ", header)
+    assert not shopify_signature_ok(SHOPIFY_SECRET, body, None)
+    assert not shopify_signature_ok(SHOPIFY_SECRET, body, "ünïcode")

@@ -1,0 +1,255 @@
+"""Read-only aggregates for /metrics and the dashboard, computed by the database.
+
+Every figure is a GROUP BY (or a single aggregate row): with a million deliveries
+the database scans once and returns a handful of rows; Python only maps countries
+to markets and draws. Both SQLite and PostgreSQL are served.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Float, and_, case, cast, func, literal, select
+from sqlalchemy.orm import Session
+
+from coupons.markets import Markets
+from store.models import (
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    SCHEDULED,
+    SENDING,
+    SENT,
+    SUPPRESSED,
+    Coupon,
+    Customer,
+    DeadLetter,
+    Delivery,
+    InboxEvent,
+    Order,
+)
+
+LATENCY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 24 * 3600.0)
+"""Seconds from due to sent: a healthy Encore sends within seconds; 24 h is the deadline."""
+
+
+def seconds_between(session: Session, start, end):
+    """`end - start` in seconds, as SQL (double precision: PostgreSQL's EXTRACT gives
+    numeric, several times slower to compare over a million rows)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(func.extract("epoch", end - start), Float)
+    return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+
+def _latency(session: Session):
+    """Seconds from due to sent, never negative (evaluated once per row: no CASE)."""
+    raw = seconds_between(session, Delivery.due_at, Delivery.sent_at)
+    if session.get_bind().dialect.name == "postgresql":
+        return func.greatest(raw, 0.0)
+    return func.max(raw, 0.0)  # SQLite's two-argument max() is the scalar one
+
+
+_next_attempt = func.coalesce(Delivery.next_attempt_at, Delivery.due_at)
+"""When a scheduled delivery is next due: its retry's time, else its planned due time."""
+
+
+def _rate(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else 0.0
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+@dataclass
+class MetricsSnapshot:
+    events: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, outcome) -> count
+    deliveries: dict[tuple[str, str], int] = field(default_factory=dict)  # (state, channel) -> count
+    latency_buckets: list[tuple[float, int]] = field(default_factory=list)  # cumulative
+    latency_count: int = 0
+    latency_sum: float = 0.0
+    on_time_rate: float = 1.0
+    due_backlog: int = 0
+    oldest_due_age_seconds: float = 0.0
+
+
+def metrics_snapshot(session: Session, now: datetime) -> MetricsSnapshot:
+    snap = MetricsSnapshot()
+    processed = case((InboxEvent.processed_at.is_(None), literal("pending")), else_=literal("applied"))
+    for event_type, outcome, count in session.execute(
+            select(InboxEvent.type, processed, func.count()).group_by(InboxEvent.type, processed)):
+        snap.events[(event_type, outcome)] = count
+    rejected = session.scalar(select(func.count()).select_from(DeadLetter).where(DeadLetter.source != "apply")) or 0
+    failed_to_apply = session.scalar(select(func.count()).select_from(DeadLetter)
+                                     .where(DeadLetter.source == "apply")) or 0
+    # A rejected event has no trustworthy type: it failed validation.
+    snap.events[("unknown", "rejected")] = rejected
+    snap.events[("unknown", "failed_to_apply")] = failed_to_apply
+
+    channel = func.coalesce(Delivery.channel, literal("none"))
+    for state, channel_name, count in session.execute(
+            select(Delivery.state, channel, func.count()).group_by(Delivery.state, channel)):
+        snap.deliveries[(state, channel_name)] = count
+
+    # One pass: each sent delivery falls in its first bucket; cumulative counts are summed here.
+    latency = select(_latency(session).label("seconds")).where(Delivery.state == SENT).subquery()
+    bucket = case(*[(latency.c.seconds <= bound, index) for index, bound in enumerate(LATENCY_BUCKETS)],
+                  else_=len(LATENCY_BUCKETS))
+    per_bucket = [0] * (len(LATENCY_BUCKETS) + 1)
+    for index, count, total in session.execute(
+            select(bucket, func.count(), func.sum(latency.c.seconds)).group_by(bucket)):
+        per_bucket[int(index)] = count
+        snap.latency_sum += float(total or 0.0)
+    snap.latency_count = sum(per_bucket)
+    running = 0
+    for bound, count in zip(LATENCY_BUCKETS, per_bucket, strict=False):  # the last is +Inf
+        running += count
+        snap.latency_buckets.append((bound, running))
+
+    finished, on_time = session.execute(
+        select(func.count(), func.coalesce(func.sum(case((and_(Delivery.state == SENT,
+                                                               Delivery.sent_at <= Delivery.deadline_at), 1),
+                                                         else_=0)), 0))
+        .where(Delivery.state.in_((SENT, EXPIRED)))
+    ).one()
+    snap.on_time_rate = _rate(int(on_time), int(finished)) if finished else 1.0
+
+    backlog, oldest = session.execute(
+        select(func.count(), func.min(_next_attempt)).where(Delivery.state == SCHEDULED, _next_attempt <= now)
+    ).one()
+    snap.due_backlog = int(backlog)
+    if oldest is not None:
+        snap.oldest_due_age_seconds = max(0.0, (now - oldest).total_seconds())
+    return snap
+
+
+# ---------------------------------------------------------------------------- dashboard
+
+
+@dataclass
+class Funnel:
+    label: str
+    buyers: int = 0
+    coupons: int = 0
+    sent_on_time: int = 0
+    redeemed: int = 0
+
+
+@dataclass
+class Rate:
+    label: str
+    redeemed: int
+    sent: int
+
+    @property
+    def rate(self) -> float:
+        return _rate(self.redeemed, self.sent)
+
+
+@dataclass
+class Dashboard:
+    totals: Funnel
+    by_market: list[Funnel]
+    by_stream: list[Funnel]
+    by_offer: list[Rate]
+    by_market_rate: list[Rate]
+    over_time: list[tuple[datetime, dict[str, int]]]  # bucket start -> sent per channel
+    bucket: str  # "hour" | "day"
+    problems: list[tuple[str, str, int]]  # (state, reason, count)
+    waiting: int = 0  # scheduled or being sent right now
+
+
+STREAMS_SHOWN = 8
+BUCKETS_SHOWN = 48
+
+
+def dashboard(session: Session, markets: Markets, now: datetime) -> Dashboard:
+    # Buyers per market: every customer with a country placed an order (a customer row
+    # without one is a remembered opt-out). Countries come from SQL, markets from the file.
+    by_market: dict[str, Funnel] = {}
+    for country, buyers in session.execute(
+            select(Customer.country, func.count()).where(Customer.country != "").group_by(Customer.country)):
+        name = markets.for_country(country).name
+        by_market.setdefault(name, Funnel(name)).buyers += buyers
+
+    # One scan of coupons ⋈ deliveries gives the market funnels and both redemption rates.
+    sent = Delivery.state == SENT
+    is_redeemed = Coupon.redeemed_at.is_not(None)
+    offer_rates: dict[str, Rate] = {}
+    market_rates: dict[str, Rate] = {}
+    for market, offer, coupons, on_time, sent_count, sent_redeemed, redeemed_count in session.execute(
+            select(Coupon.market, Coupon.offer_type, func.count(),
+                   _count_if(and_(sent, Delivery.sent_at <= Delivery.deadline_at)), _count_if(sent),
+                   _count_if(and_(sent, is_redeemed)), _count_if(is_redeemed))
+            .select_from(Coupon).outerjoin(Delivery, Delivery.coupon_id == Coupon.id)
+            .group_by(Coupon.market, Coupon.offer_type)):
+        funnel = by_market.setdefault(market, Funnel(market))
+        funnel.coupons += coupons
+        funnel.sent_on_time += int(on_time)
+        funnel.redeemed += int(redeemed_count)
+        if sent_count:
+            for rates, key in ((offer_rates, offer), (market_rates, market)):
+                rate = rates.setdefault(key, Rate(key, 0, 0))
+                rate.redeemed += int(sent_redeemed)
+                rate.sent += int(sent_count)
+
+    streams = {stream: Funnel(stream, buyers=buyers) for stream, buyers in session.execute(
+        select(Order.stream_id, func.count(func.distinct(Order.customer_id))).where(Order.stream_id.is_not(None))
+        .group_by(Order.stream_id).order_by(func.count(func.distinct(Order.customer_id)).desc(), Order.stream_id)
+        .limit(STREAMS_SHOWN))}
+    if streams:
+        for key, coupons, sent_on_time, redeemed_count in session.execute(
+                select(Coupon.trigger_key, func.count(), _count_if(and_(sent, Delivery.sent_at <= Delivery.deadline_at)),
+                       _count_if(is_redeemed))
+                .select_from(Coupon).outerjoin(Delivery, Delivery.coupon_id == Coupon.id)
+                .where(Coupon.trigger_key.in_([f"stream:{s}" for s in streams])).group_by(Coupon.trigger_key)):
+            funnel = streams[key.removeprefix("stream:")]
+            funnel.coupons, funnel.sent_on_time, funnel.redeemed = coupons, int(sent_on_time), int(redeemed_count)
+
+    over_time, bucket = _sent_over_time(session, now)
+    problems = [(state, reason or "unknown", count) for state, reason, count in session.execute(
+        select(Delivery.state, Delivery.reason, func.count())
+        .where(Delivery.state.in_((FAILED, SUPPRESSED, EXPIRED, CANCELLED)))
+        .group_by(Delivery.state, Delivery.reason).order_by(func.count().desc()))]
+    waiting = session.scalar(select(func.count()).select_from(Delivery)
+                             .where(Delivery.state.in_((SCHEDULED, SENDING)))) or 0
+    totals = Funnel("all markets")
+    for funnel in by_market.values():
+        totals.buyers += funnel.buyers
+        totals.coupons += funnel.coupons
+        totals.sent_on_time += funnel.sent_on_time
+        totals.redeemed += funnel.redeemed
+    return Dashboard(totals=totals, by_market=sorted(by_market.values(), key=lambda f: (-f.buyers, f.label)),
+                     by_stream=list(streams.values()),
+                     by_offer=[offer_rates[k] for k in sorted(offer_rates)],
+                     by_market_rate=[market_rates[k] for k in sorted(market_rates)],
+                     over_time=over_time, bucket=bucket, problems=problems, waiting=waiting)
+
+
+def _count_if(condition):
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def _sent_over_time(session: Session, now: datetime) -> tuple[list[tuple[datetime, dict[str, int]]], str]:
+    """Messages sent per hour (or per day when the history is longer than 3 days), by channel."""
+    first, last = session.execute(select(func.min(Delivery.sent_at), func.max(Delivery.sent_at))
+                                  .where(Delivery.state == SENT)).one()
+    if first is None:
+        return [], "hour"
+    bucket = "hour" if last - first <= timedelta(days=3) else "day"
+    step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
+    start = last - step * (BUCKETS_SHOWN - 1)
+    if session.get_bind().dialect.name == "postgresql":
+        slot = func.date_trunc(bucket, func.timezone("UTC", Delivery.sent_at))
+    else:
+        slot = func.strftime("%Y-%m-%dT%H:00:00" if bucket == "hour" else "%Y-%m-%dT00:00:00", Delivery.sent_at)
+    rows = session.execute(
+        select(slot, Delivery.channel, func.count()).where(Delivery.state == SENT, Delivery.sent_at >= start)
+        .group_by(slot, Delivery.channel).order_by(slot)
+    ).all()
+    series: dict[str, dict[str, int]] = {}
+    for when, channel, count in rows:
+        key = when.strftime("%Y-%m-%dT%H:00:00") if isinstance(when, datetime) else str(when)[:19]
+        series.setdefault(key, {})[channel or "none"] = count
+    out = [(datetime.fromisoformat(key).replace(tzinfo=now.tzinfo), counts) for key, counts in series.items()]
+    return out, bucket

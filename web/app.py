@@ -1,0 +1,451 @@
+"""The HTTP service (SPEC section 6) as a FastAPI app over the shared services.
+
+Request bodies are read by hand (never parsed by the framework first) for two
+reasons: signatures are over the exact bytes received, and the 1 MiB limit must
+stop reading at the limit. Everything that touches the database runs in
+Starlette's thread pool, through the same session scope as the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from jinja2 import Environment, PackageLoader
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from coupons.events import decode_line, load_json, validate_event
+from coupons.messages import resolve_language, translations
+from coupons.unsubscribe import BadToken, read_token
+from services.emit import emit_lines
+from services.intake import apply_events, store_dead_letter, store_events
+from services.redemption import ALREADY_REDEEMED, EXPIRED, REDEEMED, UNKNOWN, VOID, redeem
+from services.runtime import Clock, Runtime, utcnow
+from store.db import engine_for, session_scope
+from store.models import Customer
+
+from . import charts
+from .aggregates import STREAMS_SHOWN, dashboard
+from .metrics import make_registry
+from .requests import MAX_BODY_BYTES, SIGNATURE_HEADER, BodyTooLarge, read_body, signature_ok
+from .shopify import order_paid_event, shopify_signature_ok
+
+log = logging.getLogger(__name__)
+
+Enqueue = Callable[[list[str]], None]
+
+
+# ------------------------------------------------------------------------ API shapes
+
+
+class Rejection(BaseModel):
+    index: int = Field(description="Position of the event in the request (0 for a single object).")
+    error: str = Field(description="What is wrong, naming the field: `data.items[0].unit_price: must be > 0`.")
+
+
+class EventsResult(BaseModel):
+    accepted: list[str] = Field(description="Ids of the events stored (a repeated id counts as accepted).")
+    rejected: list[Rejection]
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class RedeemRequest(BaseModel):
+    order_id: str = Field(min_length=1, description="The order the code was used on.")
+
+
+class RedemptionResult(BaseModel):
+    status: str = Field(description="redeemed | already_redeemed | expired | void | unknown")
+    code: str | None = Field(description="The code as Encore stores it (upper case), when known.")
+    reason: str
+
+
+class Health(BaseModel):
+    database: str
+    broker: str
+
+
+_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["id", "type", "occurred_at", "data"],
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "type": {"type": "string", "enum": ["order.paid", "stream.ended", "order.refunded", "customer.opted_out",
+                                            "coupon.redeemed"]},
+        "occurred_at": {"type": "string", "format": "date-time"},
+        "data": {"type": "object"},
+    },
+}
+_SIGNED = {"parameters": [{"name": SIGNATURE_HEADER, "in": "header", "required": True,
+                           "description": "`sha256=` + hex HMAC-SHA256 of the raw body, key ENCORE_WEBHOOK_SECRET",
+                           "schema": {"type": "string"}}]}
+_ERRORS = {401: {"model": ErrorBody, "description": "Missing or wrong signature; nothing was stored."},
+           413: {"model": ErrorBody, "description": "Body larger than 1 MiB."}}
+
+
+def _json_body(schema: dict, description: str) -> dict:
+    return {"requestBody": {"required": True, "description": description,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _too_large() -> JSONResponse:
+    return _error(413, f"body: larger than {MAX_BODY_BYTES // 1024 // 1024} MiB")
+
+
+def _decode(body: bytes) -> Any:
+    """The body as JSON, decoded exactly as `encore emit` decodes a line (strict UTF-8,
+    then JSON); an EventError (a ValueError) names the problem."""
+    return load_json(decode_line(body))
+
+
+@cache
+def _templates() -> Environment:
+    return Environment(loader=PackageLoader("web", "templates"), autoescape=True, auto_reload=False)
+
+
+def _default_enqueue(ids: list[str]) -> None:
+    from tasks.intake import apply_events as apply_events_task
+
+    apply_events_task.delay(ids)
+
+
+# ------------------------------------------------------------------------------- app
+
+
+def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock = utcnow) -> FastAPI:
+    """The service for `runtime`. `enqueue` rings the intake doorbell (Celery by default)."""
+    settings = runtime.settings
+    if not settings.webhook_secret:
+        from workers.settings import SettingsError
+
+        raise SettingsError("ENCORE_WEBHOOK_SECRET: not set; `encore serve` needs it to verify signed requests")
+    secret = settings.webhook_secret
+    enqueue = enqueue or _default_enqueue
+    database_url = runtime.database_url
+    registry = make_registry(database_url, clock)
+    app = FastAPI(
+        title="Encore",
+        version="1.0",
+        description="Shop events in, repurchase coupons out (SPEC section 6). Every request that changes "
+                    "something is signed: `X-Encore-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, "
+                    "key ENCORE_WEBHOOK_SECRET.",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    def accept(elements: list[Any], source: str) -> tuple[list[str], list[dict]]:
+        """Store the valid events (then enqueue them) and dead-letter the others, as `encore emit` does."""
+        rejected: list[dict] = []
+        lines = [(source, index, json.dumps(element, ensure_ascii=False)) for index, element in enumerate(elements)]
+        emit_lines(runtime, lines, clock, enqueue,
+                   lambda _source, index, reason: rejected.append({"index": index, "error": reason}))
+        bad = {r["index"] for r in rejected}
+        accepted = [str(element["id"]) for index, element in enumerate(elements) if index not in bad]
+        return accepted, rejected
+
+    # ------------------------------------------------------------------ POST /events
+
+    @app.post("/events", status_code=202, response_model=EventsResult, tags=["events"],
+              summary="Send one event or a JSON array of events",
+              responses={202: {"description": "Every event was stored."},
+                         400: {"model": EventsResult, "description": "Some events were rejected (the others are "
+                               "stored), or the body is not JSON."}, **_ERRORS},
+              openapi_extra={**_SIGNED, **_json_body({"oneOf": [_EVENT_SCHEMA, {"type": "array",
+                                                                                "items": _EVENT_SCHEMA}]},
+                                                     "One event (SPEC section 1) or a JSON array of them.")})
+    async def post_events(request: Request) -> Response:
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return _too_large()
+        if not signature_ok(secret, body, request.headers.get(SIGNATURE_HEADER)):
+            return _error(401, f"{SIGNATURE_HEADER}: missing or wrong signature")
+        try:
+            decoded = _decode(body)
+        except ValueError as exc:
+            decoded, message = None, str(exc)
+        else:
+            message = "body: must be an event object or a JSON array of events"
+        if isinstance(decoded, dict):
+            elements = [decoded]
+        elif isinstance(decoded, list):
+            elements = decoded
+        else:  # kept as a dead letter, like a bad line of `encore emit`
+            await run_in_threadpool(_dead_letter, "http", body, message)
+            return JSONResponse({"accepted": [], "rejected": [{"index": 0, "error": message}], "error": message},
+                                status_code=400)
+        accepted, rejected = await run_in_threadpool(accept, elements, "http")
+        return JSONResponse({"accepted": accepted, "rejected": rejected}, status_code=400 if rejected else 202)
+
+    # ------------------------------------------------- POST /webhooks/shopify/orders-paid
+
+    @app.post("/webhooks/shopify/orders-paid", tags=["shopify"], response_model=EventsResult,
+              summary="Shopify's orders/paid webhook",
+              description="Verified with `X-Shopify-Hmac-Sha256` (base64 HMAC-SHA256 of the body, key "
+                          "ENCORE_SHOPIFY_SECRET); idempotent on `X-Shopify-Webhook-Id`. Mapped to `order.paid`; "
+                          "an Encore code among the order's `discount_codes` redeems its coupon.",
+              responses={200: {"description": "Stored (or a repeat of a webhook already stored)."},
+                         400: {"model": ErrorBody, "description": "The order cannot be mapped (the error names "
+                               "the field); kept as a dead letter."},
+                         401: {"model": ErrorBody, "description": "Missing or wrong HMAC, or no "
+                               "ENCORE_SHOPIFY_SECRET set; nothing was stored."},
+                         413: _ERRORS[413]},
+              openapi_extra={"parameters": [
+                  {"name": "X-Shopify-Hmac-Sha256", "in": "header", "required": True, "schema": {"type": "string"}},
+                  {"name": "X-Shopify-Webhook-Id", "in": "header", "required": False, "schema": {"type": "string"}}],
+                  **_json_body({"type": "object", "properties": {
+                      "id": {"type": "integer"}, "currency": {"type": "string"},
+                      "processed_at": {"type": "string"}, "customer": {"type": "object"},
+                      "line_items": {"type": "array", "items": {"type": "object"}},
+                      "discount_codes": {"type": "array", "items": {"type": "object"}}}},
+                      "The order, exactly as Shopify sends it.")})
+    async def shopify_orders_paid(request: Request) -> Response:
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return _too_large()
+        shopify_secret = settings.shopify_secret
+        if not shopify_secret:
+            return _error(401, "ENCORE_SHOPIFY_SECRET is not set: Shopify webhooks cannot be verified")
+        if not shopify_signature_ok(shopify_secret, body, request.headers.get("x-shopify-hmac-sha256")):
+            return _error(401, "X-Shopify-Hmac-Sha256: missing or wrong signature")
+        try:
+            event = order_paid_event(_decode(body), request.headers.get("x-shopify-webhook-id"))
+        except ValueError as exc:  # ShopifyPayloadError is one
+            await run_in_threadpool(_dead_letter, "shopify", body, str(exc))
+            return _error(400, str(exc))
+        accepted, rejected = await run_in_threadpool(accept, [event], "shopify")
+        if rejected:
+            return _error(400, rejected[0]["error"])
+        return JSONResponse({"accepted": accepted, "rejected": []}, status_code=200)
+
+    def _dead_letter(source: str, body: bytes, reason: str) -> None:
+        with session_scope(database_url) as session:
+            store_dead_letter(session, source, body.decode("utf-8", "replace"), reason, clock())
+
+    # ------------------------------------------------------- POST /coupons/{code}/redeem
+
+    statuses = {REDEEMED: (200, "redeemed"), ALREADY_REDEEMED: (409, "already redeemed"),
+                EXPIRED: (410, "expired"), VOID: (410, "void: every order behind it was refunded after it was sent"),
+                UNKNOWN: (404, "unknown code")}
+
+    @app.post("/coupons/{code}/redeem", tags=["coupons"], response_model=RedemptionResult,
+              summary="Redeem a coupon code (rule 13)",
+              description="A code redeems once; of concurrent redemptions exactly one succeeds. Case-insensitive.",
+              responses={200: {"description": "Redeemed now."},
+                         400: {"model": ErrorBody, "description": "The body is not `{\"order_id\": \"...\"}`."},
+                         404: {"model": RedemptionResult, "description": "Unknown code."},
+                         409: {"model": RedemptionResult, "description": "Already redeemed."},
+                         410: {"model": RedemptionResult, "description": "Expired, or void (refunded)."},
+                         **_ERRORS},
+              openapi_extra={**_SIGNED, **_json_body(RedeemRequest.model_json_schema(), "The order it was used on.")})
+    async def redeem_coupon(code: str, request: Request) -> Response:
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return _too_large()
+        if not signature_ok(secret, body, request.headers.get(SIGNATURE_HEADER)):
+            return _error(401, f"{SIGNATURE_HEADER}: missing or wrong signature")
+        try:
+            decoded = _decode(body)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        order_id = decoded.get("order_id") if isinstance(decoded, dict) else None
+        if not isinstance(order_id, str) or not order_id.strip() or len(order_id) > 256:
+            return _error(400, "order_id: required, a non-empty string (at most 256 characters)")
+
+        def run() -> Any:
+            with session_scope(database_url) as session:
+                return redeem(session, code, order_id, clock())
+
+        result = await run_in_threadpool(run)
+        status, reason = statuses[result.status]
+        return JSONResponse({"status": result.status, "code": result.code, "reason": reason}, status_code=status)
+
+    # ------------------------------------------------------------ /unsubscribe/{token}
+
+    def _page(token: str, request: Request, *, done: bool) -> tuple[int, str]:
+        try:
+            target = read_token(secret, token)
+        except BadToken:
+            language = _language(None, request)
+            t = translations(language)
+            return 404, _render_page(t, language, t["unsubscribe_title"], t["unsubscribe_invalid"], False)
+        with session_scope(database_url) as session:
+            customer = session.get(Customer, target.customer_id)
+            language = _language(customer, request)
+            if done:
+                _opt_out(session, target.customer_id, target.channel)
+        t = translations(language)
+        body = t["unsubscribe_done" if done else "unsubscribe_question"].format(channel=target.channel)
+        return 200, _render_page(t, language, t["unsubscribe_title"], body, not done)
+
+    def _language(customer: Customer | None, request: Request) -> str:
+        if customer is not None and (customer.locale or customer.country):
+            market = runtime.markets.for_country(customer.country or "")
+            region = f"{market.language_for(customer.country)}-{customer.country}" if customer.country else "en"
+            return resolve_language(customer.locale, region)[0]
+        accepted = request.headers.get("accept-language", "").split(",")[0].split(";")[0].strip()
+        return resolve_language(accepted or None, "en")[0]
+
+    def _opt_out(session, customer_id: str, channel: str) -> None:
+        """Acts as a `customer.opted_out` event, stored and applied now: the sender checks
+        consent again before each send, so deliveries already scheduled stop too."""
+        now = clock()
+        event = validate_event({"id": f"unsubscribe:{uuid.uuid4().hex}", "type": "customer.opted_out",
+                                "occurred_at": now.astimezone(UTC).isoformat(), "data": {"customer_id": customer_id,
+                                                                      "channels": [channel]}}, now)
+        apply_events(session, runtime, store_events(session, [event], now), now)
+
+    def _render_page(t: dict, language: str, title: str, text_: str, show_button: bool) -> str:
+        from coupons.messages import _direction
+
+        return _templates().get_template("unsubscribe.html.j2").render(
+            lang=language, direction=_direction(language), title=title, text=text_, show_button=show_button,
+            button=t["unsubscribe_button"])
+
+    unsubscribe_responses = {404: {"description": "The link is not valid (altered or forged).",
+                                   "content": {"text/html": {}}}}
+
+    @app.get("/unsubscribe/{token}", response_class=HTMLResponse, tags=["unsubscribe"],
+             summary="Confirmation page, in the customer's language",
+             responses={200: {"description": "A page with a button that POSTs to the same URL."},
+                        **unsubscribe_responses})
+    async def unsubscribe_page(token: str, request: Request) -> Response:
+        status, page = await run_in_threadpool(_page, token, request, done=False)
+        return HTMLResponse(page, status_code=status)
+
+    @app.post("/unsubscribe/{token}", response_class=HTMLResponse, tags=["unsubscribe"],
+              summary="One-click unsubscribe (RFC 8058)",
+              description="Not signed with the webhook secret: the token itself is signed and names the customer "
+                          "and the channel. Acts as `customer.opted_out` for that channel at once, also for "
+                          "deliveries already scheduled.",
+              responses={200: {"description": "Unsubscribed."}, 413: {"description": "Body larger than 1 MiB."},
+                         **unsubscribe_responses},
+              openapi_extra={"requestBody": {"required": False, "content": {
+                  "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
+                      "List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}}})
+    async def unsubscribe(token: str, request: Request) -> Response:
+        try:
+            await read_body(request)  # RFC 8058's "List-Unsubscribe=One-Click"; the token is what counts
+        except BodyTooLarge:
+            return _too_large()
+        status, page = await run_in_threadpool(_page, token, request, done=True)
+        return HTMLResponse(page, status_code=status)
+
+    # ------------------------------------------------------------------ GET /healthz
+
+    @app.get("/healthz", response_model=Health, tags=["operations"], summary="Database and broker answer",
+             responses={200: {"description": "Both answer."},
+                        503: {"model": Health, "description": "The part that does not answer says why."}})
+    async def healthz() -> Response:
+        report = await run_in_threadpool(_health, runtime)
+        ok = all(value == "ok" for value in report.values())
+        return JSONResponse(report, status_code=200 if ok else 503)
+
+    # ------------------------------------------------------------------ GET /metrics
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus text format", response_class=Response,
+             responses={200: {"description": "Read from the database at scrape time, so it covers every worker.",
+                              "content": {CONTENT_TYPE_LATEST: {}}}})
+    async def metrics() -> Response:
+        payload = await run_in_threadpool(generate_latest, registry)
+        return Response(payload, media_type=CONTENT_TYPE_LATEST)
+
+    # ------------------------------------------------------------------------- GET /
+
+    @app.get("/", response_class=HTMLResponse, tags=["dashboard"], summary="The seller's dashboard",
+             responses={200: {"description": "Charts: funnels per market and stream, redemption rates, "
+                              "deliveries over time, failures and suppressions."}})
+    async def home() -> Response:
+        return HTMLResponse(await run_in_threadpool(_dashboard_page, runtime, clock()))
+
+    return app
+
+
+def _health(runtime: Runtime) -> dict[str, str]:
+    report = {}
+    try:
+        with engine_for(runtime.database_url).connect() as connection:
+            connection.execute(text("SELECT 1"))
+        report["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        report["database"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    try:
+        from kombu import Connection
+
+        with Connection(runtime.settings.broker_url, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
+        report["broker"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        report["broker"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return report
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "–"
+
+
+def _dashboard_page(runtime: Runtime, now: datetime) -> str:
+    with session_scope(runtime.database_url) as session:
+        data = dashboard(session, runtime.markets, now)
+    for funnel in data.by_market:
+        funnel.label = charts.market_label(funnel.label)
+    for rate in data.by_market_rate:
+        rate.label = charts.market_label(rate.label)
+    for rate in data.by_offer:
+        rate.label = charts.offer_label(rate.label)
+    return _templates().get_template("dashboard.html.j2").render(
+        now=now.strftime("%Y-%m-%d %H:%M"), totals=data.totals, waiting=data.waiting, pct=_pct, legend=charts.funnel_legend(),
+        stream_limit=STREAMS_SHOWN,
+        funnel_market=charts.funnel_chart("funnel-market", data.by_market),
+        funnel_stream=charts.funnel_chart("funnel-stream", data.by_stream),
+        rate_offer=charts.rate_chart("rate-offer", data.by_offer),
+        rate_market=charts.rate_chart("rate-market", data.by_market_rate),
+        over_time=charts.time_chart("over-time", data.over_time, data.bucket),
+        bucket=data.bucket, problems=charts.problems_chart("problems", data.problems))
+
+
+class _HideUnsubscribeTokens(logging.Filter):
+    """Access log lines show `/unsubscribe/…`: a token names a customer and works as a key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and str(args[2]).startswith("/unsubscribe/"):
+            record.args = (args[0], args[1], "/unsubscribe/…", args[3], args[4])
+        return True
+
+
+def serve(host: str, port: int) -> int:
+    """`encore serve`: migrate, then run uvicorn until interrupted."""
+    import uvicorn
+
+    from services.runtime import current_runtime
+
+    runtime = current_runtime()
+    app = create_app(runtime)
+    engine_for(runtime.database_url)  # create or upgrade the schema before the first request
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=True, server_header=False)
+    logging.getLogger("uvicorn.access").addFilter(_HideUnsubscribeTokens())
+    uvicorn.Server(config).run()
+    return 0
+

@@ -1,0 +1,129 @@
+"""Shopify's `orders/paid` webhook, mapped to Encore's `order.paid` (SPEC section 1).
+
+Shopify signs the raw body: `X-Shopify-Hmac-Sha256` is the base64 HMAC-SHA256 of
+it under the app's webhook secret. It may deliver the same webhook more than once,
+always with the same `X-Shopify-Webhook-Id`, which becomes the event id.
+
+The mapping is pure (a dict in, a dict out); the result then goes through the same
+validation as every other event, so a bad email or currency is rejected exactly as
+`encore emit` would reject it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from typing import Any
+
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class ShopifyPayloadError(ValueError):
+    """The payload lacks something an `order.paid` needs; the message names the field."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        super().__init__(f"{field}: {reason}")
+
+
+def shopify_signature_ok(secret: str, body: bytes, header: str | None) -> bool:
+    if not header:
+        return False
+    expected = base64.b64encode(hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest())
+    return hmac.compare_digest(expected, header.strip().encode("ascii", "replace"))
+
+
+def _obj(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """Shopify ids are numbers, most other fields strings; empty means absent."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _subscribed(consent: Any) -> bool:
+    return _obj(consent).get("state") == "subscribed"
+
+
+def order_paid_event(payload: Any, webhook_id: str | None) -> dict:
+    """The `order.paid` event for one Shopify order; raises ShopifyPayloadError."""
+    if not isinstance(payload, dict):
+        raise ShopifyPayloadError("body", "must be a Shopify order object")
+    order_id = _text(payload.get("id"))
+    if order_id is None:
+        raise ShopifyPayloadError("id", "required (the Shopify order id)")
+    occurred_at = _text(payload.get("processed_at")) or _text(payload.get("created_at"))
+    if occurred_at is None:
+        raise ShopifyPayloadError("processed_at", "required (or created_at)")
+    customer = _obj(payload.get("customer"))
+    customer_id = _text(customer.get("id"))
+    if customer_id is None:
+        raise ShopifyPayloadError("customer.id", "required (guest checkouts carry no customer)")
+    shipping, billing = _obj(payload.get("shipping_address")), _obj(payload.get("billing_address"))
+    default_address = _obj(customer.get("default_address"))
+    country = next((c for c in (_text(a.get("country_code")) for a in (shipping, billing, default_address)) if c), None)
+    if country is None:
+        raise ShopifyPayloadError("shipping_address.country_code", "required (or billing_address.country_code)")
+
+    consent = []
+    email_consent = customer.get("email_marketing_consent")
+    if _subscribed(email_consent) or (email_consent is None and customer.get("accepts_marketing") is True):
+        consent.append("email")
+    if _subscribed(customer.get("sms_marketing_consent")):
+        consent.append("sms")
+    name = " ".join(p for p in (_text(customer.get("first_name")), _text(customer.get("last_name"))) if p)
+    name = name or _text(billing.get("name")) or _text(shipping.get("name"))
+    person: dict[str, Any] = {"id": f"shopify:{customer_id}", "country": country, "consent": consent}
+    if name:
+        person["name"] = name
+    email = _text(customer.get("email")) or _text(payload.get("email")) or _text(payload.get("contact_email"))
+    if email:
+        person["email"] = email
+    sms_phone = _text(_obj(customer.get("sms_marketing_consent")).get("phone"))
+    phone = next((p for p in (_text(customer.get("phone")), sms_phone, _text(payload.get("phone")))
+                  if p and _E164.match(p)), None)
+    if phone:
+        person["phone"] = phone
+    locale = _text(payload.get("customer_locale"))
+    if locale:
+        person["locale"] = locale
+
+    currency = _text(payload.get("currency"))
+    if currency is None:
+        raise ShopifyPayloadError("currency", "required")
+    raw_items = payload.get("line_items")
+    if not isinstance(raw_items, list) or not raw_items:
+        raise ShopifyPayloadError("line_items", "required, a non-empty list")
+    items = []
+    for index, line in enumerate(raw_items):
+        line = _obj(line)
+        quantity = line.get("current_quantity", line.get("quantity"))
+        if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity == 0:
+            continue  # removed from the order after checkout
+        sku = _text(line.get("sku")) or (f"variant:{_text(line.get('variant_id'))}" if _text(line.get("variant_id"))
+                                         else None) or (f"product:{_text(line.get('product_id'))}"
+                                                        if _text(line.get("product_id")) else None)
+        if sku is None:
+            raise ShopifyPayloadError(f"line_items[{index}].sku", "required (or variant_id)")
+        items.append({"sku": sku, "name": _text(line.get("title")) or _text(line.get("name")) or sku,
+                      "unit_price": line.get("price"), "quantity": quantity})
+    if not items:
+        raise ShopifyPayloadError("line_items", "every line item was removed")
+    discounts = payload.get("discount_codes")
+    discounts = discounts if isinstance(discounts, list) else []
+    codes = [code for code in (_text(_obj(d).get("code")) for d in discounts) if code]
+    data: dict[str, Any] = {"order_id": f"shopify:{order_id}", "currency": currency, "customer": person,
+                            "items": items}
+    if codes:
+        data["discount_codes"] = codes
+    event_id = f"shopify:{webhook_id.strip()}" if webhook_id and webhook_id.strip() else f"shopify:order:{order_id}"
+    return {"id": event_id[:128], "type": "order.paid", "occurred_at": occurred_at, "data": data}

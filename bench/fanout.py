@@ -48,7 +48,8 @@ from zoneinfo import ZoneInfo
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_BASE = "postgresql://postgres@127.0.0.1:5432"
-REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 12
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_DB = int(os.environ.get("ENCORE_BENCH_REDIS_DB", "12"))  # parallel runs on one Redis use different dbs
 STREAM_ID = "bench-live-1"
 RAW_MAX = 20_000
 """Messages for the raw-capacity measurement: enough for a steady rate (>10 s)."""

@@ -262,6 +262,8 @@ class FanoutBench:
             "ENCORE_CHANNEL_EMAIL": f"mailto://127.0.0.1:{self.sink_port}?from=shop@example.com&to={{email}}",
             "PYTHONUNBUFFERED": "1",
         })
+        if self.args.send_concurrency:
+            env["ENCORE_SEND_CONCURRENCY"] = str(self.args.send_concurrency)
         return env
 
     def create_database(self) -> None:
@@ -707,6 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pg-set", metavar="NAME=VALUE", action="append", default=[],
                         help="experiment: ALTER DATABASE <bench db> SET NAME = VALUE (e.g. random_page_cost=1.1); "
                              "repeatable")
+    parser.add_argument("--send-concurrency", type=int, metavar="N",
+                        help="ENCORE_SEND_CONCURRENCY for the workers (default: the product's default)")
     parser.add_argument("--py-spy", metavar="DIR", help="record the workers with py-spy over the window into DIR")
     return parser
 

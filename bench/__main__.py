@@ -6,6 +6,8 @@ import sys
 
 BENCHMARKS = {
     "fanout": ("bench.fanout", "N buyers of one livestream: time to the last email vs raw SMTP capacity"),
+    "crash": ("bench.crash", "SIGKILL the worker 3x and lose the queue once while sending: each recipient once?"),
+    "outage": ("bench.outage", "a chat API answers 503 for a while: every message sent once after it recovers?"),
 }
 
 

@@ -72,7 +72,9 @@ def build_email(message: Message, settings: SmtpSettings, to_addr: str) -> bytes
     """The email on the wire: multipart/alternative (text + html), UTF-8, CRLF.
 
     Written directly (`_write_email`): byte for byte what the compat32 MIME classes and
-    BytesGenerator write (tested), at a quarter of their cost — 0.33 ms per message
+    BytesGenerator write with the standard library's utf-8 defaults (tested; Apprise switches
+    the process to quoted-printable when its email plugin loads, the parts here stay
+    base64), at a tenth of their cost — 0.33 ms per message
     went to 0.03 ms on the bench message, most of it header folding that an ASCII
     header shorter than a line does not need. (Before that, EmailMessage +
     set_content cost 1.0 ms.)

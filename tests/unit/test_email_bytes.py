@@ -1,7 +1,12 @@
 """The hand-written email equals, byte for byte, what the standard library's MIME
-classes write (channels.smtp: the fast path of the send hot path)."""
+classes write (channels.smtp: the fast path of the send hot path), and reads back as
+the message it was built from."""
 
 from __future__ import annotations
+
+from email import charset as email_charset
+from email import policy
+from email.parser import BytesParser
 
 import pytest
 
@@ -26,6 +31,17 @@ MESSAGES = {
 }
 
 
+@pytest.fixture()
+def stdlib_utf8_defaults():
+    """Apprise's email plugin re-registers utf-8 as quoted-printable when it is imported
+    (a process-wide change); the reference here is the standard library's own default."""
+    saved = email_charset.CHARSETS["utf-8"]
+    email_charset.add_charset("utf-8", email_charset.SHORTEST, email_charset.BASE64, "utf-8")
+    yield
+    email_charset.CHARSETS["utf-8"] = saved
+
+
+@pytest.mark.usefixtures("stdlib_utf8_defaults")
 @pytest.mark.parametrize("message", MESSAGES.values(), ids=MESSAGES.keys())
 @pytest.mark.parametrize("sender", [SHOP, SmtpSettings(**{**SHOP.__dict__, "from_name": "Tienda Año"})],
                          ids=["ascii name", "non-ascii name"])
@@ -40,3 +56,13 @@ def test_each_email_has_its_own_boundary_and_message_id():
     assert first.split(b"\r\n", 2)[:2] != second.split(b"\r\n", 2)[:2]
     assert [line for line in first.split(b"\r\n") if line.startswith(b"Message-ID")] != \
         [line for line in second.split(b"\r\n") if line.startswith(b"Message-ID")]
+
+
+@pytest.mark.parametrize("message", MESSAGES.values(), ids=MESSAGES.keys())
+def test_the_written_email_reads_back_as_the_message(message):
+    parsed = BytesParser(policy=policy.default).parsebytes(build_email(message, SHOP, "ann@example.com"))
+    assert (parsed["Subject"] or "") == (message.subject or "")
+    assert (parsed["From"], parsed["To"]) == ("Shop <shop@example.com>", "ann@example.com")
+    assert parsed.get_body(("plain",)).get_content() == message.text
+    html = parsed.get_body(("html",))
+    assert (html.get_content() if html is not None and message.html else None) == message.html

@@ -208,12 +208,12 @@ def crash(args: argparse.Namespace) -> int:
         run.emit(orders("crash", buyers, stream_id="crash-live", consent=["email"],
                         address={"email": "buyer{i}@example.com"}))
         run.wait("orders applied", lambda: run.scalar("select count(*) from events where processed_at is null") == 0
-                 and run.scalar("select count(*) from orders") == buyers)
+                 and run.scalar("select count(*) from orders") == buyers, timeout=900)
         started = time.monotonic()
         run.emit([{"id": "crash-end", "type": "stream.ended", "occurred_at": iso(datetime.now(UTC)),
                    "data": {"stream_id": "crash-live"}}])
         for kill, share in enumerate((0.2, 0.4, 0.6), 1):
-            run.wait(f"{share:.0%} sent", lambda share=share: smtp.count >= buyers * share)
+            run.wait(f"{share:.0%} sent", lambda share=share: smtp.count >= buyers * share, timeout=600)
             run.kill("worker")
             log(f"kill {kill}: worker SIGKILLed at {smtp.count} messages")
             if kill == 2:

@@ -264,10 +264,10 @@ def outage(args: argparse.Namespace) -> int:
         run.emit(orders("outage", buyers, stream_id=None, country="BR", currency="BRL", consent=["whatsapp"],
                         address={"whatsapp": "+55119{i:08d}"}))
         time.sleep(max(0.0, args.outage_seconds - (datetime.now(UTC) - outage_started).total_seconds()))
-        refused = http.count
         sent_during = run.scalar("select count(*) from deliveries where state = 'sent'")
-        http.respond("/whatsapp/", [])
         recovered_at = datetime.now(UTC)
+        http.respond("/whatsapp/", [])
+        refused = http.count  # after the switch: every request recorded later is answered 200
         log(f"recovered: {refused} requests refused during the outage")
         run.wait("every delivery finished", lambda: run.scalar(
             "select count(*) from deliveries where state in ('sent', 'failed', 'expired')") == buyers, timeout=600)

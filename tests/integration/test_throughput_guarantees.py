@@ -107,8 +107,9 @@ def test_an_http_provider_that_answers_503_for_a_while_gets_every_message_once_a
     assert sent_count(stack) == 0
     # ...and the provider recovers
     recovered_at = datetime.now().astimezone().replace(microsecond=0)  # sent_at is shown in whole seconds
-    refused = stack.http.count
     stack.http.respond("/sms/", [])
+    # Counted after the switch: every request recorded later is answered 200
+    refused = stack.http.count
     # Then every delivery is sent, once, after the recovery and before its deadline
     rows = stack.wait_for_states(buyers, ("sent",), timeout=120)
     for row in rows:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 
 BENCHMARKS = {
-    "fanout": ("bench.fanout", "N buyers of one livestream: time to the last email vs raw SMTP capacity"),
+    "fanout": ("bench.fanout", "N buyers of one livestream: time to the last message vs the endpoint's raw capacity"),
+    "intake": ("bench.intake", "N events from `encore emit FILE` to applied orders: events/s and peak memory"),
+    "latency": ("bench.latency", "single orders at a steady rate: emit to message at the endpoint, p50/p95/p99"),
     "crash": ("bench.crash", "SIGKILL the worker 3x and lose the queue once while sending: each recipient once?"),
     "outage": ("bench.outage", "a chat API answers 503 for a while: every message sent once after it recovers?"),
 }

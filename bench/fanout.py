@@ -1,16 +1,23 @@
-"""Fan-out throughput: one livestream with N buyers ends; how fast do N emails go out?
+"""Fan-out throughput: one livestream with N buyers ends; how fast do N messages go out?
 
     python -m bench fanout --buyers 20000
+    python -m bench fanout --buyers 500 --channel whatsapp --latency-ms 150
 
 What one run does (every process it starts is stopped at the end, also on Ctrl-C):
 
 1. a fresh PostgreSQL database `encore_bench_<random>` (dropped unless --keep),
    Redis db 12 flushed and used as the broker, a temporary ENCORE_DATA_DIR;
-2. a counting SMTP sink in its own process (bench.smtpsink), the only channel:
-   ENCORE_CHANNEL_EMAIL=mailto://127.0.0.1:P?from=shop@example.com&to={email};
-3. the raw capacity of that sink: plain smtplib, one reused connection per client
-   process, as many client processes as pipeline workers, the pipeline's own
-   email bytes (multipart text + html), min(N, 20000) messages;
+2. a counting provider stand-in in its own process, the only channel, answering each
+   message after --latency-ms: an SMTP sink (bench.smtpsink) for
+   ENCORE_CHANNEL_EMAIL=mailto://127.0.0.1:P?from=shop@example.com&to={email}, or with
+   --channel whatsapp an HTTP endpoint (bench.httpsink) for
+   ENCORE_CHANNEL_WHATSAPP=json://127.0.0.1:P/wa/{whatsapp} and Brazilian buyers who
+   consented to WhatsApp only;
+3. the raw capacity of that endpoint in the same run: --raw-connections (32) plain
+   keep-alive connections (smtplib with the pipeline's own email bytes, or http.client
+   POSTing what Apprise's json:// posts), threads over W client processes, sending for
+   --raw-seconds; for email also W connections building each email with
+   channels.smtp.build_email;
 4. the production layout of the README/Procfile: one `encore worker --concurrency W`
    (W prefork children send) and one `encore beat` (the relay tick); or, with
    --layout processes, W `encore worker --concurrency 1 -n wK@%h` processes;
@@ -20,7 +27,7 @@ What one run does (every process it starts is stopped at the end, also on Ctrl-C
    path `encore emit` takes), then the sink is polled until it holds N messages;
 7. checks: the sink got exactly N messages for N distinct recipients, and N
    deliveries are `sent`; then CPU seconds per role over the window, so the
-   bottleneck shows (workers, PostgreSQL, sink, Redis).
+   bottleneck shows (workers, PostgreSQL, sink, Redis), and the figures as JSON.
 
 `--py-spy DIR` records the workers with py-spy over the window (raw collapsed
 stacks, one file per worker) for profiling.
@@ -31,51 +38,42 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_BASE = "postgresql://postgres@127.0.0.1:5432"
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-REDIS_DB = int(os.environ.get("ENCORE_BENCH_REDIS_DB", "12"))  # parallel runs on one Redis use different dbs
+from bench.harness import (
+    PROJECT_DIR,
+    STALL_SECONDS,
+    Stack,
+    cpu_by_role,
+    iso,
+    log,
+    machine_load,
+    run_bench,
+    task_times,
+)
+
 STREAM_ID = "bench-live-1"
-RAW_MAX = 20_000
-"""Messages for the raw-capacity measurement: enough for a steady rate (>10 s)."""
-STALL_SECONDS = 180.0
-"""Give up when the sink count has not moved for this long."""
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def iso(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def order_paid(i: int, occurred_at: datetime, timezone: str) -> dict:
+def order_paid(i: int, occurred_at: datetime, timezone: str, channel: str = "email") -> dict:
+    """An order of buyer i; `channel` "whatsapp" makes a Brazilian buyer (latin_america:
+    WhatsApp first) who consented to WhatsApp only."""
+    if channel == "whatsapp":
+        event = order_paid(i, occurred_at, timezone)
+        event["data"]["currency"] = "BRL"
+        event["data"]["customer"].update(country="BR", consent=["whatsapp"], whatsapp=f"+55119{i:08d}")
+        del event["data"]["customer"]["email"]
+        return event
     return {
         "id": f"bench-order-paid-{i}",
         "type": "order.paid",
@@ -103,109 +101,63 @@ def stream_ended(occurred_at: datetime) -> dict:
             "data": {"stream_id": STREAM_ID}}
 
 
-# --------------------------------------------------------------------------- CPU accounting
+# --------------------------------------------------------------------------- raw capacity
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_stats() -> dict[int, tuple[str, int, float]]:
-    """pid -> (comm, ppid, cpu seconds incl. reaped children) for every process."""
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2 :].split()
-        # fields[1] = ppid; [11..14] = utime, stime, cutime, cstime
-        cpu = sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
-        stats[int(entry)] = (comm, int(fields[1]), cpu)
-    return stats
-
-
-def cpu_by_role(roots: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds used so far by each role: its root processes and their descendants,
-    plus every `postgres` and `redis-server` process on the machine."""
-    stats = _proc_stats()
-    children: dict[int, list[int]] = defaultdict(list)
-    for pid, (_, ppid, _) in stats.items():
-        children[ppid].append(pid)
-    totals: dict[str, float] = {}
-    for role, pids in roots.items():
-        seen, stack = set(), list(pids)
-        while stack:
-            pid = stack.pop()
-            if pid in seen or pid not in stats:
-                continue
-            seen.add(pid)
-            stack += children[pid]
-        totals[role] = sum(stats[p][2] for p in seen)
-    totals["postgres (all)"] = sum(cpu for comm, _, cpu in stats.values() if comm == "postgres")
-    totals["redis-server"] = sum(cpu for comm, _, cpu in stats.values() if comm.startswith("redis-server"))
-    # Everything else on the machine (other people's tests, this process): the busy
-    # time of all CPUs minus the roles above. High values mean a noisy measurement.
-    with open("/proc/stat") as f:
-        busy = sum(int(v) for i, v in enumerate(f.readline().split()[1:]) if i not in (3, 4)) / CLOCK_TICKS
-    totals["other"] = busy - sum(totals.values())
-    return totals
-
-
-TASK_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}): INFO/[^\]]+\] Task ([\w.]+)\[[^\]]+\] "
-                       r"succeeded in ([\d.]+)s: (\S+)")
-
-
-def task_times(log_paths: list[Path], start: float, end: float) -> dict[str, tuple[int, float, int]]:
-    """Per task name: (tasks, seconds, summed return values) of the tasks that finished in [start, end]
-    and began before `end`, from the workers' INFO log lines."""
-    found: dict[str, list] = defaultdict(lambda: [0, 0.0, 0])
-    for path in log_paths:
-        for line in path.read_text(errors="replace").splitlines():
-            match = TASK_LINE.match(line)
-            if not match:
-                continue
-            finished = time.mktime(time.strptime(match[1], "%Y-%m-%d %H:%M:%S")) + int(match[2]) / 1000
-            seconds = float(match[4])
-            if finished < start or finished - seconds > end:
-                continue
-            entry = found[match[3].rpartition(".")[2]]
-            entry[0] += 1
-            entry[1] += seconds
-            entry[2] += int(match[5]) if match[5].isdigit() else 0
-    return {name: tuple(v) for name, v in sorted(found.items(), key=lambda kv: -kv[1][1])}
-
-
-# --------------------------------------------------------------------------- raw SMTP capacity
-
-
-def _raw_client(host: str, port: int, data: bytes, first: int, count: int, go) -> None:
-    """One client process: one SMTP connection, `count` messages, distinct recipients."""
+def _raw_process(kind: str, host: str, port: int, payload, name: str, connections: int, seconds: float,
+                 go, ready) -> None:
+    """One client process holding `connections` plain keep-alive connections (one thread
+    each) that send back to back for `seconds` after `go`: smtplib with prebuilt bytes
+    ("smtp"), channels.smtp building each email ("smtp-build"), or http.client POSTs ("http")."""
+    import http.client
     import smtplib
 
-    smtp = smtplib.SMTP(host, port, timeout=30)
-    smtp.ehlo()
-    go.wait()
-    for k in range(first, first + count):
-        smtp.sendmail("shop@example.com", [f"raw{k}@example.com"], data)
-    smtp.quit()
+    errors: list[BaseException] = []
 
+    def loop(thread: int) -> None:
+        try:
+            if kind == "smtp":
+                client = smtplib.SMTP(host, port, timeout=30)
+                client.ehlo()
+                send = lambda k: client.sendmail("shop@example.com", [f"raw-{name}-{thread}-{k}@example.com"],
+                                                 payload)
+            elif kind == "smtp-build":
+                from channels.smtp import SmtpConnection, SmtpSettings
 
-def _raw_build_client(host: str, port: int, message, first: int, count: int, go) -> None:
-    """Like _raw_client, but builds each email with the pipeline's channels.smtp.build_email."""
-    from channels.smtp import SmtpConnection, SmtpSettings
+                client = SmtpConnection(SmtpSettings(host=host, port=port, secure_mode="insecure", user=None,
+                                                     password=None, from_name=None, from_addr="shop@example.com"))
 
-    settings = SmtpSettings(host=host, port=port, secure_mode="insecure", user=None, password=None,
-                            from_name=None, from_addr="shop@example.com")
-    connection = SmtpConnection(settings)
-    go.wait()
-    for k in range(first, first + count):
-        result = connection.send(f"raw{k}@example.com", message)
-        if not result.ok:
-            raise RuntimeError(f"raw send failed: {result}")
-    connection.close()
+                def send(k: int) -> None:
+                    if not client.send(f"raw-{name}-{thread}-{k}@example.com", payload).ok:
+                        raise RuntimeError("raw send failed")
+            else:
+                client = http.client.HTTPConnection(host, port, timeout=30)
+
+                def send(k: int) -> None:
+                    client.request("POST", f"/wa/raw-{name}-{thread}-{k}", body=payload,
+                                   headers={"Content-Type": "application/json"})
+                    response = client.getresponse()
+                    response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"raw POST answered {response.status}")
+            ready.release()
+            go.wait()
+            deadline, k = time.time() + seconds, 0
+            while time.time() < deadline:
+                send(k)
+                k += 1
+        except BaseException as exc:  # noqa: BLE001 - reported through the exit code
+            errors.append(exc)
+
+    import threading
+
+    threads = [threading.Thread(target=loop, args=(t,)) for t in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 # --------------------------------------------------------------------------- the run
@@ -217,7 +169,7 @@ class Figures:
     load_emit_seconds: float = 0.0
     load_seconds: float = 0.0
     raw_rate: float = 0.0
-    raw_build_rate: float = 0.0
+    raw_build_rate: float | None = None
     message_bytes: int = 0
     planning_seconds: float | None = None
     first_message_seconds: float | None = None
@@ -235,175 +187,68 @@ class Figures:
         return self.pipeline_rate / self.raw_rate if self.raw_rate else 0.0
 
 
-class FanoutBench:
+class FanoutBench(Stack):
+    name = "fanout"
+
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
+        super().__init__(args)
         self.buyers = args.buyers
         self.figures = Figures(args.buyers)
-        self.processes: list[tuple[str, subprocess.Popen]] = []
-        self.data_dir = Path(tempfile.mkdtemp(prefix="encore-bench-"))
-        self.db_name = f"encore_bench_{secrets.token_hex(4)}"
-        self.db_url = f"{PG_BASE}/{self.db_name}"
-        self.db_created = False
-        self.sink_port = 0
-        self.status_port = 0
-        self._status_socket: socket.socket | None = None
-        self._status_file = None
-        self._db = None
+        self.channel = args.channel
+        self.currency = "USD" if args.channel == "email" else "BRL"
 
-    # ----------------------------------------------------------------- setup
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")}
-        env.update({
-            "ENCORE_DATABASE_URL": self.db_url,
-            "ENCORE_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}",
-            "ENCORE_DATA_DIR": str(self.data_dir),
-            "ENCORE_CHANNEL_EMAIL": f"mailto://127.0.0.1:{self.sink_port}?from=shop@example.com&to={{email}}",
-            "PYTHONUNBUFFERED": "1",
-        })
-        if self.args.send_concurrency:
-            env["ENCORE_SEND_CONCURRENCY"] = str(self.args.send_concurrency)
-        return env
-
-    def create_database(self) -> None:
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{self.db_name}"')
-            self.db_created = True
-            for setting in self.args.pg_set:
-                name, _, value = setting.partition("=")
-                if not re.fullmatch(r"[a-z_.]+", name):
-                    raise ValueError(f"--pg-set {setting!r}: not a setting name")
-                admin.execute(f'ALTER DATABASE "{self.db_name}" SET {name} = {sql.quote(value)}')
-        log(f"database {self.db_name} created" + (f" with {', '.join(self.args.pg_set)}" if self.args.pg_set else ""))
-
-    def drop_database(self) -> None:
-        import psycopg
-
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-        log(f"database {self.db_name} dropped")
-
-    def flush_redis(self) -> None:
-        import redis
-
-        redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB).flushdb()
-
-    def start(self, role: str, argv: list[str], log_name: str) -> subprocess.Popen:
-        log_path = self.data_dir / log_name
-        out = open(log_path, "ab")
-        # Own session: the whole group (a prefork worker and its children) stops together.
-        proc = subprocess.Popen(argv, cwd=PROJECT_DIR, env=self.env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        out.close()
-        self.processes.append((role, proc))
-        return proc
-
-    def stop_all(self) -> None:
-        for _, proc in reversed(self.processes):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 20
-        for role, proc in reversed(self.processes):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log(f"{role} (pid {proc.pid}) ignored SIGTERM; killing its process group")
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-        # A prefork child may outlive its parent for a moment: make sure the groups are empty.
-        for _, proc in self.processes:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.processes.clear()
-
-    def start_sink(self) -> None:
-        self.sink_port, self.status_port = free_port(), free_port()
-        proc = self.start("sink", [sys.executable, "-m", "bench.smtpsink", "--port", str(self.sink_port),
-                                   "--status-port", str(self.status_port)], "sink.log")
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"SMTP sink exited: {(self.data_dir / 'sink.log').read_text()}")
-            if "listening" in (self.data_dir / "sink.log").read_text():
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("SMTP sink did not start")
-        self._status_socket = socket.create_connection(("127.0.0.1", self.status_port))
-        self._status_file = self._status_socket.makefile("rwb")
-        log(f"SMTP sink pid {proc.pid} on 127.0.0.1:{self.sink_port}")
-
-    def sink(self, command: str = "status") -> dict:
-        self._status_file.write(command.encode() + b"\n")
-        self._status_file.flush()
-        return json.loads(self._status_file.readline())
-
-    def sql(self, query: str) -> list[tuple]:
-        import psycopg
-
-        if self._db is None:
-            self._db = psycopg.connect(self.db_url, autocommit=True)
-        return self._db.execute(query).fetchall()
-
-    def scalar(self, query: str):
-        return self.sql(query)[0][0]
-
-    # ----------------------------------------------------------------- phases
-
-    def sample_message(self):
-        """The email the pipeline will send to one buyer, rendered the pipeline's way."""
+    def sample_message(self, channel: str):
+        """The message the pipeline will send to one buyer, rendered the pipeline's way."""
         from decimal import Decimal
 
         from coupons.messages import render_message, resolve_language
         from coupons.model import MessageContext, Offer
 
-        language, locale = resolve_language(None, "en")
-        offer = Offer(type="refill", sku="shampoo-refill", product_name="Shampoo", currency="USD",
+        language, locale = resolve_language(None, "en" if channel == "email" else "pt")
+        offer = Offer(type="refill", sku="shampoo-refill", product_name="Shampoo", currency=self.currency,
                       price=Decimal("14.00"), regular_price=Decimal("20.00"))
         return render_message(MessageContext(
             language=language, locale=locale, customer_name="Buyer 12345", offer=offer, code="K7QW-9XMT-4RZP-H2",
             expires_at=datetime.now(UTC) + timedelta(days=7), timezone="America/New_York", framing="urgency",
-        ), "email")
+        ), channel)
 
     def measure_raw(self) -> None:
+        """The endpoint's capacity with plain clients, in this run: --raw-connections keep-alive
+        connections (threads over --workers client processes) sending for --raw-seconds."""
         import multiprocessing
 
         from channels.smtp import SmtpSettings, build_email
 
-        message = self.sample_message()
-        settings = SmtpSettings(host="127.0.0.1", port=self.sink_port, secure_mode="insecure", user=None,
-                                password=None, from_name=None, from_addr="shop@example.com")
-        data = build_email(message, settings, "buyer12345@example.com")
+        if self.channel == "email":
+            message = self.sample_message("email")
+            settings = SmtpSettings(host="127.0.0.1", port=self.sink_port, secure_mode="insecure", user=None,
+                                    password=None, from_name=None, from_addr="shop@example.com")
+            data = build_email(message, settings, "buyer12345@example.com")
+            runs = [("raw", "smtp", data, self.args.raw_connections),
+                    ("raw_build", "smtp-build", message, self.args.workers)]
+        else:
+            message = self.sample_message("whatsapp")
+            # What Apprise's json:// plugin posts.
+            data = json.dumps({"version": "1.0", "title": "", "message": message.text, "attachments": [],
+                               "type": "info"}).encode()
+            runs = [("raw", "http", data, self.args.raw_connections)]
         self.figures.message_bytes = len(data)
-        count = min(self.buyers, RAW_MAX)
-        clients = self.args.workers
         context = multiprocessing.get_context("spawn")
-        for label, target, payload in (("raw smtplib", _raw_client, data),
-                                       ("raw smtplib + build_email", _raw_build_client, message)):
+        processes = max(1, min(self.args.workers, self.args.raw_connections))
+        for label, kind, payload, connections in runs:
             self.sink("reset")
-            go = context.Event()
-            share = [count // clients + (1 if c < count % clients else 0) for c in range(clients)]
-            procs = [context.Process(target=target, args=("127.0.0.1", self.sink_port, payload,
-                                                          sum(share[:c]), share[c], go), daemon=True)
-                     for c in range(clients)]
+            go, ready = context.Event(), context.Semaphore(0)
+            share = [connections // processes + (1 if c < connections % processes else 0) for c in range(processes)]
+            procs = [context.Process(target=_raw_process, args=(kind, "127.0.0.1", self.sink_port, payload, f"p{c}",
+                                                                share[c], self.args.raw_seconds, go, ready),
+                                     daemon=True)
+                     for c in range(processes) if share[c]]
             for p in procs:
                 p.start()
-            time.sleep(1.0)  # let the clients import and connect
+            for _ in range(connections):
+                if not ready.acquire(timeout=60):
+                    raise RuntimeError(f"{label}: the client connections did not open")
+            self.sink("reset")
             started = time.time()
             go.set()
             for p in procs:
@@ -411,43 +256,10 @@ class FanoutBench:
                 if p.exitcode != 0:
                     raise RuntimeError(f"{label}: a client process failed (exit {p.exitcode})")
             status = self.sink("reset")
-            if status["count"] != count:
-                raise RuntimeError(f"{label}: sink got {status['count']} of {count}")
-            rate = count / (status["last_at"] - started)
-            log(f"{label}: {count} messages of {len(data)} bytes, {clients} client processes: {rate:,.0f} msg/s")
-            if target is _raw_client:
-                self.figures.raw_rate = rate
-            else:
-                self.figures.raw_build_rate = rate
-
-    def start_pipeline(self) -> None:
-        encore = str(Path(sys.executable).with_name("encore"))
-        worker = [encore]
-        if self.args.layout == "prefork":
-            # The Procfile's shape: one worker whose prefork children are the senders.
-            self.start("worker w1", [*worker, "worker", "--concurrency", str(self.args.workers), "-n", "w1@%h"],
-                       "worker-w1.log")
-            names = ["worker-w1.log"]
-        else:
-            for k in range(1, self.args.workers + 1):
-                self.start(f"worker w{k}", [*worker, "worker", "--concurrency", "1", "-n", f"w{k}@%h"],
-                           f"worker-w{k}.log")
-            names = [f"worker-w{k}.log" for k in range(1, self.args.workers + 1)]
-        self.start("beat", [encore, "beat"], "beat.log")
-        deadline = time.monotonic() + 60
-        pending = set(names)
-        while pending:
-            for name in list(pending):
-                if " ready." in (self.data_dir / name).read_text(errors="replace"):
-                    pending.discard(name)
-            for role, proc in self.processes:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{role} exited with {proc.returncode}; see {self.data_dir}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"workers not ready after 60 s: {sorted(pending)}")
-            time.sleep(0.2)
-        layout = ", ".join(f"{role} pid {proc.pid}" for role, proc in self.processes if role != "sink")
-        log(f"pipeline up: {layout}")
+            rate = status["count"] / (status["last_at"] - started) if status["count"] else 0.0
+            log(f"{label} ({kind}): {status['count']} messages of {len(data)} bytes over {connections} connections "
+                f"in {self.args.raw_seconds:g}s: {rate:,.0f} msg/s")
+            setattr(self.figures, f"{label}_rate", rate)
 
     def load(self) -> None:
         from coupons.timing import zone_at_local_hour
@@ -458,7 +270,7 @@ class FanoutBench:
         path = self.data_dir / "orders.jsonl"
         with open(path, "w") as out:
             for i in range(self.buyers):
-                out.write(json.dumps(order_paid(i, ordered_at, timezone), separators=(",", ":")) + "\n")
+                out.write(json.dumps(order_paid(i, ordered_at, timezone, self.channel), separators=(",", ":")) + "\n")
         log(f"loading {self.buyers} order.paid events (customer zone {timezone}, "
             f"local time {now.astimezone(ZoneInfo(timezone)):%H:%M}) via `encore emit`")
         started = time.monotonic()
@@ -487,35 +299,6 @@ class FanoutBench:
             raise RuntimeError(f"{deliveries} deliveries planned before the stream ended")
         log(f"  {orders} orders stored and applied in {self.figures.load_seconds:.1f}s "
             f"({self.buyers / self.figures.load_seconds:,.0f} orders/s end to end); 0 deliveries")
-
-    def check_alive(self) -> None:
-        for role, proc in self.processes:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{role} exited with {proc.returncode}; see logs in {self.data_dir}")
-
-    def roots(self) -> dict[str, list[int]]:
-        roles: dict[str, list[int]] = defaultdict(list)
-        for role, proc in self.processes:
-            roles["workers" if role.startswith("worker") else role].append(proc.pid)
-        return roles
-
-    def start_profilers(self) -> list[subprocess.Popen]:
-        if not self.args.py_spy:
-            return []
-        out_dir = Path(self.args.py_spy).resolve()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        py_spy = str(Path(sys.executable).with_name("py-spy"))
-        profilers = []
-        for role, proc in self.processes:
-            if role.startswith("worker"):
-                name = role.split()[-1]
-                profilers.append(subprocess.Popen(
-                    [py_spy, "record", "--pid", str(proc.pid), "--subprocesses", "--format", "raw",
-                     "--rate", "200", "--output", str(out_dir / f"{name}-{self.buyers}.txt"), "--nonblocking"],
-                    stdout=subprocess.DEVNULL, stderr=open(out_dir / f"{name}-{self.buyers}.log", "w"),
-                    start_new_session=True))
-        time.sleep(1.0)  # py-spy attaches
-        return profilers
 
     def measure(self) -> None:
         from services.emit import emit_lines
@@ -615,16 +398,23 @@ class FanoutBench:
         print()
         layout = (f"`encore worker --concurrency {self.args.workers}`" if self.args.layout == "prefork"
                   else f"{self.args.workers} x `encore worker --concurrency 1`")
+        endpoint = ("SMTP sink (aiosmtpd)" if self.channel == "email"
+                    else "HTTP endpoint (WhatsApp-like, json:// channel)")
         print(f"fanout: {f.buyers} buyers of one stream; {layout} + `encore beat`; PostgreSQL, Redis broker, "
-              f"SMTP sink (aiosmtpd)"
+              f"{endpoint} answering after {self.args.latency_ms:g} ms"
               + (f"; database SET {', '.join(self.args.pg_set)}" if self.args.pg_set else ""))
         print(f"  loading (not measured)   encore emit {f.load_emit_seconds:.1f}s "
               f"({f.buyers / f.load_emit_seconds:,.0f} events/s); all applied after {f.load_seconds:.1f}s "
               f"({f.buyers / f.load_seconds:,.0f} orders/s)")
-        print(f"  message size             {f.message_bytes} bytes (multipart text + html)")
-        print(f"  raw SMTP capacity        {f.raw_rate:,.0f} msg/s (smtplib, prebuilt bytes, "
-              f"{self.args.workers} reused connections); {f.raw_build_rate:,.0f} msg/s building each with "
-              f"channels.smtp.build_email")
+        if self.channel == "email":
+            print(f"  message size             {f.message_bytes} bytes (multipart text + html)")
+            print(f"  raw SMTP capacity        {f.raw_rate:,.0f} msg/s (smtplib, prebuilt bytes, "
+                  f"{self.args.raw_connections} concurrent reused connections); {f.raw_build_rate:,.0f} msg/s "
+                  f"building each with channels.smtp.build_email over {self.args.workers} connections")
+        else:
+            print(f"  message size             {f.message_bytes} bytes (JSON body)")
+            print(f"  raw HTTP capacity        {f.raw_rate:,.0f} msg/s (http.client POSTs, "
+                  f"{self.args.raw_connections} concurrent keep-alive connections)")
         if f.planning_seconds is not None:
             print(f"  planning done            +{f.planning_seconds:.1f}s ({f.buyers / f.planning_seconds:,.0f} "
                   f"deliveries/s; {f.sent_during_planning} sent meanwhile)")
@@ -636,31 +426,46 @@ class FanoutBench:
         print(f"  first message            +{f.first_message_seconds:.2f}s")
         print(f"  last message             +{f.last_message_seconds:.2f}s")
         print(f"  pipeline                 {f.pipeline_rate:,.0f} msg/s   ratio pipeline/raw {f.ratio:.2f}"
-              f" (vs raw + build_email {f.pipeline_rate / f.raw_build_rate:.2f})")
+              + (f" (vs raw + build_email {f.pipeline_rate / f.raw_build_rate:.2f})" if f.raw_build_rate else ""))
         if f.planning_seconds is not None and f.last_message_seconds > f.planning_seconds:
             after = (f.buyers - f.sent_during_planning) / (f.last_message_seconds - f.planning_seconds)
             during = f.sent_during_planning / f.planning_seconds
             print(f"  send rate                {during:,.0f} msg/s while planning, {after:,.0f} msg/s after")
-        print(f"  SMTP sessions            {self.sink_sessions}")
+        print(f"  {'SMTP sessions' if self.channel == 'email' else 'HTTP connections':<25}{self.sink_sessions}")
         busy = ", ".join(f"{name} {count}x {seconds:.1f}s" + (f" ({seconds / total * 1000:.2f} ms/item)" if total else "")
                          for name, (count, seconds, total) in self.tasks.items())
         print(f"  worker task time         {busy}")
         print("  CPU over the window      " + ", ".join(f"{role} {cores:.2f}" for role, cores in f.cpu.items())
               + f" cores (of {os.cpu_count()})")
+        print(f"  machine load             {self.load_before} before, {machine_load()} after (1/5/15 min)")
         ok = all(f.checks.values())
         for text, passed in f.checks.items():
             print(f"  check {'ok  ' if passed else 'FAIL'}               {text}")
+        self.write_json({
+            "scenario": "fanout", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": "python -m bench fanout " + " ".join(self.argv), "channel": self.channel,
+            "latency_ms": self.args.latency_ms, "raw_connections": self.args.raw_connections,
+            "workers": self.args.workers, "layout": self.args.layout, **asdict(f),
+            "pipeline_rate": round(f.pipeline_rate, 1), "ratio": round(f.ratio, 3),
+            "load_average_before": self.load_before, "load_average_after": machine_load(),
+        })
         extra = "".join(f"{name}={value} " for name, value in (("pg", ",".join(self.args.pg_set)),) if value)
-        print(f"fanout buyers={f.buyers} {extra}pipeline={f.pipeline_rate:.0f} msg/s raw={f.raw_rate:.0f} msg/s "
+        print(f"fanout buyers={f.buyers} channel={self.channel} latency={self.args.latency_ms:g}ms {extra}pipeline={f.pipeline_rate:.0f} msg/s raw={f.raw_rate:.0f} msg/s "
               f"ratio={f.ratio:.2f} last={f.last_message_seconds:.1f}s "
               f"planning={'%.1fs' % f.planning_seconds if f.planning_seconds is not None else '?'} "
               f"checks={'ok' if ok else 'FAILED'}")
         return 0 if ok else 1
 
     def run(self) -> int:
+        self.load_before = machine_load()
         self.flush_redis()
         self.create_database()
-        self.start_sink()
+        self.start_sink(self.args.latency_ms, "smtp" if self.channel == "email" else "http")
+        if self.channel == "email":
+            self.channels = {
+                "ENCORE_CHANNEL_EMAIL": f"mailto://127.0.0.1:{self.sink_port}?from=shop@example.com&to={{email}}"}
+        else:  # a WhatsApp-like HTTP API; the recipient in the path (Apprise's json:// drops query arguments)
+            self.channels = {"ENCORE_CHANNEL_WHATSAPP": f"json://127.0.0.1:{self.sink_port}/wa/{{whatsapp}}"}
         os.environ.clear()
         os.environ.update(self.env())  # for the in-process emit of stream.ended
         from store.db import engine_for
@@ -672,24 +477,6 @@ class FanoutBench:
         self.measure()
         self.verify()
         return self.report()
-
-    def cleanup(self) -> None:
-        self.stop_all()
-        if self._status_socket is not None:
-            self._status_socket.close()
-        if self.args.keep:
-            log(f"kept: database {self.db_url}, data dir {self.data_dir}")
-            return
-        if self.db_created:
-            try:
-                from store.db import engine_for
-
-                engine_for.cache_clear()
-            except Exception:
-                pass
-            self.drop_database()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -709,36 +496,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pg-set", metavar="NAME=VALUE", action="append", default=[],
                         help="experiment: ALTER DATABASE <bench db> SET NAME = VALUE (e.g. random_page_cost=1.1); "
                              "repeatable")
-    parser.add_argument("--send-concurrency", type=int, metavar="N",
-                        help="ENCORE_SEND_CONCURRENCY for the workers (default: the product's default)")
     parser.add_argument("--py-spy", metavar="DIR", help="record the workers with py-spy over the window into DIR")
+    parser.add_argument("--channel", choices=("email", "whatsapp"), default="email",
+                        help="email: US buyers, an SMTP sink (default); whatsapp: Brazilian buyers with WhatsApp "
+                             "consent only, an HTTP endpoint (ENCORE_CHANNEL_WHATSAPP=json://…/wa/{whatsapp})")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="the endpoint answers each message after this delay (default 0)")
+    parser.add_argument("--raw-connections", type=int, default=32,
+                        help="concurrent plain connections for the raw capacity (default 32)")
+    parser.add_argument("--raw-seconds", type=float, default=8.0,
+                        help="how long each raw-capacity measurement sends (default 8)")
+    parser.add_argument("--json-out", metavar="PATH",
+                        help="write the figures here (default: a file under $TMPDIR/encore-bench/, printed)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.buyers < 1 or args.workers < 1:
-        print("--buyers and --workers must be >= 1", file=sys.stderr)
+    if args.buyers < 1 or args.workers < 1 or args.raw_connections < 1:
+        print("--buyers, --workers and --raw-connections must be >= 1", file=sys.stderr)
         return 2
-
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)  # also when started in the background, where SIGINT is ignored
     bench = FanoutBench(args)
-    try:
-        return bench.run()
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        return 130
-    except Exception as error:
-        log(f"error: {error}")
-        for name in sorted(bench.data_dir.glob("*.log")):
-            tail = name.read_text(errors="replace").splitlines()[-15:]
-            print(f"--- {name.name} (last lines)\n" + "\n".join(tail), file=sys.stderr)
-        raise
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
-        bench.cleanup()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    bench.argv = list(argv if argv is not None else sys.argv[2:])
+    return run_bench(bench)

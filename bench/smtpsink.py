@@ -6,7 +6,7 @@ the N-th message arrived, and to check for duplicates it needs the recipients.
 So this process runs aiosmtpd (the same server class as channels.sinks, not
 parsing the messages either) and a one-line status protocol beside it:
 
-    $ python -m bench.smtpsink --port 2525 --status-port 2526
+    $ python -m bench.smtpsink --port 2525 --status-port 2526 [--latency-ms 50]
     listening smtp 127.0.0.1:2525 status 127.0.0.1:2526
 
     status port, one command per line, one JSON line back:
@@ -15,6 +15,11 @@ parsing the messages either) and a one-line status protocol beside it:
 
 `first_at`/`last_at` are wall-clock (time.time()) arrival times of the first and
 last message, so another process on the same machine can time a run with them.
+
+`--latency-ms` makes it answer each message (the reply to DATA) after that delay,
+like a relay far away; connections wait independently, so N concurrent clients get
+up to N / latency messages per second. `arrivals` (status command) returns and
+clears the per-recipient arrival times, for latency measurements.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from aiosmtpd.smtp import SMTP
 class Counter:
     """aiosmtpd handler: accept everything, count messages and distinct recipients."""
 
-    def __init__(self) -> None:
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        self.latency = latency_ms / 1000
+        self.arrivals: list[tuple[str, float]] = []
         self.reset()
 
     def reset(self) -> None:
@@ -60,11 +67,14 @@ class Counter:
         self.count += 1
         self.bytes += len(envelope.content or b"")
         self.recipients.update(address.lower() for address in envelope.rcpt_tos)
+        self.arrivals.extend((address.lower(), now) for address in envelope.rcpt_tos)
+        if self.latency:
+            await asyncio.sleep(self.latency)
         return "250 Message accepted for delivery"
 
 
-async def serve(host: str, port: int, status_port: int) -> None:
-    counter = Counter()
+async def serve(host: str, port: int, status_port: int, latency_ms: float = 0.0) -> None:
+    counter = Counter(latency_ms)
     loop = asyncio.get_running_loop()
     # hostname given: aiosmtpd would otherwise resolve the local FQDN per connection.
     smtp_server = await loop.create_server(lambda: SMTP(counter, hostname="bench-sink"), host=host, port=port)
@@ -73,9 +83,14 @@ async def serve(host: str, port: int, status_port: int) -> None:
         try:
             while line := await reader.readline():
                 command = line.decode().strip()
-                writer.write((json.dumps(counter.snapshot()) + "\n").encode())
+                if command == "arrivals":
+                    arrivals, counter.arrivals = counter.arrivals, []
+                    writer.write((json.dumps(arrivals) + "\n").encode())
+                else:
+                    writer.write((json.dumps(counter.snapshot()) + "\n").encode())
                 if command == "reset":
                     counter.reset()
+                    counter.arrivals = []
                 await writer.drain()
         finally:
             writer.close()
@@ -99,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--status-port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="answer each message after this delay")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.status_port))
+    asyncio.run(serve(args.host, args.port, args.status_port, args.latency_ms))
     return 0
 
 

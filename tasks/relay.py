@@ -16,6 +16,7 @@ from workers.app import RETRY_ON_DATABASE_ERRORS, app
 
 EVENT_BATCH = 500
 SEND_QUEUE = "send"
+INTAKE_QUEUE = "intake"
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,15 @@ def relay_once(runtime: Runtime, clock: Clock = utcnow) -> int:
     requeue_after = timedelta(seconds=runtime.settings.lease_seconds)
     with session_scope(runtime.database_url) as session:
         release_expired_leases(session, clock())
-        event_ids = claim_unapplied_events(session, clock(), requeue_after)
+        # Like sends: stored events whose message is older than the lease are presumed lost
+        # only when the intake queue is empty. A million-line `encore emit` on a busy machine
+        # can take longer than the lease to apply, and its backlog must not be copied into the
+        # broker again. The queue is asked only when there is something to claim (rarely).
+        with session.begin_nested() as claim:
+            event_ids = claim_unapplied_events(session, clock(), requeue_after)
+            if event_ids and queued_messages(INTAKE_QUEUE) not in (0, None):
+                claim.rollback()
+                event_ids = []
     for chunk in batches(event_ids, EVENT_BATCH):
         apply_events.delay(chunk)
     # Asked before the first enqueue of this pass: what this pass enqueues is not lost.

@@ -87,13 +87,15 @@ class _SmtpHandler:
         return f"250 {server.hostname}"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if self._sink.rcpt_delay:
+        if self._sink.rcpt_delay or self._sink.rcpt_held:
             # A slow provider, before anything is accepted: a client killed now
             # leaves no message behind (crash tests rely on this).
             self._sink.waiting_in_rcpt += 1
             self._sink.peak_waiting_in_rcpt = max(self._sink.peak_waiting_in_rcpt, self._sink.waiting_in_rcpt)
             try:
                 await asyncio.sleep(self._sink.rcpt_delay)
+                while self._sink.rcpt_held:
+                    await asyncio.sleep(0.01)
             finally:
                 self._sink.waiting_in_rcpt -= 1
         refusal = self._sink._refusals.get(address.lower())
@@ -164,6 +166,9 @@ class SmtpSink:
         self.rcpt_delay = 0.0  # seconds the server waits before answering RCPT
         self.waiting_in_rcpt = 0  # clients held in that wait right now (event-loop thread writes)
         self.peak_waiting_in_rcpt = 0  # the most clients ever held there at once
+        # While True, no recipient is accepted at all (also those already waiting out
+        # rcpt_delay): the server accepts nothing new until it is released.
+        self.rcpt_held = False
         # Sessions whose recipient was accepted and whose DATA is not answered yet: a
         # message that may still be accepted. Empty + every new RCPT held = nothing new
         # can be accepted (crash tests wait for that before they kill a worker).

@@ -18,8 +18,6 @@ from store.models import Delivery, InboxEvent
 from tests.support import order_paid, running_stack, stream_ended, wait_until, zone_where_local_hour_is
 
 CODE_PATTERN = re.compile(r"\b[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}\b")
-HELD = 3600.0
-"""An RCPT delay no test waits out: the SMTP stand-in holds every new message."""
 
 
 @pytest.fixture()
@@ -74,7 +72,7 @@ def test_a_worker_killed_with_many_sends_in_flight_and_a_flushed_redis_still_sen
     # When the server starts holding every new message, so that the senders pile up
     # in flight, and everything it accepted is recorded (the one duplicate window, a
     # message accepted but not yet recorded, is documented and not this test's subject)
-    stack.smtp.rcpt_delay = HELD
+    stack.smtp.rcpt_held = True
     wait_until(lambda: stack.smtp.waiting_in_rcpt >= 8 and not stack.smtp.past_rcpt
                and sent_count(stack) == stack.smtp.count, timeout=60, interval=0.01)
     # ...the worker is killed with SIGKILL
@@ -83,7 +81,7 @@ def test_a_worker_killed_with_many_sends_in_flight_and_a_flushed_redis_still_sen
     assert sent_before_crash < buyers
     # ...Redis loses every queued message, and the worker and the server come back
     redis.Redis.from_url(redis_url).flushdb()
-    stack.smtp.rcpt_delay = 0.0
+    stack.smtp.rcpt_held = False
     stack.worker.start()
     # Then every buyer ends with exactly one sent delivery
     rows = stack.wait_for_states(buyers, ("sent",), timeout=120)

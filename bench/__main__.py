@@ -9,6 +9,8 @@ BENCHMARKS = {
     "intake": ("bench.intake", "N events from `encore emit FILE` to applied orders: events/s and peak memory"),
     "latency": ("bench.latency", "single orders at a steady rate: emit to message at the endpoint, p50/p95/p99"),
     "campaign": ("bench.campaign", "a refill-reminder run over N stored customers: time and peak RSS"),
+    "crash": ("bench.crash", "SIGKILL the worker 3x and lose the queue once while sending: each recipient once?"),
+    "outage": ("bench.outage", "a chat API answers 503 for a while: every message sent once after it recovers?"),
 }
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_BASE = "postgresql://postgres@127.0.0.1:5432"
-REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 12
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_DB = int(os.environ.get("ENCORE_BENCH_REDIS_DB", "12"))  # parallel runs on one Redis use different dbs
 STALL_SECONDS = 180.0
 """Give up when nothing has moved for this long."""
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -149,7 +150,9 @@ class Stack:
     # ----------------------------------------------------------------- setup
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")}
+        # ENCORE_SEND_CONCURRENCY[_<CHANNEL>] pass through: experiments with sends in flight.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("ENCORE_") or k.startswith("ENCORE_SEND_CONCURRENCY")}
         env.update({
             "ENCORE_DATABASE_URL": self.db_url,
             "ENCORE_BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}",

@@ -97,9 +97,10 @@ def validate_channel_template(channel: str, template: str) -> None:
 
 
 class ChannelSender:
-    """Sends one channel's messages for one batch; use as a context manager.
+    """Sends one channel's messages over its own connection; use as a context manager.
 
-    Not thread-safe: one sender per batch, in the thread that sends the batch.
+    Not thread-safe: one sender per sending slot (channels.pool lends them), used by
+    one thread at a time; it keeps its connection between messages and batches.
     """
 
     def __init__(
@@ -188,7 +189,8 @@ class _SmtpSender(ChannelSender):
 
 
 class _AppriseSender(ChannelSender):
-    """Every other scheme: one fresh Apprise plugin per message.
+    """Every other scheme: one fresh Apprise plugin per message, one kept-alive
+    HTTP session per sender.
 
     Fresh per message because the recipient is part of the URL; a fresh plugin
     also never sleeps in Apprise's throttle (it only sleeps between two sends of
@@ -201,10 +203,16 @@ class _AppriseSender(ChannelSender):
         self._template = template
         self._redact = _redactor(template)
         self._asset = _asset()
+        # The plugins call `requests` without a session; this one keeps the slot's
+        # connection alive between messages (http_headers.keep_alive).
+        self._http = http_headers.new_keep_alive_session()
+
+    def close(self) -> None:
+        self._http.close()
 
     def _send_once(self, address: str, message: Message) -> SendResult:
         url = fill_template(self._template, address)
-        with _apprise_debug_logs:
+        with _apprise_debug_logs, http_headers.keep_alive(self._http):
             plugin = apprise.Apprise.instantiate(url, asset=self._asset)
             if plugin is None:
                 # The template loaded with a sample address, so this one is the cause.

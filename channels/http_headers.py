@@ -1,10 +1,15 @@
-"""Read a provider's Retry-After header, which Apprise never exposes.
+"""Two hooks into `requests` under Apprise's HTTP plugins, both scoped to our own
+send call in the current thread; every other use of `requests` is untouched.
 
-Apprise's HTTP plugins call `requests` and log only the status code, so the
-header that tells us when to come back (rule 12, 429/503) is lost. This module
-wraps `requests.Session.send` once; the wrapper records the last response's
-status and Retry-After for the current thread, and only while a `capture()` is
-open — every other use of `requests` is untouched.
+- Retry-After: Apprise's HTTP plugins call `requests` and log only the status
+  code, so the header that tells us when to come back (rule 12, 429/503) is
+  lost. `requests.Session.send` is wrapped once; the wrapper records the last
+  response's status and Retry-After for the current thread while a `capture()`
+  is open.
+- Keep-alive: the plugins call `requests.request` / `requests.post` without a
+  session, so each message paid a new TCP (and TLS) handshake. While a
+  `keep_alive(session)` is open, those module-level calls made in this thread go
+  through `session` instead, so one sending slot reuses its connection.
 """
 
 from __future__ import annotations
@@ -56,6 +61,53 @@ def capture() -> Iterator[ResponseHeaders]:
         yield recorder
     finally:
         _local.recorder = None
+
+
+def new_keep_alive_session() -> requests.Session:
+    """A session for one sending slot: connections kept, cookies never (one
+    recipient's response must not shape the next recipient's request)."""
+    from http.cookiejar import DefaultCookiePolicy
+
+    session = requests.Session()
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    return session
+
+
+_keep_alive_installed = False
+
+
+def _install_keep_alive() -> None:
+    """Route `requests.request` and the `requests.api` helpers (`post`, `get`, ...,
+    which call `requests.api.request`) through the thread's session, if one is set."""
+    global _keep_alive_installed
+    with _install_lock:
+        if _keep_alive_installed:
+            return
+        import requests.api
+
+        original = requests.api.request
+
+        def request(method, url, **kwargs):
+            session = getattr(_local, "session", None)
+            if session is None:
+                return original(method, url, **kwargs)
+            return session.request(method=method, url=url, **kwargs)
+
+        requests.api.request = request
+        requests.request = request
+        _keep_alive_installed = True
+
+
+@contextmanager
+def keep_alive(session: requests.Session) -> Iterator[requests.Session]:
+    """Within this block, this thread's plain `requests.*` calls use `session`."""
+    _install_keep_alive()
+    previous = getattr(_local, "session", None)
+    _local.session = session
+    try:
+        yield session
+    finally:
+        _local.session = previous
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

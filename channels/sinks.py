@@ -73,7 +73,7 @@ class _SmtpHandler:
     """aiosmtpd hooks: refuse chosen recipients, parse and keep the rest."""
 
     def __init__(self, sink: SmtpSink, parse: bool = True) -> None:
-        self._sink = sink
+        self._sink: SmtpSink = sink
         self._parse = parse
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -87,12 +87,15 @@ class _SmtpHandler:
         return f"250 {server.hostname}"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if self._sink.rcpt_delay:
+        if self._sink.rcpt_delay or self._sink.rcpt_held:
             # A slow provider, before anything is accepted: a client killed now
             # leaves no message behind (crash tests rely on this).
             self._sink.waiting_in_rcpt += 1
+            self._sink.peak_waiting_in_rcpt = max(self._sink.peak_waiting_in_rcpt, self._sink.waiting_in_rcpt)
             try:
                 await asyncio.sleep(self._sink.rcpt_delay)
+                while self._sink.rcpt_held:
+                    await asyncio.sleep(0.01)
             finally:
                 self._sink.waiting_in_rcpt -= 1
         refusal = self._sink._refusals.get(address.lower())
@@ -100,9 +103,11 @@ class _SmtpHandler:
             code, text = refusal
             return f"{code} {text}"
         envelope.rcpt_tos.append(address)
+        self._sink.past_rcpt.add(id(session))
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self._sink.past_rcpt.discard(id(session))
         if self._parse:
             message = BytesParser(policy=policy.default).parsebytes(envelope.content)
             self._sink._received.add(
@@ -141,6 +146,8 @@ class _SmtpController(Controller):
 
             def connection_lost(self, error):
                 controller.live.discard(self)
+                if self.session is not None:
+                    controller.handler._sink.past_rcpt.discard(id(self.session))
                 super().connection_lost(error)
 
         return _TrackedSMTP(self.handler, **self.SMTP_kwargs)
@@ -158,6 +165,14 @@ class SmtpSink:
         self._refusals: dict[str, tuple[int, str]] = {}
         self.rcpt_delay = 0.0  # seconds the server waits before answering RCPT
         self.waiting_in_rcpt = 0  # clients held in that wait right now (event-loop thread writes)
+        self.peak_waiting_in_rcpt = 0  # the most clients ever held there at once
+        # While True, no recipient is accepted at all (also those already waiting out
+        # rcpt_delay): the server accepts nothing new until it is released.
+        self.rcpt_held = False
+        # Sessions whose recipient was accepted and whose DATA is not answered yet: a
+        # message that may still be accepted. Empty + every new RCPT held = nothing new
+        # can be accepted (crash tests wait for that before they kill a worker).
+        self.past_rcpt: set[int] = set()
         self._sessions = 0
         self._sessions_lock = threading.Lock()
         self._controller = _SmtpController(_SmtpHandler(self, parse=parse), host)
@@ -273,8 +288,15 @@ class HttpSink:
         self.before_answer: Callable[[str], None] | None = None
         sink = self
 
+        self.connections = 0  # TCP connections accepted: how a test sees keep-alive
+
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with sink._scripts_lock:
+                    sink.connections += 1
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

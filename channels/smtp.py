@@ -9,6 +9,7 @@ the SMTP part itself with smtplib: connect once, send the whole batch, quit.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import smtplib
 import ssl
@@ -70,16 +71,30 @@ class SmtpSettings:
 def build_email(message: Message, settings: SmtpSettings, to_addr: str) -> bytes:
     """The email on the wire: multipart/alternative (text + html), UTF-8, CRLF.
 
-    Built with the compat32 MIME classes: 0.28 ms per message against 1.0 ms
-    for EmailMessage + set_content (measured on the bench message), which is
-    most of the per-message cost over a reused connection.
+    Written directly (`_write_email`): byte for byte what the compat32 MIME classes and
+    BytesGenerator write with the standard library's utf-8 defaults (tested; Apprise switches
+    the process to quoted-printable when its email plugin loads, the parts here stay
+    base64), at a tenth of their cost — 0.33 ms per message
+    went to 0.03 ms on the bench message, most of it header folding that an ASCII
+    header shorter than a line does not need. (Before that, EmailMessage +
+    set_content cost 1.0 ms.)
     """
+    return _write_email(message, settings, to_addr, boundary=f"=_encore_{secrets.token_hex(12)}",
+                        date=format_datetime(datetime.now(timezone.utc)),
+                        # An explicit domain: without one, make_msgid resolves the local FQDN each time.
+                        message_id=make_msgid(domain=settings.from_addr.rpartition("@")[2] or None))
+
+
+def build_email_with_generator(message: Message, settings: SmtpSettings, to_addr: str, *, boundary: str,
+                               date: str, message_id: str) -> bytes:
+    """The same email through the standard library's MIME classes: the reference that
+    `_write_email` must equal, byte for byte."""
     text = MIMEText(message.text, "plain", "utf-8")
     if message.html:
         # Our own boundary: the generator would otherwise compile a regex per
         # message to prove a random one absent. Parts are base64 (utf-8 MIMEText),
         # which cannot contain "_", so this boundary cannot clash with them.
-        email: MIMEBase = MIMEMultipart("alternative", boundary=f"=_encore_{secrets.token_hex(12)}")
+        email: MIMEBase = MIMEMultipart("alternative", boundary=boundary)
         email.attach(text)
         email.attach(MIMEText(message.html, "html", "utf-8"))
     else:
@@ -88,14 +103,57 @@ def build_email(message: Message, settings: SmtpSettings, to_addr: str) -> bytes
     email["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
     email["From"] = formataddr((settings.from_name or "", settings.from_addr), charset="utf-8")
     email["To"] = to_addr
-    email["Date"] = format_datetime(datetime.now(timezone.utc))
-    # An explicit domain: without one, make_msgid resolves the local FQDN each time.
-    email["Message-ID"] = make_msgid(domain=settings.from_addr.rpartition("@")[2] or None)
+    email["Date"] = date
+    email["Message-ID"] = message_id
     for name, value in message.headers:  # List-Unsubscribe (RFC 8058) when ENCORE_PUBLIC_URL is set
         email[name] = value
     buffer = BytesIO()
     BytesGenerator(buffer, mangle_from_=False, policy=compat32).flatten(email, linesep="\r\n")
     return buffer.getvalue()
+
+
+_MAX_LINE = 78  # compat32's max_line_length: where it folds headers
+_TEXT_PART_HEADERS = 'MIME-Version: 1.0\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+
+
+def _header(name: str, value: str | Header) -> str:
+    """One header line as compat32 folds it: unchanged when ASCII and short enough."""
+    if isinstance(value, str) and value.isascii() and len(name) + 2 + len(value) <= _MAX_LINE \
+            and "\r" not in value and "\n" not in value:
+        return f"{name}: {value}\r\n"
+    encoded = (value if isinstance(value, Header) else Header(value, header_name=name)).encode(
+        linesep="\r\n", maxlinelen=_MAX_LINE)
+    return f"{name}: {encoded}\r\n"
+
+
+def _text_part(text: str, subtype: str) -> str:
+    body = base64.encodebytes(text.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+    return f'Content-Type: text/{subtype}; charset="utf-8"\r\n{_TEXT_PART_HEADERS}{body}'
+
+
+def _write_email(message: Message, settings: SmtpSettings, to_addr: str, *, boundary: str, date: str,
+                 message_id: str) -> bytes:
+    subject = message.subject or ""
+    headers = [
+        ("Subject", subject if subject.isascii() else Header(subject, "utf-8")),
+        ("From", formataddr((settings.from_name or "", settings.from_addr), charset="utf-8")),
+        ("To", to_addr),
+        ("Date", date),
+        ("Message-ID", message_id),
+        *message.headers,  # List-Unsubscribe (RFC 8058) when ENCORE_PUBLIC_URL is set
+    ]
+    if any(isinstance(value, str) and not value.isascii() for _, value in headers):
+        # A non-ASCII address (SMTPUTF8): leave it to the generator's own rules.
+        return build_email_with_generator(message, settings, to_addr, boundary=boundary, date=date,
+                                          message_id=message_id)
+    head = "".join(_header(name, value) for name, value in headers)
+    if not message.html:
+        return (f'Content-Type: text/plain; charset="utf-8"\r\n{_TEXT_PART_HEADERS[:-2]}{head}\r\n'
+                + base64.encodebytes(message.text.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
+                ).encode("ascii")
+    top = _header("Content-Type", f'multipart/alternative; boundary="{boundary}"') + "MIME-Version: 1.0\r\n"
+    return (f"{top}{head}\r\n--{boundary}\r\n{_text_part(message.text, 'plain')}\r\n--{boundary}\r\n"
+            f"{_text_part(message.html, 'html')}\r\n--{boundary}--\r\n").encode("ascii")
 
 
 class SmtpConnection:

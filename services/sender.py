@@ -9,14 +9,22 @@
    deadline and quiet hours at that moment, send, record. Every write of a result
    applies only while the row is `sending` under our token, so a worker that
    stalled past its lease can neither send (it finds out before the send) nor
-   overwrite the new owner's result. Results are recorded right after each send:
-   a worker killed mid-batch leaves at most one sent-but-unrecorded message.
+   overwrite the new owner's result. Results are recorded right after each send.
+
+Many sends are in flight at once: each channel's items are sent by up to
+`Settings.concurrency_for(channel)` threads, each with a sender lent by
+`channels.pool` (its SMTP session or HTTP keep-alive connection is kept). The
+threads share the batch's `_Claim`: one database connection, behind a lock, so a
+batch holds one connection however many sends it has in flight, and a worker killed
+mid-batch leaves at most its in-flight messages sent-but-unrecorded (each only for
+the one database round trip after the provider's answer).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -32,7 +40,8 @@ from sqlalchemy import Connection, String, bindparam, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from channels.adapter import ChannelSender, SendResult, open_sender
+from channels.adapter import ChannelSender, SendResult
+from channels.pool import pool_for
 from channels.ratelimit import Limiter, make_rate_limiter
 from coupons.delivery_rules import SendDecision, after_attempt, decide_send, send_window
 from coupons.markets import Market
@@ -194,7 +203,10 @@ MAX_RECORD_WAIT_SECONDS = 2.0
 
 class _Claim:
     """One batch's claim: its token, the rows it still owns, and the one connection
-    that writes their results.
+    that writes their results. Thread-safe: the batch's sending threads share it,
+    and one lock serialises its reads and writes (a write is one round trip), so a
+    database outage being waited out by one thread also holds every other thread
+    before its next send: nothing new goes out while results cannot be recorded.
 
     On PostgreSQL the connection runs in autocommit with synchronous_commit off, and a
     result is one statement: a killed worker cannot lose a result PostgreSQL received.
@@ -213,19 +225,32 @@ class _Claim:
         self.verified_at = batch.claimed_at
         self.engine = engine_for(runtime.database_url)
         self.connection: Connection | None = None
+        self._lock = threading.RLock()
 
     # -- the fence
 
     def owns(self, delivery_id: int) -> bool:
         """True while `delivery_id` is still this claim's; renews and verifies the
         claim when lease/3 has passed since it was last verified."""
-        now = self.clock()
-        if self.owned and now - self.verified_at >= self.lease / RENEW_FRACTION:
-            self._renew(now)
-        return delivery_id in self.owned
+        with self._lock:
+            self.renew_if_due()
+            return delivery_id in self.owned
+
+    def renew_if_due(self) -> None:
+        """Renew the lease of every row still owned (in flight or waiting for a
+        sending slot) when lease/3 has passed since the last renewal."""
+        with self._lock:
+            now = self.clock()
+            if self.owned and now - self.verified_at >= self.lease / RENEW_FRACTION:
+                self._renew(now)
+
+    @property
+    def renew_every_seconds(self) -> float:
+        return self.lease.total_seconds() / RENEW_FRACTION
 
     def done(self, delivery_id: int) -> None:
-        self.owned.discard(delivery_id)
+        with self._lock:
+            self.owned.discard(delivery_id)
 
     def _renew(self, now: datetime) -> None:
         statement = (update(Delivery)
@@ -265,8 +290,9 @@ class _Claim:
 
     def _write(self, values: dict, attempt: dict | None) -> bool:
         values = {**values, "claim_token": self.token}
-        applied = self._execute(lambda connection: _write_fenced(connection, values, attempt))
-        self.done(values["delivery_id"])
+        with self._lock:
+            applied = self._execute(lambda connection: _write_fenced(connection, values, attempt))
+            self.done(values["delivery_id"])
         return applied
 
     def _patience(self) -> float:
@@ -308,6 +334,10 @@ class _Claim:
         return self.connection
 
     def close(self, broken: bool = False) -> None:
+        with self._lock:
+            self._close(broken)
+
+    def _close(self, broken: bool) -> None:
         if self.connection is None:
             return
         connection, self.connection = self.connection, None
@@ -479,8 +509,9 @@ def _window(runtime: Runtime, item: Outgoing, now: datetime) -> SendDecision:
 
 
 def _send_one(runtime: Runtime, claim: _Claim, sender: ChannelSender, item: Outgoing, clock: Clock) -> str:
-    """Fence, window, send, record: one delivery, one attempt. Safe to call from
-    several threads for different items once `_Claim` is made thread-safe."""
+    """Fence, window, send, record: one delivery, one attempt. Called from several
+    threads at once for different items (each with its own sender; `_Claim` is
+    thread-safe)."""
     if not claim.owns(item.delivery_id):
         return LOST
     now = clock()
@@ -516,29 +547,121 @@ def claim_batch(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> Clai
     return batch
 
 
+class _ChannelQueue:
+    """One channel's items for the batch, taken one at a time by its sending threads.
+    When the shared rate limit is spent for longer than a worker should wait, the
+    queue stops: what no thread has taken yet goes back to the relay."""
+
+    def __init__(self, channel: str, items: list[Outgoing]) -> None:
+        self.channel = channel
+        self._items = list(reversed(items))
+        self._lock = threading.Lock()
+        self.hand_back_after: float | None = None  # seconds until tokens are there again
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def take(self) -> Outgoing | None:
+        with self._lock:
+            if self.hand_back_after is not None or not self._items:
+                return None
+            return self._items.pop()
+
+    def stop(self, item: Outgoing, wait: float) -> None:
+        with self._lock:
+            self._items.append(item)
+            self.hand_back_after = max(wait, self.hand_back_after or 0.0)
+
+    def rest(self) -> list[Outgoing]:
+        with self._lock:
+            rest, self._items = list(reversed(self._items)), []
+            return rest
+
+
+class _LeaseKeeper:
+    """Renews the claim every lease/3 while the batch is being sent, so rows still
+    waiting for a sending slot keep their lease even when every slot is busy with a
+    slow provider. A sender checks the claim itself before each send as well (a
+    stalled process's keeper stalled too)."""
+
+    def __init__(self, claim: _Claim) -> None:
+        self._claim = claim
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{claim.token[:8]}", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._claim.renew_every_seconds):
+            try:
+                self._claim.renew_if_due()
+            except Exception:  # noqa: BLE001 - the senders' own check still fences
+                log.warning("claim %s: renewing the lease failed", self._claim.token[:8], exc_info=True)
+
+
+def _drain(runtime: Runtime, claim: _Claim, queue: _ChannelQueue, clock: Clock,
+           counts: dict[str, int], counts_lock: threading.Lock) -> None:
+    """One sending slot: borrow a sender, send the queue's items until it is empty."""
+    template = runtime.settings.channel_templates[queue.channel]
+    limiter = rate_limiter(runtime, queue.channel)
+    pool = pool_for(queue.channel, template, runtime.settings.concurrency_for(queue.channel))
+    with pool.lend() as sender:
+        while (item := queue.take()) is not None:
+            wait = _wait_for_token(limiter)
+            if wait is not None:
+                queue.stop(item, wait)
+                return
+            outcome = _send_one(runtime, claim, sender, item, clock)
+            with counts_lock:
+                counts[outcome] += 1
+
+
 def send_claimed(runtime: Runtime, batch: ClaimedBatch, clock: Clock = utcnow) -> BatchReport:
-    """Send what `claim_batch` took, one channel connection each, recording as it goes."""
+    """Send what `claim_batch` took, up to the channel's concurrency at once, each
+    result recorded as its answer arrives."""
     by_channel: dict[str, list[Outgoing]] = defaultdict(list)
     for item in batch.outgoing:
         by_channel[item.channel].append(item)
+    queues = [_ChannelQueue(channel, items) for channel, items in by_channel.items()]
     counts: dict[str, int] = defaultdict(int)
+    counts_lock = threading.Lock()
     claim = _Claim(runtime, batch, clock)
+    errors: list[BaseException] = []
+
+    def slot(queue: _ChannelQueue) -> None:
+        try:
+            _drain(runtime, claim, queue, clock, counts, counts_lock)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the task's thread below
+            errors.append(error)
+
     try:
-        for channel, items in by_channel.items():
-            limiter = rate_limiter(runtime, channel)
-            with open_sender(channel, runtime.settings.channel_templates[channel]) as sender:
-                for index, item in enumerate(items):
-                    wait = _wait_for_token(limiter)
-                    if wait is not None:
-                        # The provider's rate is spent for longer than a worker should hold:
-                        # hand the rest back to the relay for when tokens are there again.
-                        at = clock() + timedelta(seconds=wait)
-                        for rest in items[index:]:
-                            if claim.finish(rest.delivery_id, clock(), state=SCHEDULED, reason="rate_limited",
-                                            next_attempt_at=at):
-                                counts[RESCHEDULED] += 1
-                        break
-                    counts[_send_one(runtime, claim, sender, item, clock)] += 1
+        with _LeaseKeeper(claim):
+            threads = [threading.Thread(target=slot, args=(queue,), name=f"send-{queue.channel}-{n}", daemon=True)
+                       for queue in queues
+                       for n in range(min(runtime.settings.concurrency_for(queue.channel), len(queue)))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
+        for queue in queues:
+            if queue.hand_back_after is None:
+                continue
+            # The provider's rate is spent for longer than a worker should hold:
+            # hand the rest back to the relay for when tokens are there again.
+            at = clock() + timedelta(seconds=queue.hand_back_after)
+            for rest in queue.rest():
+                if claim.finish(rest.delivery_id, clock(), state=SCHEDULED, reason="rate_limited",
+                                next_attempt_at=at):
+                    counts[RESCHEDULED] += 1
     finally:
         claim.close()
     return BatchReport(claimed=len(batch.claimed), sent=counts[SENT_NOW], retried=counts[RETRY_LATER],

@@ -13,6 +13,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _upgrade_lock = threading.Lock()
+
+POOL_SIZE = 2
+POOL_OVERFLOW = 2
+"""PostgreSQL connections per process: at most 4. A task uses one at a time (a send
+batch holds one for its results, shared by all its sending threads), the second
+covers a claim or relay pass beside it, the overflow what tests and `encore serve` do
+at once. So one `encore worker --concurrency 2` (the Procfile) holds at most 8, and
+ten of them 80, inside PostgreSQL's default max_connections of 100 with room for
+beat (4) and a few admin sessions (README, "Database connections")."""
 _upgraded: set[str] = set()
 
 
@@ -53,7 +62,8 @@ def make_engine(url: str) -> Engine:
     # generic plan that ignores the `IN (...)` lists of the hot path and scans whole
     # tables (seen in `python -m bench fanout` runs: PostgreSQL busier than the workers).
     # hide_parameters: error texts (logs, dead letters) must not carry customer emails or phones.
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, hide_parameters=True,
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
+                         hide_parameters=True,
                          connect_args={"options": "-c plan_cache_mode=force_custom_plan",
                                        # A failover or a dead host must not hang a worker for minutes.
                                        "connect_timeout": 10})

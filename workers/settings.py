@@ -15,6 +15,12 @@ from coupons.model import CHANNELS
 
 DEFAULT_RETRY_BASE_SECONDS = 60.0
 DEFAULT_LEASE_SECONDS = 300.0
+DEFAULT_SEND_CONCURRENCY = 16
+"""Sends in flight per channel per worker process (prefork child). Chosen by measurement
+(README, "Many sends in flight"): against a 150 ms HTTP provider one child with 16 threads
+sends ~100 msg/s; more mostly adds idle connections at the provider. Providers cap
+connections per client too, so it is a setting, per channel."""
+MAX_SEND_CONCURRENCY = 256
 
 
 class SettingsError(ValueError):
@@ -37,6 +43,11 @@ class Settings:
     rate_limits: dict[str, float] = field(default_factory=dict)
     campaigns_dir: str | None = None
     public_url: str | None = None
+    send_concurrency: dict[str, int] = field(default_factory=dict)
+
+    def concurrency_for(self, channel: str) -> int:
+        """Sends of `channel` one worker process may have in flight at once."""
+        return self.send_concurrency.get(channel, DEFAULT_SEND_CONCURRENCY)
 
     @property
     def uses_embedded_broker(self) -> bool:
@@ -64,6 +75,20 @@ def _number(env: dict[str, str], name: str, default: float, minimum: float = 0.0
         raise SettingsError(f"{name}: must be a number, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name}: must be >= {minimum}")
+    return value
+
+
+def _whole(env: dict[str, str], name: str, default: int) -> int:
+    """A count of sends in flight: a whole number from 1 to MAX_SEND_CONCURRENCY."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a whole number, got {raw!r}") from None
+    if not 1 <= value <= MAX_SEND_CONCURRENCY:
+        raise SettingsError(f"{name}: must be between 1 and {MAX_SEND_CONCURRENCY}")
     return value
 
 
@@ -103,6 +128,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         if env.get(f"ENCORE_RATE_LIMIT_{channel.upper()}")
     }
     public_url = _public_url(env)
+    default_concurrency = _whole(env, "ENCORE_SEND_CONCURRENCY", DEFAULT_SEND_CONCURRENCY)
+    send_concurrency = {
+        channel: _whole(env, f"ENCORE_SEND_CONCURRENCY_{channel.upper()}", default_concurrency)
+        for channel in CHANNELS
+    }
     ratio = _number(env, "ENCORE_REFILL_RATIO", 0.70)
     if not 0 < ratio <= 1:
         raise SettingsError("ENCORE_REFILL_RATIO: must be in (0, 1]")
@@ -121,6 +151,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         rate_limits=rate_limits,
         campaigns_dir=env.get("ENCORE_CAMPAIGNS_DIR") or None,
         public_url=public_url,
+        send_concurrency=send_concurrency,
     )
 
 

@@ -1,5 +1,6 @@
 """The sending side under stress: stalled workers, slow providers, bad rows, database
-outages (issue 7, items 2, 6, 7, 11 and 13), in-process on SQLite and PostgreSQL."""
+outages (issue 7, items 2, 6, 7, 11 and 13), in-process on SQLite and PostgreSQL,
+with one send at a time and with several in flight (issue 10)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ from services.relay import claim_due_deliveries
 from services.sender import claim_batch, send_claimed, send_deliveries
 from store.models import Attempt, Coupon, Delivery
 from tests.support import order_paid
+
+
+@pytest.fixture(params=[1, 4], ids=["serial", "4-in-flight"])
+def concurrency(request) -> int:
+    return request.param
+
+
+@pytest.fixture()
+def services(make_services, concurrency):
+    return make_services(ENCORE_SEND_CONCURRENCY=str(concurrency))
 
 
 def sms_order(event_id: str, customer_id: str, phone: str, occurred_at: datetime, **kwargs) -> dict:
@@ -68,6 +79,7 @@ def test_a_worker_that_lost_its_lease_sends_nothing_and_writes_nothing(services)
     assert (row["state"], row["attempts"]) == ("sent", 1)
 
 
+@pytest.mark.parametrize("concurrency", [1])
 def test_a_stalled_worker_neither_sends_its_batch_again_nor_overwrites_the_new_owner(services):
     # Given two due orders, and a provider that accepts B's two sends and refuses A's
     now = services.clock()
@@ -112,41 +124,48 @@ def test_a_delivery_that_cannot_be_rendered_fails_alone_and_the_rest_are_sent(se
 
 # -- item 7: deadline and quiet hours at each attempt ---------------------------------
 
-def test_a_slow_provider_does_not_carry_a_batch_past_its_deadline(services):
-    # Given five orders whose 24 h deadline is 10 minutes away
+def test_a_slow_provider_does_not_carry_a_batch_past_its_deadline(services, concurrency):
+    # Given eight orders whose 24 h deadline is 10 minutes away
     triggered = services.clock() - timedelta(hours=24) + timedelta(minutes=10)
-    services.emit(*[sms_order(f"e{n}", f"c{n}", f"+1415555010{n}", triggered) for n in range(5)])
+    services.emit(*[sms_order(f"e{n}", f"c{n}", f"+1415555010{n}", triggered) for n in range(8)])
     deadline = triggered + timedelta(hours=24)
     # ...and a provider that takes 4 minutes per message
     services.http.before_answer = lambda _path: services.clock.advance(minutes=4)
     # When the batch is sent
     services.relay_and_send()
-    # Then no attempt started after the deadline: the last two end expired instead
+    # Then no attempt started after the deadline: the last ones end expired instead
     rows = services.deliveries()
-    assert Counter((r["state"], r["reason"]) for r in rows) == {("sent", None): 3, ("expired", "deadline"): 2}
-    assert services.http.count == 3
-    started = [at for n in range(5) for _, _, at in attempts_of(services, f"c{n}")]
-    assert len(started) == 3 and all(at < deadline for at in started)
+    states = Counter((r["state"], r["reason"]) for r in rows)
+    started = [at for n in range(8) for _, _, at in attempts_of(services, f"c{n}")]
+    assert all(at < deadline for at in started)
+    assert states[("sent", None)] == len(started) == services.http.count
+    assert states[("expired", "deadline")] == 8 - len(started) >= 1
+    if concurrency == 1:
+        assert len(started) == 3
 
 
-def test_a_slow_provider_does_not_carry_a_batch_into_quiet_hours(services):
-    # Given four customers for whom it is 20:52 (quiet hours start at 21:00), orders now
+def test_a_slow_provider_does_not_carry_a_batch_into_quiet_hours(services, concurrency):
+    # Given six customers for whom it is 20:52 (quiet hours start at 21:00), orders now
     services.clock.now = datetime(2026, 3, 10, 11, 52, tzinfo=UTC)
     zone = "Etc/GMT-9"  # UTC+9
-    services.emit(*[sms_order(f"e{n}", f"c{n}", f"+1415555010{n}", services.clock(), timezone=zone) for n in range(4)])
+    services.emit(*[sms_order(f"e{n}", f"c{n}", f"+1415555010{n}", services.clock(), timezone=zone) for n in range(6)])
     # ...and a provider that takes 4 minutes per message
     services.http.before_answer = lambda _path: services.clock.advance(minutes=4)
     # When the batch is sent
     services.relay_and_send()
     # Then what would start after 21:00 local waits for 08:00 local, keeping its planned due time
-    assert services.http.count == 2
     with services.session() as session:
         rows = session.execute(select(Delivery.state, Delivery.due_at, Delivery.next_attempt_at)
                                .order_by(Delivery.id)).all()
     planned = datetime(2026, 3, 10, 11, 52, tzinfo=UTC)
+    quiet_from = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)  # 21:00 at UTC+9
     morning = datetime(2026, 3, 10, 23, 0, tzinfo=UTC)  # 08:00 at UTC+9
-    assert [(state, due) for state, due, _ in rows] == [("sent", planned)] * 2 + [("scheduled", planned)] * 2
-    assert [next_at for state, _, next_at in rows if state == "scheduled"] == [morning, morning]
+    sent = [state for state, _, _ in rows if state == "sent"]
+    assert len(sent) == services.http.count
+    assert all(at < quiet_from for n in range(6) for _, _, at in attempts_of(services, f"c{n}"))
+    assert {(state, due) for state, due, _ in rows} == {("sent", planned), ("scheduled", planned)}
+    assert [next_at for state, _, next_at in rows if state == "scheduled"] == [morning] * (6 - len(sent))
+    assert len(sent) == 2 if concurrency == 1 else 2 <= len(sent) < 6
 
 
 # -- item 11: the planned due time stays ------------------------------------------------

@@ -119,8 +119,8 @@ def _raw_process(kind: str, host: str, port: int, payload, name: str, connection
             if kind == "smtp":
                 client = smtplib.SMTP(host, port, timeout=30)
                 client.ehlo()
-                send = lambda k: client.sendmail("shop@example.com", [f"raw-{name}-{thread}-{k}@example.com"],
-                                                 payload)
+                def send(k, client=client):
+                    return client.sendmail("shop@example.com", [f"raw-{name}-{thread}-{k}@example.com"], payload)
             elif kind == "smtp-build":
                 from channels.smtp import SmtpConnection, SmtpSettings
 
@@ -452,7 +452,7 @@ class FanoutBench(Stack):
         extra = "".join(f"{name}={value} " for name, value in (("pg", ",".join(self.args.pg_set)),) if value)
         print(f"fanout buyers={f.buyers} channel={self.channel} latency={self.args.latency_ms:g}ms {extra}pipeline={f.pipeline_rate:.0f} msg/s raw={f.raw_rate:.0f} msg/s "
               f"ratio={f.ratio:.2f} last={f.last_message_seconds:.1f}s "
-              f"planning={'%.1fs' % f.planning_seconds if f.planning_seconds is not None else '?'} "
+              f"planning={'?' if f.planning_seconds is None else f'{f.planning_seconds:.1f}s'} "
               f"checks={'ok' if ok else 'FAILED'}")
         return 0 if ok else 1
 

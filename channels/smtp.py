@@ -16,7 +16,7 @@ import ssl
 from functools import lru_cache
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from email.generator import BytesGenerator
 from email.header import Header
 from email.mime.base import MIMEBase
@@ -80,7 +80,7 @@ def build_email(message: Message, settings: SmtpSettings, to_addr: str) -> bytes
     set_content cost 1.0 ms.)
     """
     return _write_email(message, settings, to_addr, boundary=f"=_encore_{secrets.token_hex(12)}",
-                        date=format_datetime(datetime.now(timezone.utc)),
+                        date=format_datetime(datetime.now(UTC)),
                         # An explicit domain: without one, make_msgid resolves the local FQDN each time.
                         message_id=make_msgid(domain=settings.from_addr.rpartition("@")[2] or None))
 

@@ -95,7 +95,10 @@ def _parse_market(name: str, raw: dict) -> Market:
     if not isinstance(valid_days, int) or not 1 <= valid_days <= 3660:
         # The ceiling keeps trigger + valid days inside the calendar (issue 7: no overflow).
         raise MarketsFileError(f"{name}.valid_days: must be an integer from 1 to 3660 (ten years)")
-    channels = tuple(need("channels"))
+    listed = need("channels")
+    if not isinstance(listed, list) or not all(isinstance(channel, str) for channel in listed):
+        raise MarketsFileError(f"{name}.channels: must be a list of channel names")
+    channels: tuple[str, ...] = tuple(listed)
     for channel in channels:
         if channel not in CHANNELS:
             raise MarketsFileError(f"{name}.channels: unknown channel {channel!r}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import datetime, timedelta, UTC
 from decimal import Decimal
 from functools import cache, lru_cache
 from importlib import resources
@@ -154,7 +154,7 @@ def _zone(name: str) -> Any:
     try:
         return ZoneInfo(name)
     except (ValueError, LookupError, TypeError):  # ZoneInfoNotFoundError is a KeyError
-        return dt_timezone.utc
+        return UTC
 
 
 def _expiry_date(expires_at: datetime, zone: str, locale: Locale) -> str:
@@ -162,7 +162,7 @@ def _expiry_date(expires_at: datetime, zone: str, locale: Locale) -> str:
     at 11:59 PM"): a coupon is valid through the end of the named day (see
     `coupons.timing.coupon_expires_at`), and the message says so."""
     if expires_at.tzinfo is None:
-        expires_at = expires_at.replace(tzinfo=dt_timezone.utc)
+        expires_at = expires_at.replace(tzinfo=UTC)
     # expires_at is the first instant it is no longer valid; show the minute before.
     last = (expires_at - timedelta(microseconds=1)).astimezone(_zone(zone))
     pattern = str(get_datetime_format("long", locale=locale)).replace("'", "")

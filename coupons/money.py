@@ -15,24 +15,24 @@ Writing an amount: a currency whose coins stop at the major unit (CLDR cash digi
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
-from functools import lru_cache
+from functools import cache
 
 from babel.core import get_global
 from babel.numbers import get_currency_precision, list_currencies
 
 
-@lru_cache(maxsize=None)
+@cache
 def known_currencies() -> frozenset[str]:
     return frozenset(list_currencies())
 
 
-@lru_cache(maxsize=None)
+@cache
 def minor_unit_digits(currency: str) -> int:
     """Decimal places of the currency's ISO 4217 minor unit (CLDR `digits`)."""
     return get_currency_precision(currency.upper())
 
 
-@lru_cache(maxsize=None)
+@cache
 def cash_digits(currency: str) -> int:
     """Decimal places shoppers actually see on a whole amount (CLDR cash digits),
     never more than the minor unit."""

@@ -49,7 +49,7 @@ def _latency_percentiles(session: Session, sent: int) -> dict[str, float]:
         row = session.execute(select(*(
             func.percentile_disc(percent / 100).within_group(latency.asc()) for _, percent in PERCENTILES
         )).where(Delivery.state == SENT)).one()
-        return {name: round(float(value or 0.0), 3) for (name, _), value in zip(PERCENTILES, row)}
+        return {name: round(float(value or 0.0), 3) for (name, _), value in zip(PERCENTILES, row, strict=True)}
     # SQLite has no percentile aggregate: read the one row at each rank, sorting from
     # the nearer end so no offset is more than half the rows.
     found = {}

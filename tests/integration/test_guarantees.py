@@ -279,7 +279,7 @@ def test_dropped_database_connections_mid_send_still_send_each_coupon_once(stack
     dbname = postgres_url.rsplit("/", 1)[1]
     admin = postgres_url.rsplit("/", 1)[0] + "/test"
     for threshold in (10, 40, 80):
-        wait_until(lambda: stack.smtp.count >= threshold, timeout=60)
+        wait_until(lambda threshold=threshold: stack.smtp.count >= threshold, timeout=60)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                          "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))

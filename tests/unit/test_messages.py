@@ -6,7 +6,7 @@ import re
 import string
 import tomllib
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,7 +21,7 @@ from coupons.model import CHANNELS, Message, MessageContext, Offer
 
 LOCALES_DIR = Path(__file__).resolve().parents[2] / "coupons" / "locales"
 REQUIRED = ("en", "es", "pt", "id", "th", "vi", "ar")
-EXPIRES = datetime(2026, 12, 2, 0, 0, tzinfo=timezone.utc)  # valid through 1 December (UTC)
+EXPIRES = datetime(2026, 12, 2, 0, 0, tzinfo=UTC)  # valid through 1 December (UTC)
 
 
 def refill(currency: str = "USD", price: str = "14.00", regular: str | None = None) -> Offer:
@@ -249,10 +249,10 @@ def test_second_half_price_says_half_price():
 
 
 def test_expiry_date_is_shown_in_the_customers_timezone():
-    late_utc = datetime(2026, 11, 30, 20, 0, tzinfo=timezone.utc)  # 03:00 on 1 Dec in Jakarta
+    late_utc = datetime(2026, 11, 30, 20, 0, tzinfo=UTC)  # 03:00 on 1 Dec in Jakarta
     m = render_message(ctx("id", "id", tz="Asia/Jakarta", expires_at=late_utc), "sms")
     assert "1 Desember 2026" in m.text
-    early_utc = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)  # 23:00 on 30 Nov in São Paulo
+    early_utc = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # 23:00 on 30 Nov in São Paulo
     m = render_message(ctx("pt-BR", "pt", tz="America/Sao_Paulo", expires_at=early_utc), "sms")
     assert "30 de novembro de 2026" in m.text
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import random
 from datetime import UTC, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -208,7 +210,7 @@ def test_retry_delay_is_jittered_within_half_and_one_and_a_half_of_nominal(attem
 def test_retry_delay_grows_exponentially():
     means = [sum(delays(attempt, 60, seed=7)) / 300 for attempt in (1, 2, 3, 4)]
 
-    for earlier, later in zip(means, means[1:]):
+    for earlier, later in itertools.pairwise(means):
         assert 1.6 < later / earlier < 2.4
 
 

@@ -25,6 +25,7 @@ import argparse
 import json
 import re
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -118,7 +119,12 @@ def build_venv(work: Path) -> Path:
     """A new venv with the wheel built from this checkout (no test extra); returns its bin/."""
     dist = work / "dist"
     log("building the wheel")
-    quiet([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(ROOT)])
+    # From a clean copy: setuptools reuses a checkout's build/ folder, where a module
+    # deleted since would still be packaged.
+    source = work / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "var", "__pycache__", ".*_cache", ".hypothesis"))
+    quiet([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)])
     [wheel] = dist.glob("encore-*.whl")
     venv = work / "venv"
     quiet([sys.executable, "-m", "venv", str(venv)])

@@ -71,6 +71,19 @@ def check_all(env: dict[str, str] | None = None) -> Iterator[CheckLine]:
         yield CheckLine("channels", True, "none is set: every delivery would end suppressed (no_channel); "
                                           "set ENCORE_CHANNEL_EMAIL or another ENCORE_CHANNEL_*", warning=True)
     yield from _campaigns(settings)
+    yield _serve(settings)
+
+
+def _serve(settings) -> CheckLine:
+    """`encore serve` refuses to start without its secret; say so before the deploy does."""
+    if not settings.webhook_secret:
+        return CheckLine("serve", True, "ENCORE_WEBHOOK_SECRET is not set: `encore serve` (the Procfile's web) "
+                                        "will refuse to start", warning=True)
+    parts = ["webhook secret set",
+             "Shopify secret set" if settings.shopify_secret else "no ENCORE_SHOPIFY_SECRET (Shopify answers 401)",
+             f"unsubscribe links at {settings.public_url}" if settings.public_url
+             else "no ENCORE_PUBLIC_URL (no unsubscribe links)"]
+    return CheckLine("serve", True, "; ".join(parts))
 
 
 def _campaigns(settings) -> Iterator[CheckLine]:

@@ -54,6 +54,7 @@ def test_check_reports_each_part_and_fails_on_a_broken_channel_and_broker(tmp_pa
     assert "ERROR" in lines["broker"]
     assert "ERROR" in lines["channel sms"] and "ENCORE_CHANNEL_SMS" in lines["channel sms"]
     assert "off" in lines["channel email"]
+    assert "warn" in lines["serve"] and "ENCORE_WEBHOOK_SECRET" in lines["serve"]  # serve would refuse to start
 
 
 @pytest.mark.services

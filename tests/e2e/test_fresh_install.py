@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PG_ADMIN_URL, need_service
 from tests.e2e.test_cli import encore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,10 +57,9 @@ def test_check_reports_each_part_and_fails_on_a_broken_channel_and_broker(tmp_pa
 
 
 @pytest.mark.services
-def test_check_passes_against_postgresql_and_redis_and_creates_no_local_folder(tmp_path, redis_url):
-    need_service("PostgreSQL", "127.0.0.1", 5432)
+def test_check_passes_against_postgresql_and_redis_and_creates_no_local_folder(tmp_path, redis_url, postgres_url):
     # Given the production layout: PostgreSQL, Redis, one email channel
-    env = {"ENCORE_DATABASE_URL": PG_ADMIN_URL, "ENCORE_BROKER_URL": redis_url,
+    env = {"ENCORE_DATABASE_URL": postgres_url, "ENCORE_BROKER_URL": redis_url,
            "ENCORE_CHANNEL_EMAIL": "mailtos://user:secret@smtp.example.com?from=shop@example.com&to={email}"}
     # When the operator runs `encore check` in an empty folder
     result = encore("check", cwd=tmp_path, env=env, timeout=120)

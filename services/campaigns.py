@@ -29,7 +29,6 @@ from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import and_, case, func, or_, select, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from coupons.campaigns import (
@@ -59,7 +58,8 @@ from store.models import (
     OrderItem,
 )
 
-from .planner import PLAN_CHUNK, PlanRequest, customer_value, customer_zone, dialect_insert, plan_coupons
+from .failures import failure_reason
+from .planner import PLAN_CHUNK, PlanRequest, customer_value, customer_zone, dialect_insert, plan_isolated
 from workers.settings import Settings
 
 from .runtime import Runtime
@@ -339,26 +339,13 @@ def run_chunk(session: Session, runtime: Runtime, campaign: Campaign, scheduled_
 
 def _plan_isolated(session: Session, runtime: Runtime, campaign: Campaign, requests: list[PlanRequest],
                    now: datetime) -> int:
-    """The chunk in bulk; if that fails, customer by customer, so one customer's bad data
-    is logged and skipped instead of stopping the run at this chunk for ever."""
-    try:
-        with session.begin_nested():
-            return plan_coupons(session, runtime, requests, now)
-    except OperationalError:
-        raise  # the database, not the data: the task is retried
-    except Exception:
-        log.exception("campaign %s: bulk planning failed; planning %d customers one by one",
-                      campaign.name, len(requests))
-    scheduled = 0
-    for request in requests:
-        try:
-            with session.begin_nested():
-                scheduled += plan_coupons(session, runtime, [request], now)
-        except OperationalError:
-            raise
-        except Exception:
-            log.exception("campaign %s: planning customer %s failed; skipped", campaign.name, request.customer_id)
-    return scheduled
+    """The chunk in bulk; if that fails, customer by customer (`planner.plan_isolated`), so
+    one customer's bad data is logged and skipped instead of stopping the run at this chunk."""
+    def skip(request: PlanRequest, exc: Exception) -> None:
+        log.error("campaign %s: planning customer %s failed (%s); skipped", campaign.name, request.customer_id,
+                  failure_reason(exc))
+
+    return plan_isolated(session, runtime, requests, now, on_failure=skip)
 
 
 def run_campaign(runtime: Runtime, campaign: Campaign, scheduled_at: datetime, clock: Callable[[], datetime],

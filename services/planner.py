@@ -219,7 +219,8 @@ def customer_zone(customer: CustomerValue, market: Market) -> str:
     return market.timezone_for(customer.country)
 
 
-def plan_isolated(session: Session, runtime: Runtime, requests: list[PlanRequest], now: datetime) -> int:
+def plan_isolated(session: Session, runtime: Runtime, requests: list[PlanRequest], now: datetime,
+                  on_failure: Callable[[PlanRequest, Exception], None] | None = None) -> int:
     """Plan the batch in bulk; if that fails, plan each trigger alone so one bad
     trigger is dead-lettered instead of taking the batch down with it. A database
     outage (OperationalError) is not a bad trigger: it propagates, and the caller retries."""
@@ -241,7 +242,10 @@ def plan_isolated(session: Session, runtime: Runtime, requests: list[PlanRequest
         except OperationalError:
             raise
         except Exception as exc:
-            record_plan_failure(session, request.trigger_key, request.customer_id, request.order_ids, exc, now)
+            if on_failure is not None:
+                on_failure(request, exc)
+            else:
+                record_plan_failure(session, request.trigger_key, request.customer_id, request.order_ids, exc, now)
     return scheduled
 
 

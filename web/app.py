@@ -162,6 +162,17 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
         accepted = [str(element["id"]) for index, element in enumerate(elements) if index not in bad]
         return accepted, rejected
 
+    async def signed_body(request: Request) -> bytes | Response:
+        """The raw body when it is within the size limit and signed with the webhook
+        secret; otherwise the 413 or 401 answer to give (nothing has been stored)."""
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return _too_large()
+        if not signature_ok(secret, body, request.headers.get(SIGNATURE_HEADER)):
+            return _error(401, f"{SIGNATURE_HEADER}: missing or wrong signature")
+        return body
+
     # ------------------------------------------------------------------ POST /events
 
     @app.post("/events", status_code=202, response_model=EventsResult, tags=["events"],
@@ -173,12 +184,9 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
                                                                                 "items": _EVENT_SCHEMA}]},
                                                      "One event (SPEC section 1) or a JSON array of them.")})
     async def post_events(request: Request) -> Response:
-        try:
-            body = await read_body(request)
-        except BodyTooLarge:
-            return _too_large()
-        if not signature_ok(secret, body, request.headers.get(SIGNATURE_HEADER)):
-            return _error(401, f"{SIGNATURE_HEADER}: missing or wrong signature")
+        body = await signed_body(request)
+        if isinstance(body, Response):
+            return body
         try:
             decoded = _decode(body)
         except ValueError as exc:
@@ -259,12 +267,9 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
                          **_ERRORS},
               openapi_extra={**_SIGNED, **_json_body(RedeemRequest.model_json_schema(), "The order it was used on.")})
     async def redeem_coupon(code: str, request: Request) -> Response:
-        try:
-            body = await read_body(request)
-        except BodyTooLarge:
-            return _too_large()
-        if not signature_ok(secret, body, request.headers.get(SIGNATURE_HEADER)):
-            return _error(401, f"{SIGNATURE_HEADER}: missing or wrong signature")
+        body = await signed_body(request)
+        if isinstance(body, Response):
+            return body
         try:
             decoded = _decode(body)
         except ValueError as exc:

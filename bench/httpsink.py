@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import signal
 import sys
 import time
 from urllib.parse import unquote
 
-from bench.smtpsink import Counter
+from bench.smtpsink import Counter, serve_until_stopped
 
 RESPONSE = b'{"ok": true}'
 
@@ -71,35 +69,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cou
 async def serve(host: str, port: int, status_port: int, latency_ms: float) -> None:
     counter = Counter(latency_ms)
     server = await asyncio.start_server(lambda r, w: handle(r, w, counter), host=host, port=port, backlog=1024)
-
-    async def status(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                command = line.decode().strip()
-                if command == "arrivals":
-                    arrivals, counter.arrivals = counter.arrivals, []
-                    writer.write((json.dumps(arrivals) + "\n").encode())
-                else:
-                    writer.write((json.dumps(counter.snapshot()) + "\n").encode())
-                if command == "reset":
-                    counter.reset()
-                    counter.arrivals = []
-                await writer.drain()
-        finally:
-            writer.close()
-
-    status_server = await asyncio.start_server(status, host=host, port=status_port)
-    real_port = server.sockets[0].getsockname()[1]
-    real_status = status_server.sockets[0].getsockname()[1]
-    print(f"listening http {host}:{real_port} status {host}:{real_status}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    print(f"received {counter.count}", flush=True)
-    server.close()
-    status_server.close()
+    await serve_until_stopped(counter, server, "http", host, status_port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,7 +78,14 @@ async def serve(host: str, port: int, status_port: int, latency_ms: float = 0.0)
     loop = asyncio.get_running_loop()
     # hostname given: aiosmtpd would otherwise resolve the local FQDN per connection.
     smtp_server = await loop.create_server(lambda: SMTP(counter, hostname="bench-sink"), host=host, port=port)
+    await serve_until_stopped(counter, smtp_server, "smtp", host, status_port)
 
+
+async def serve_until_stopped(counter: Counter, server: asyncio.AbstractServer, kind: str, host: str,
+                              status_port: int) -> None:
+    """Beside `server`, the status port the benchmarks read (`count`, `reset`, `arrivals`);
+    print where both listen, then serve until SIGTERM or SIGINT. Shared by the SMTP and
+    HTTP stand-ins."""
     async def status(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
@@ -96,16 +103,17 @@ async def serve(host: str, port: int, status_port: int, latency_ms: float = 0.0)
             writer.close()
 
     status_server = await asyncio.start_server(status, host=host, port=status_port)
-    real_port = smtp_server.sockets[0].getsockname()[1]
+    real_port = server.sockets[0].getsockname()[1]
     real_status = status_server.sockets[0].getsockname()[1]
-    print(f"listening smtp {host}:{real_port} status {host}:{real_status}", flush=True)
+    print(f"listening {kind} {host}:{real_port} status {host}:{real_status}", flush=True)
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     started = time.monotonic()
     await stop.wait()
     print(f"received {counter.count} in {time.monotonic() - started:.1f}s", flush=True)
-    smtp_server.close()
+    server.close()
     status_server.close()
 
 

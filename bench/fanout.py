@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -346,13 +345,7 @@ class FanoutBench(Stack):
                 self.check_alive()
             time.sleep(0.05)
         cpu_after = cpu_by_role(self.roots())
-        for profiler in profilers:
-            profiler.send_signal(signal.SIGINT)
-        for profiler in profilers:
-            try:
-                profiler.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                profiler.kill()
+        self.stop_profilers(profilers)
         self.figures.first_message_seconds = status["first_at"] - started
         self.figures.last_message_seconds = status["last_at"] - started
         window = self.figures.last_message_seconds

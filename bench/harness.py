@@ -344,8 +344,6 @@ class Stack:
             self.drop_database()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
-
-
     def stop_profilers(self, profilers: list[subprocess.Popen]) -> None:
         for profiler in profilers:
             profiler.send_signal(signal.SIGINT)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -16,6 +18,15 @@ from pathlib import Path
 
 from channels.sinks import HttpSink, SmtpSink
 from coupons.timing import zone_at_local_hour
+
+
+CODE_PATTERN = re.compile(r"\b[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}\b")
+"""A coupon code as messages show it (coupons.codes: three groups of five, no 0 O 1 I L)."""
+
+
+def codes_at(smtp: SmtpSink) -> Counter:
+    """How often each coupon code reached the SMTP stand-in (a duplicate shows as 2)."""
+    return Counter(CODE_PATTERN.search(m.get_body(("plain",)).get_content()).group(0) for m in smtp.messages)
 
 
 def iso(when: datetime) -> str:

@@ -4,7 +4,6 @@ real worker process, a real SMTP server and HTTP endpoints that fail on purpose.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,17 +16,10 @@ from sqlalchemy import func, select, update
 from services.redemption import redeem
 from store.db import session_scope
 from store.models import Attempt, DeadLetter, Delivery, InboxEvent
-from tests.support import order_paid, running_stack, stream_ended, wait_until, zone_where_local_hour_is
-
-CODE_PATTERN = re.compile(r"\b[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}\b")
+from tests.support import codes_at, order_paid, running_stack, stream_ended, wait_until, zone_where_local_hour_is
 
 
-@pytest.fixture()
-def stack(monkeypatch, tmp_path, postgres_url, redis_url, request):
-    env = getattr(request, "param", None) or {}
-    with running_stack(monkeypatch, data_dir=tmp_path, database_url=postgres_url, broker_url=redis_url,
-                       env=env) as running:
-        yield running
+
 
 
 def day() -> str:
@@ -240,7 +232,7 @@ def end_stream_with_buyers(stack, stream_id: str, buyers: int) -> None:
 
 def codes_received(stack, count: int) -> Counter:
     assert stack.smtp.wait_for(count, timeout=10)
-    return Counter(CODE_PATTERN.search(m.get_body(("plain",)).get_content()).group(0) for m in stack.smtp.messages)
+    return codes_at(stack.smtp)
 
 
 @pytest.mark.parametrize("stack", [{"ENCORE_LEASE_SECONDS": "3"}], indirect=True)

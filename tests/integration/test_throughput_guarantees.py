@@ -7,7 +7,6 @@ and `python -m bench outage`; they assert correctness, never durations."""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from datetime import datetime
 
@@ -15,17 +14,10 @@ import pytest
 from sqlalchemy import func, select
 
 from store.models import Delivery, InboxEvent
-from tests.support import order_paid, running_stack, stream_ended, wait_until, zone_where_local_hour_is
-
-CODE_PATTERN = re.compile(r"\b[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}\b")
+from tests.support import codes_at, order_paid, stream_ended, wait_until, zone_where_local_hour_is
 
 
-@pytest.fixture()
-def stack(monkeypatch, tmp_path, postgres_url, redis_url, request):
-    env = getattr(request, "param", None) or {}
-    with running_stack(monkeypatch, data_dir=tmp_path, database_url=postgres_url, broker_url=redis_url,
-                       env=env) as running:
-        yield running
+
 
 
 def sent_count(stack) -> int:
@@ -33,7 +25,7 @@ def sent_count(stack) -> int:
 
 
 def codes_at_the_smtp_server(stack) -> Counter:
-    return Counter(CODE_PATTERN.search(m.get_body(("plain",)).get_content()).group(0) for m in stack.smtp.messages)
+    return codes_at(stack.smtp)
 
 
 def buyers_of_a_stream(stack, stream_id: str, buyers: int) -> None:

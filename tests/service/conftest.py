@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -211,3 +212,74 @@ def campaign_services(make_services, campaigns_dir) -> CampaignServices:
     campaigns_dir.mkdir(parents=True, exist_ok=True)
     base = make_services(ENCORE_CAMPAIGNS_DIR=str(campaigns_dir))
     return CampaignServices(base.runtime, base.clock, base.smtp, base.http)
+
+
+# --- intake helpers shared by the intake test modules ------------------------------------
+
+def store_only(services: Services, *events: dict) -> None:
+    """Store events in the inbox as `encore emit` does, without applying them."""
+    from services.emit import emit_lines
+
+    lines = [("test", n, json.dumps(e)) for n, e in enumerate(events, 1)]
+    emit_lines(services.runtime, lines, services.clock, lambda ids: None, lambda *reject: pytest.fail(str(reject)))
+
+
+def waiting_on_a_lock(url: str) -> bool:
+    """True when a session of this PostgreSQL database waits on a lock."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        return connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                  "AND wait_event_type = 'Lock'").fetchone()[0] > 0
+
+
+def apply_while_another_batch_is_open(services: Services, first: list[str], second: list[str]) -> list[BaseException]:
+    """Worker A applies `first` and keeps its transaction open; worker B applies `second`
+    meanwhile (it must wait on A's rows or locks); then A commits and B finishes.
+    Returns what B raised."""
+    import threading
+
+    from services.intake import apply_events
+    from store.db import session_factory, session_scope
+    from tests.support import wait_until
+
+    url = services.runtime.database_url
+    now = services.clock()
+    session_a = session_factory(url)()
+    apply_events(session_a, services.runtime, first, now)
+    errors: list[BaseException] = []
+
+    def worker_b() -> None:
+        try:
+            with session_scope(url) as session_b:
+                apply_events(session_b, services.runtime, second, now)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=worker_b)
+    thread.start()
+    wait_until(lambda: waiting_on_a_lock(url) or not thread.is_alive(), timeout=30)
+    session_a.commit()
+    session_a.close()
+    thread.join(30)
+    return errors
+
+
+@contextmanager
+def executed_statements(database_url: str) -> Iterator[list[tuple[str, object]]]:
+    """The (statement, parameters) the engine of `database_url` runs inside the block."""
+    from sqlalchemy import event
+
+    from store.db import engine_for
+
+    executed: list[tuple[str, object]] = []
+    engine = engine_for(database_url)
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        executed.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        yield executed
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)

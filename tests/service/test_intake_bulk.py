@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from services.intake import apply_events
-from store.db import engine_for, session_factory, session_scope
 from store.models import Customer, DeadLetter, Order, PendingRefund
-from tests.support import iso, order_paid, stream_ended, wait_until
+from tests.service.conftest import apply_while_another_batch_is_open, executed_statements, store_only
+from tests.support import iso, order_paid, stream_ended
 
 
 def event(kind: str, event_id: str, occurred_at, **data) -> dict:
@@ -145,18 +143,8 @@ def count_statements(services, events: list[dict]) -> int:
     stored: list[str] = []
     lines = [("test", n, json.dumps(e)) for n, e in enumerate(events, 1)]
     emit_lines(services.runtime, lines, services.clock, stored.extend, lambda *reject: pytest.fail(str(reject)))
-    statements: list[str] = []
-    engine = engine_for(services.runtime.database_url)
-
-    def count(*args):
-        statements.append(args[2])
-
-    sa_event.listen(engine, "before_cursor_execute", count)
-    try:
-        with services.session() as session:
-            apply_events(session, services.runtime, stored, services.clock())
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", count)
+    with executed_statements(services.runtime.database_url) as statements, services.session() as session:
+        apply_events(session, services.runtime, stored, services.clock())
     return len(statements)
 
 
@@ -173,46 +161,6 @@ def test_applying_a_batch_of_orders_takes_the_same_statements_for_20_or_200(serv
 
 
 # --- PostgreSQL: workers applying batches at the same time -------------------------------------
-
-def waiting_on_a_lock(url: str) -> bool:
-    import psycopg
-
-    with psycopg.connect(url) as connection:
-        return connection.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                  "AND wait_event_type = 'Lock'").fetchone()[0] > 0
-
-
-def store_only(services, *events: dict) -> None:
-    from services.emit import emit_lines
-
-    lines = [("test", n, json.dumps(e)) for n, e in enumerate(events, 1)]
-    emit_lines(services.runtime, lines, services.clock, lambda ids: None, lambda *reject: pytest.fail(str(reject)))
-
-
-def apply_while_another_batch_is_open(services, first: list[str], second: list[str]) -> list[BaseException]:
-    """Worker A applies `first` and keeps its transaction open; worker B applies `second`
-    meanwhile (it must wait on A's rows or locks); then A commits and B finishes."""
-    url = services.runtime.database_url
-    now = services.clock()
-    session_a = session_factory(url)()
-    apply_events(session_a, services.runtime, first, now)
-    errors: list[BaseException] = []
-
-    def worker_b() -> None:
-        try:
-            with session_scope(url) as session_b:
-                apply_events(session_b, services.runtime, second, now)
-        except BaseException as exc:  # noqa: BLE001 - reported to the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=worker_b)
-    thread.start()
-    wait_until(lambda: waiting_on_a_lock(url) or not thread.is_alive(), timeout=30)
-    session_a.commit()
-    session_a.close()
-    thread.join(30)
-    return errors
-
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_two_batches_sharing_customers_applied_at_once_both_land_merged(services):

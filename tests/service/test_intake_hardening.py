@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from services.intake import apply_events
 from store.models import Customer, DeadLetter, InboxEvent, Order
+from tests.service.conftest import executed_statements
 from tests.support import iso, order_paid, stream_ended
 
 
@@ -289,10 +290,7 @@ def test_an_apply_failure_leaves_no_customer_data_in_its_dead_letter_or_the_log(
 # --- item 14: the dead-letter listing is set-based and bounded -----------------------------------------
 
 def test_listing_failed_deliveries_takes_a_fixed_number_of_queries(services):
-    from sqlalchemy import event as sa_event
-
     from services.dead_letters import list_dead_letters
-    from store.db import engine_for
     from store.models import Attempt, Coupon, Delivery
 
     now = services.clock()
@@ -311,19 +309,9 @@ def test_listing_failed_deliveries_takes_a_fixed_number_of_queries(services):
             for attempt in range(2):
                 session.add(Attempt(delivery_id=delivery.id, at=now, channel="email", outcome="permanent",
                                     reason="invalid_address", detail=f"try {attempt} of D{delivery.id}"))
-    statements: list[str] = []
-    engine = engine_for(services.runtime.database_url)
-
-    def count(*args):
-        statements.append(args[2])
-
-    sa_event.listen(engine, "before_cursor_execute", count)
-    try:
-        with services.session() as session:
-            rows = list_dead_letters(session, limit=20)
-    finally:
-        sa_event.remove(engine, "before_cursor_execute", count)
-    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    with executed_statements(services.runtime.database_url) as statements, services.session() as session:
+        rows = list_dead_letters(session, limit=20)
+    selects = [s for s, _ in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) <= 3, selects
     deliveries = [r for r in rows if r["kind"] == "delivery"]
     assert len(deliveries) == 20  # bounded: the newest 20

@@ -38,9 +38,8 @@ from store.models import (
 )
 
 from .campaigns import order_item_rows
-from .planner import PlanRequest, dialect_insert, stream_requests
-from .planner import plan_isolated as _plan_isolated  # moved to the planner: one isolation for intake and streams
 from .failures import failure_reason, store_dead_letter
+from .planner import PlanRequest, dialect_insert, plan_isolated, stream_requests
 from .redemption import redeem
 from .runtime import Runtime
 
@@ -137,7 +136,7 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
         session.execute(update(InboxEvent).where(InboxEvent.id.in_([row.id for row in inbox]))
                         .values(processed_at=now).execution_options(synchronize_session=False))
     session.flush()
-    applied.scheduled += _plan_isolated(session, runtime, plan_requests, now)
+    applied.scheduled += plan_isolated(session, runtime, plan_requests, now)
     return applied
 
 

@@ -391,7 +391,8 @@ class FanoutBench(Stack):
         print()
         layout = (f"`encore worker --concurrency {self.args.workers}`" if self.args.layout == "prefork"
                   else f"{self.args.workers} x `encore worker --concurrency 1`")
-        endpoint = ("SMTP sink (aiosmtpd)" if self.channel == "email"
+        endpoint = (f"SMTP sink (aiosmtpd{', PIPELINING' if self.args.smtp_pipelining else ''})"
+                    if self.channel == "email"
                     else "HTTP endpoint (WhatsApp-like, json:// channel)")
         print(f"fanout: {f.buyers} buyers of one stream; {layout} + `encore beat`; PostgreSQL, Redis broker, "
               f"{endpoint} answering after {self.args.latency_ms:g} ms"
@@ -438,6 +439,7 @@ class FanoutBench(Stack):
             "scenario": "fanout", "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python -m bench fanout " + " ".join(self.argv), "channel": self.channel,
             "latency_ms": self.args.latency_ms, "raw_connections": self.args.raw_connections,
+            "smtp_pipelining": self.args.smtp_pipelining,
             "workers": self.args.workers, "layout": self.args.layout, **asdict(f),
             "pipeline_rate": round(f.pipeline_rate, 1), "ratio": round(f.ratio, 3),
             "load_average_before": self.load_before, "load_average_after": machine_load(),
@@ -453,7 +455,8 @@ class FanoutBench(Stack):
         self.load_before = machine_load()
         self.flush_redis()
         self.create_database()
-        self.start_sink(self.args.latency_ms, "smtp" if self.channel == "email" else "http")
+        self.start_sink(self.args.latency_ms, "smtp" if self.channel == "email" else "http",
+                        ("--pipelining",) if self.args.smtp_pipelining else ())
         if self.channel == "email":
             self.channels = {
                 "ENCORE_CHANNEL_EMAIL": f"mailto://127.0.0.1:{self.sink_port}?from=shop@example.com&to={{email}}"}
@@ -495,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "consent only, an HTTP endpoint (ENCORE_CHANNEL_WHATSAPP=json://…/wa/{whatsapp})")
     parser.add_argument("--latency-ms", type=float, default=0.0,
                         help="the endpoint answers each message after this delay (default 0)")
+    parser.add_argument("--smtp-pipelining", action="store_true",
+                        help="the SMTP stand-in advertises PIPELINING, so Encore sends MAIL, RCPT and DATA in one "
+                             "write (the raw clients, plain smtplib, do not pipeline)")
     parser.add_argument("--raw-connections", type=int, default=32,
                         help="concurrent plain connections for the raw capacity (default 32)")
     parser.add_argument("--raw-seconds", type=float, default=8.0,

@@ -231,12 +231,12 @@ class Stack:
                 pass
         self.processes.clear()
 
-    def start_sink(self, latency_ms: float = 0.0, kind: str = "smtp") -> None:
+    def start_sink(self, latency_ms: float = 0.0, kind: str = "smtp", extra: tuple[str, ...] = ()) -> None:
         """The provider stand-in: bench.smtpsink (SMTP) or bench.httpsink (an HTTP API),
         answering each message after `latency_ms`, with a status port."""
         self.sink_port, self.status_port = free_port(), free_port()
         proc = self.start("sink", [sys.executable, "-m", f"bench.{kind}sink", "--port", str(self.sink_port),
-                                   "--status-port", str(self.status_port), "--latency-ms", str(latency_ms)],
+                                   "--status-port", str(self.status_port), "--latency-ms", str(latency_ms), *extra],
                           "sink.log")
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

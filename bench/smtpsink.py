@@ -6,7 +6,7 @@ the N-th message arrived, and to check for duplicates it needs the recipients.
 So this process runs aiosmtpd (the same server class as channels.sinks, not
 parsing the messages either) and a one-line status protocol beside it:
 
-    $ python -m bench.smtpsink --port 2525 --status-port 2526 [--latency-ms 50]
+    $ python -m bench.smtpsink --port 2525 --status-port 2526 [--latency-ms 50] [--pipelining]
     listening smtp 127.0.0.1:2525 status 127.0.0.1:2526
 
     status port, one command per line, one JSON line back:
@@ -37,8 +37,9 @@ from aiosmtpd.smtp import SMTP
 class Counter:
     """aiosmtpd handler: accept everything, count messages and distinct recipients."""
 
-    def __init__(self, latency_ms: float = 0.0) -> None:
+    def __init__(self, latency_ms: float = 0.0, pipelining: bool = False) -> None:
         self.latency = latency_ms / 1000
+        self.pipelining = pipelining
         self.arrivals: list[tuple[str, float]] = []
         self.reset()
 
@@ -57,6 +58,8 @@ class Counter:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         self.sessions += 1
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
 
     async def handle_DATA(self, server, session, envelope):
@@ -73,8 +76,8 @@ class Counter:
         return "250 Message accepted for delivery"
 
 
-async def serve(host: str, port: int, status_port: int, latency_ms: float = 0.0) -> None:
-    counter = Counter(latency_ms)
+async def serve(host: str, port: int, status_port: int, latency_ms: float = 0.0, pipelining: bool = False) -> None:
+    counter = Counter(latency_ms, pipelining)
     loop = asyncio.get_running_loop()
     # hostname given: aiosmtpd would otherwise resolve the local FQDN per connection.
     smtp_server = await loop.create_server(lambda: SMTP(counter, hostname="bench-sink"), host=host, port=port)
@@ -123,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--status-port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="answer each message after this delay")
+    parser.add_argument("--pipelining", action="store_true",
+                        help="advertise RFC 2920 PIPELINING (aiosmtpd does not by default; most relays do)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.status_port, args.latency_ms))
+    asyncio.run(serve(args.host, args.port, args.status_port, args.latency_ms, args.pipelining))
     return 0
 
 

@@ -79,6 +79,9 @@ class _SmtpHandler:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         self._sink._count_session()
+        if self._sink.pipelining:
+            # aiosmtpd reads one command line at a time, so pipelined commands just work.
+            responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
 
     async def handle_HELO(self, server, session, envelope, hostname):
@@ -160,8 +163,9 @@ class SmtpSink:
     SMTP sessions (HELO/EHLO), which is how a test sees connection reuse.
     """
 
-    def __init__(self, host: str = LOCALHOST, *, parse: bool = True) -> None:
+    def __init__(self, host: str = LOCALHOST, *, parse: bool = True, pipelining: bool = False) -> None:
         self._received = _Collector()
+        self.pipelining = pipelining  # advertise RFC 2920 PIPELINING, as most real relays do
         self._refusals: dict[str, tuple[int, str]] = {}
         self.rcpt_delay = 0.0  # seconds the server waits before answering RCPT
         self.waiting_in_rcpt = 0  # clients held in that wait right now (event-loop thread writes)

@@ -10,6 +10,7 @@ the SMTP part itself with smtplib: connect once, send the whole batch, quit.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import smtplib
 import ssl
@@ -253,7 +254,11 @@ class SmtpConnection:
             if not self._smtp.has_extn("smtputf8"):
                 raise _NoSmtpUtf8
             options = ("SMTPUTF8",)
-        self._smtp.sendmail(self.settings.from_addr, [to_addr], email, mail_options=options)
+        self._smtp.ehlo_or_helo_if_needed()
+        if self._smtp.has_extn("pipelining"):
+            _send_pipelined(self._smtp, self.settings.from_addr, to_addr, email, options)
+        else:
+            self._smtp.sendmail(self.settings.from_addr, [to_addr], email, mail_options=options)
 
     def _still_open(self) -> bool:
         try:
@@ -274,6 +279,58 @@ class SmtpConnection:
 
 class _NoSmtpUtf8(Exception):
     pass
+
+
+_LINE_START_DOT = re.compile(rb"(?m)^\.")
+
+
+def _send_pipelined(smtp: smtplib.SMTP, from_addr: str, to_addr: str, email: bytes,
+                    options: tuple[str, ...]) -> None:
+    """RFC 2920: MAIL, RCPT and DATA in one write, then the message: two round trips
+    per message instead of smtplib's four, where a far server advertises PIPELINING.
+    Raises what smtplib.sendmail raises for the same replies, so callers map them once."""
+    command_options = list(options)
+    if smtp.has_extn("size"):
+        command_options.append(f"SIZE={len(email)}")
+    if "SMTPUTF8" in options:
+        smtp.command_encoding = "utf-8"
+    suffix = "".join(f" {option}" for option in command_options)
+    commands = f"MAIL FROM:{smtplib.quoteaddr(from_addr)}{suffix}\r\nRCPT TO:{smtplib.quoteaddr(to_addr)}\r\nDATA\r\n"
+    if commands.count("\n") != 3 or commands.count("\r") != 3:
+        raise ValueError("an address holds a line break")  # as smtplib.putcmd refuses it
+    smtp.send(commands)
+    mail, rcpt, data = smtp.getreply(), smtp.getreply(), smtp.getreply()
+    if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+        # A server that took DATA after refusing the envelope: end that empty message.
+        smtp.send(b".\r\n")
+        data = smtp.getreply()
+    if mail[0] != 250 or rcpt[0] not in (250, 251) or data[0] != 354:
+        _abandon(smtp, mail[0] if mail[0] != 250 else rcpt[0] if rcpt[0] not in (250, 251) else data[0])
+        if mail[0] != 250:
+            raise smtplib.SMTPSenderRefused(mail[0], mail[1], from_addr)
+        if rcpt[0] not in (250, 251):
+            raise smtplib.SMTPRecipientsRefused({to_addr: rcpt})
+        raise smtplib.SMTPDataError(*data)
+    body = _LINE_START_DOT.sub(b"..", email)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    smtp.send(body + b".\r\n")
+    code, text = smtp.getreply()
+    if code != 250:
+        _abandon(smtp, code)
+        raise smtplib.SMTPDataError(code, text)
+
+
+def _abandon(smtp: smtplib.SMTP, code: int) -> None:
+    """After a refusal: 421 means the server is closing the session; otherwise RSET
+    so the session is clean for the next message (what smtplib.sendmail does)."""
+    if code == 421:
+        smtp.close()
+    else:
+        try:
+            smtp.rset()
+        except smtplib.SMTPServerDisconnected:
+            pass
 
 
 def _text(value: bytes | str) -> str:

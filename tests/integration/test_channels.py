@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -36,9 +37,11 @@ SMS = Message(text="Ana, your code K7QX-M4TP gives 30% off ink until 12 May.")
 PHONE = "+15551234567"
 
 
-@pytest.fixture
-def smtp_sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
+@pytest.fixture(params=[False, True], ids=["plain-smtp", "pipelining-smtp"])
+def smtp_sink(request: pytest.FixtureRequest) -> Iterator[SmtpSink]:
+    """Every email test runs against a server without and with RFC 2920 PIPELINING:
+    the sender talks to each differently (four round trips per message, or two)."""
+    with SmtpSink(pipelining=request.param) as sink:
         yield sink
 
 
@@ -81,6 +84,80 @@ def test_email_arrives_with_subject_text_html_and_recipient(smtp_sink: SmtpSink)
     assert email.get_content_type() == "multipart/alternative"
     assert email.get_body(("plain",)).get_content().strip() == EMAIL.text
     assert email.get_body(("html",)).get_content().strip() == EMAIL.html
+
+
+def test_lines_starting_with_a_dot_arrive_intact(smtp_sink: SmtpSink) -> None:
+    # Given a message whose text has lines that start with "." (SMTP's end marker)
+    text = ".hidden\n..two\n.\nend"
+    with open_sender("email", email_template(smtp_sink)) as sender:
+        # When it is sent
+        result = sender.send("dots@example.com", Message(text=text, subject="dots"))
+    # Then the server got those lines as written (dot-stuffed on the wire)
+    assert result.ok, result
+    assert smtp_sink.wait_for(1, timeout=5)
+    assert smtp_sink.received[0].message.get_body(("plain",)).get_content().strip() == text
+
+
+def test_a_pipelining_server_gets_the_envelope_in_one_write() -> None:
+    # Given a server that advertises PIPELINING and answers MAIL, RCPT and DATA only
+    # once all three have arrived (a client that waits for each reply would stall)
+    server = _ScriptedPipeliningServer().start()
+    template = f"mailto://127.0.0.1:{server.port}?from=shop@example.com&to={{email}}"
+    with open_sender("email", template, in_call_retries=0) as sender:
+        # When two emails are sent over the session
+        first = sender.send("a@example.com", EMAIL)
+        second = sender.send("b@example.com", EMAIL)
+    server.stop()
+    # Then both went out, each as one envelope write followed by the message
+    assert first.ok and second.ok, (first, second, server.error)
+    assert server.envelopes == [
+        ["MAIL FROM:<shop@example.com> SIZE=" + server.sizes[0], "RCPT TO:<a@example.com>", "DATA"],
+        ["MAIL FROM:<shop@example.com> SIZE=" + server.sizes[1], "RCPT TO:<b@example.com>", "DATA"],
+    ]
+
+
+class _ScriptedPipeliningServer:
+    """One SMTP session, scripted: it answers an envelope only when MAIL, RCPT and
+    DATA have all been read, so only a pipelining client gets through."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(10)
+        self.port = self._listener.getsockname()[1]
+        self.envelopes: list[list[str]] = []
+        self.sizes: list[str] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> _ScriptedPipeliningServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._thread.join(timeout=10)
+        self._listener.close()
+
+    def _serve(self) -> None:
+        try:
+            connection, _ = self._listener.accept()
+            with connection, connection.makefile("rb") as lines:
+                connection.settimeout(5)
+                connection.sendall(b"220 scripted ESMTP\r\n")
+                assert lines.readline().upper().startswith(b"EHLO")
+                connection.sendall(b"250-scripted\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n")
+                while (line := lines.readline().rstrip(b"\r\n")).upper() != b"QUIT":
+                    # MAIL, then RCPT and DATA read before anything is answered
+                    envelope = [line.decode(), lines.readline().rstrip(b"\r\n").decode(),
+                                lines.readline().rstrip(b"\r\n").decode()]
+                    self.envelopes.append(envelope)
+                    self.sizes.append(envelope[0].rpartition("SIZE=")[2])
+                    connection.sendall(b"250 sender ok\r\n250 recipient ok\r\n354 go ahead\r\n")
+                    while lines.readline() != b".\r\n":
+                        pass
+                    connection.sendall(b"250 queued\r\n")
+                connection.sendall(b"221 bye\r\n")
+        except BaseException as error:  # noqa: BLE001 - the test reports it
+            self.error = error
 
 
 def test_a_batch_reuses_one_smtp_connection(smtp_sink: SmtpSink) -> None:

@@ -398,7 +398,7 @@ def _prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
         .where(_among(session, _DELIVERIES.c.id, batch.claimed))
     ).all()
     orders = Order.__table__.c
-    live_orders = dict(session.execute(
+    live_orders: dict[int, int] = dict(session.execute(
         select(orders.coupon_id, func.count())
         .where(_among(session, orders.coupon_id, [row.coupon_id for row in rows]), orders.refunded_at.is_(None))
         .group_by(orders.coupon_id)

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .model import CHANNELS
 
@@ -32,7 +33,9 @@ class BadToken(ValueError):
     """The token was not minted by this Encore (forged, altered or truncated)."""
 
 
+@lru_cache(maxsize=8)
 def _key(secret: str) -> bytes:
+    """Derived once per secret: every message of a batch mints a token."""
     return hmac.new(secret.encode("utf-8"), _KEY_LABEL, hashlib.sha256).digest()
 
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -56,7 +56,8 @@ class PlanRequest:
     campaign: str | None = None
 
 
-def customer_value(row: Customer) -> CustomerValue:
+def customer_value(row: Customer | Row) -> CustomerValue:
+    """The customer as the domain sees it, from an ORM object or a row with its column names."""
     return CustomerValue(
         id=row.id, country=row.country, name=row.name, locale=row.locale, timezone=row.timezone,
         email=row.email, phone=row.phone, whatsapp=row.whatsapp, line_id=row.line_id,

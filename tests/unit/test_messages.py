@@ -429,3 +429,81 @@ def test_sek_refill_and_percent_off_show_the_same_rounding():
 def test_a_regular_price_that_rounds_to_nothing_is_not_shown():
     m = render_message(ctx("en-US", "en", offer=percent_off("USD", "10", "0.004")), "sms").text
     assert "$0.00" not in m and "10%" in m
+
+
+# ------------------------------------------------------- rendered once per shape (issue 10)
+
+SPECIAL_NAMES = [
+    '<b>Ana</b> & "Bo" \'Cy\'', "{name} {code} {0}", "{{ 7*7 }}", "محمد العلي", "שרה", "Ana 🎉👍🏽",
+    "", "   ", "\n\t", "Ana\nMaria  de\tSouza", "A" * 29, "B" * 30, "C" * 31, "Dé" * 40, "Zoë " * 12,
+]
+CUSTOMER_LOCALES = [None, "en-US", "en-GB", "es-MX", "es-ES", "pt-BR", "pt-PT", "id-ID", "th-TH", "vi-VN",
+                    "ar-SA", "ar", "fr-FR", "fr-CA", "de-DE", "de-CH", "sv-SE", "ja-JP", "zz", "in-ID"]
+CURRENCIES = ["USD", "EUR", "IDR", "JPY", "SEK", "BRL", "KWD", "VND", "THB", "MXN"]
+ZONES = ["UTC", "America/New_York", "Asia/Jakarta", "Asia/Riyadh", "America/Sao_Paulo", "Europe/Berlin",
+         "Pacific/Chatham", "Not/AZone"]
+
+amounts = st.one_of(st.none(), st.decimals(min_value=0, max_value=10**7, places=3, allow_nan=False,
+                                           allow_infinity=False))
+offers = st.builds(
+    Offer,
+    type=st.sampled_from(["refill", "percent_off", "second_half_price"]),
+    sku=st.sampled_from(["SHAMPOO-REFILL", "sku<&>"]),
+    product_name=st.one_of(st.sampled_from(["Lavender Shampoo", "", "Tea {{7*7}} <b> & 'x'", "ש" * 50]),
+                           st.text(max_size=60)),
+    currency=st.sampled_from(CURRENCIES),
+    price=amounts,
+    percent=st.one_of(st.none(), st.decimals(min_value=1, max_value=99, places=2)),
+    regular_price=amounts,
+)
+names = st.one_of(st.none(), st.sampled_from(SPECIAL_NAMES), st.text(max_size=50))
+codes = st.one_of(st.from_regex(r"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}", fullmatch=True), st.text(max_size=20))
+urls = st.one_of(st.none(), st.just(""), st.builds(lambda t: f"https://encore.example.com/unsubscribe/{t}",
+                                                    st.from_regex(r"[A-Za-z0-9_-]{10,40}", fullmatch=True)),
+                 st.text(max_size=30))
+
+
+@st.composite
+def message_contexts(draw) -> MessageContext:
+    language, locale = resolve_language(draw(st.sampled_from(CUSTOMER_LOCALES)), draw(st.sampled_from(LANGUAGES)))
+    return MessageContext(
+        language=language, locale=locale, customer_name=draw(names), offer=draw(offers), code=draw(codes),
+        expires_at=draw(st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1, 1),
+                                     timezones=st.just(UTC))),
+        timezone=draw(st.sampled_from(ZONES)), framing=draw(st.sampled_from(["urgency", "loyalty"])),
+        shop_name=draw(st.one_of(st.just("Encore"), st.sampled_from(["A&B <i>", "{shop}"]), st.text(max_size=20))),
+        unsubscribe_url=draw(urls),
+    )
+
+
+def outcome(render, context: MessageContext, channel: str) -> Message | tuple[str, str]:
+    try:
+        return render(context, channel)
+    except (ValueError, TypeError, ArithmeticError) as error:
+        return type(error).__name__, str(error)
+
+
+@settings(max_examples=400, deadline=None)
+@given(message_contexts(), st.sampled_from(CHANNELS))
+def test_a_message_rendered_once_per_shape_is_the_message_rendered_directly(context, channel):
+    from coupons.messages import render_message_uncached
+
+    # Given another customer of the same shape (same offer, shop, date...) rendered first
+    other = replace(context, customer_name="Decoy Name" if (context.customer_name or "").strip() else
+                    context.customer_name, code="DECOY-CODE",
+                    unsubscribe_url="https://decoy.example.com/u/x" if context.unsubscribe_url else
+                    context.unsubscribe_url)
+    outcome(render_message, other, channel)
+    # Then this customer's message is byte for byte what rendering it directly gives
+    assert outcome(render_message, context, channel) == outcome(render_message_uncached, context, channel)
+
+
+def test_a_name_that_looks_like_a_placeholder_is_written_as_it_is():
+    from coupons.messages import _HOLE
+
+    name = f"{_HOLE['code']} {_HOLE['url']}<"
+    context = replace(ctx(name=name), unsubscribe_url="https://encore.example.com/unsubscribe/t0k3n")
+    m = render_message(context, "email")
+    assert f"Hi {name}," in m.text
+    assert f"Hi {_HOLE['code']} {_HOLE['url']}&lt;," in m.html
+    assert m.text.count("K7QX-M3PA-HZ2W") == 1 and m.text.count("t0k3n") == 1

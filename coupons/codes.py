@@ -15,8 +15,19 @@ GROUP_SIZE = 5
 CODE_BITS = GROUPS * GROUP_SIZE * math.log2(len(ALPHABET))
 
 
+SYMBOLS = GROUPS * GROUP_SIZE
+
+
 def new_code() -> str:
-    symbols = "".join(secrets.choice(ALPHABET) for _ in range(GROUPS * GROUP_SIZE))
+    """One draw of `secrets.randbelow(31**15)` written in base 31: the same uniform
+    choice as 15 draws of one symbol each, with one system call instead of 15 (a
+    10,000-buyer stream plans 10,000 codes while its first messages go out)."""
+    number = secrets.randbelow(len(ALPHABET) ** SYMBOLS)
+    digits = []
+    for _ in range(SYMBOLS):
+        number, digit = divmod(number, len(ALPHABET))
+        digits.append(ALPHABET[digit])
+    symbols = "".join(digits)
     return "-".join(symbols[i : i + GROUP_SIZE] for i in range(0, len(symbols), GROUP_SIZE))
 
 

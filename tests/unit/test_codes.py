@@ -38,6 +38,14 @@ def test_new_codes_use_the_whole_alphabet():
     assert seen == set(ALPHABET)
 
 
+def test_every_position_of_a_code_uses_the_whole_alphabet():
+    # A code drawn as one number and written in base 31 must not leave a position
+    # stuck or narrowed (the leading symbol of a number drawn too small, say).
+    symbols = ["".join(new_code().split("-")) for _ in range(2_000)]
+    for position in range(len(symbols[0])):
+        assert {code[position] for code in symbols} == set(ALPHABET), position
+
+
 def test_new_code_is_its_own_normal_form():
     code = new_code()
     assert normalize_code(code) == code

@@ -57,11 +57,12 @@ class PlanRequest:
     campaign: str | None = None
 
 
-def customer_value(row: Customer) -> CustomerValue:
+def customer_value(row: Customer, consent: frozenset[str] | None = None) -> CustomerValue:
+    """`consent`: the row's, when the caller decoded it already (the planner, once per distinct text)."""
     return CustomerValue(
         id=row.id, country=row.country, name=row.name, locale=row.locale, timezone=row.timezone,
         email=row.email, phone=row.phone, whatsapp=row.whatsapp, line_id=row.line_id,
-        telegram_id=row.telegram_id, consent=frozenset(row.consent or ()),
+        telegram_id=row.telegram_id, consent=frozenset(row.consent or ()) if consent is None else consent,
     )
 
 
@@ -72,7 +73,7 @@ def dialect_insert(session: Session):
 
 def _recent_triggers(session: Session, customer_ids: list[str], earliest: datetime,
                      latest: datetime) -> dict[str, list[datetime]]:
-    rows = session.execute(
+    rows = session.connection().execute(
         select(Delivery.customer_id, Delivery.trigger_at).where(
             one_of(session, Delivery.customer_id, customer_ids),
             Delivery.state.in_((SCHEDULED, SENDING, SENT)),
@@ -88,7 +89,8 @@ def _recent_triggers(session: Session, customer_ids: list[str], earliest: dateti
 
 CUSTOMER_COLUMNS = (Customer.id, Customer.country, Customer.name, Customer.locale, Customer.timezone,
                     Customer.email, Customer.phone, Customer.whatsapp, Customer.line_id, Customer.telegram_id,
-                    Customer.consent, Customer.opted_out)
+                    cast(Customer.consent, Text).label("consent"), cast(Customer.opted_out, Text).label("opted_out"))
+"""A customer as the planner reads it: the channel lists as their JSON text (see `_ChunkDecisions.channels`)."""
 
 
 class _ChunkDecisions:
@@ -102,6 +104,7 @@ class _ChunkDecisions:
         self._markets: dict[str, Market] = {}
         self._offers: dict[tuple, Offer] = {}
         self._expiries: dict[tuple, datetime] = {}
+        self._channel_sets: dict[str | None, frozenset[str]] = {}
 
     def market(self, country: str) -> Market:
         market = self._markets.get(country)
@@ -123,6 +126,13 @@ class _ChunkDecisions:
                                                      self.runtime.settings.refill_ratio)
         return offer
 
+    def channels(self, stored: str | None) -> frozenset[str]:
+        """A consent or opt-out list from its JSON text: a handful of distinct lists per chunk."""
+        channels = self._channel_sets.get(stored)
+        if channels is None:
+            channels = self._channel_sets[stored] = frozenset(json.loads(stored) or ()) if stored else frozenset()
+        return channels
+
     def expires_at(self, trigger_at: datetime, customer: CustomerValue, market: Market) -> datetime:
         key = (trigger_at, market.name, customer.timezone, customer.country)
         expires = self._expiries.get(key)
@@ -140,11 +150,13 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
     requests = merge_requests(requests)
     if not requests:
         return 0
+    session.flush()  # reads below bypass the ORM session (and so its autoflush)
+    connection = session.connection()
     customer_ids = sorted({r.customer_id for r in requests})
-    customers = {row.id: row for row in session.execute(
+    customers = {row.id: row for row in connection.execute(
         select(*CUSTOMER_COLUMNS).where(one_of(session, Customer.id, customer_ids)))}
     order_ids = sorted({o for r in requests for o in r.order_ids})
-    orders = {row.id: row for row in session.execute(
+    orders = {row.id: row for row in connection.execute(
         select(Order.id, Order.currency, Order.refunded_at, cast(Order.items, Text).label("items"))
         .where(one_of(session, Order.id, order_ids)))} if order_ids else {}
     recent = _recent_triggers(session, customer_ids, min(r.trigger_at for r in requests),
@@ -153,7 +165,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
     coupon_rows, delivery_plans = [], {}
     for request in sorted(requests, key=lambda r: r.trigger_at):
         row = customers[request.customer_id]
-        customer = customer_value(row)
+        customer = customer_value(row, consent=shared.channels(row.consent))
         market = shared.market(customer.country)
         live_orders = [orders[o] for o in request.order_ids if o in orders and orders[o].refunded_at is None]
         if not live_orders and request.offer is None:
@@ -162,7 +174,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         capped = any(abs(request.trigger_at - t) < FREQUENCY_CAP for t in recent[customer.id])
         plan = plan_delivery(
             trigger_at=request.trigger_at, now=now, customer=customer, market=market,
-            configured=runtime.configured_channels, opted_out=row.opted_out or (), capped=capped,
+            configured=runtime.configured_channels, opted_out=shared.channels(row.opted_out), capped=capped,
         )
         if plan.state == SCHEDULED:
             recent[customer.id].append(request.trigger_at)
@@ -193,7 +205,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
     new_keys = {(trigger_key, customer_id) for _, trigger_key, customer_id in inserted}
     _rechoose_unsent_offers(session, [row for row in coupon_rows if row["trigger_key"].startswith("stream:")
                                       and (row["trigger_key"], row["customer_id"]) not in new_keys], now)
-    _attach_orders(session, requests)
+    _attach_orders(session, requests, {(key, customer): coupon_id for coupon_id, key, customer in inserted})
     return sum(1 for row in delivery_rows if row["state"] == SCHEDULED)
 
 
@@ -325,15 +337,18 @@ def replan(session: Session, runtime: Runtime, trigger_key: str, customer_id: st
         return plan_coupons(session, runtime, requests, now)
 
 
-def _attach_orders(session: Session, requests: list[PlanRequest]) -> None:
-    """Link each order to its coupon, so refunds can find what they void (one query,
-    one batched UPDATE, however many orders)."""
-    found = session.execute(
-        select(Coupon.trigger_key, Coupon.customer_id, Coupon.id).where(
-            one_of(session, Coupon.trigger_key, {r.trigger_key for r in requests}),
-            one_of(session, Coupon.customer_id, {r.customer_id for r in requests}))
-    ).all()
-    coupon_ids = {(key, customer): coupon_id for key, customer, coupon_id in found}
+def _attach_orders(session: Session, requests: list[PlanRequest], coupon_ids: dict[tuple[str, str], int]) -> None:
+    """Link each order to its coupon, so refunds can find what they void (one batched
+    UPDATE, however many orders). `coupon_ids`: the coupons just created; the others
+    (a late order for a coupon that exists) are looked up."""
+    missing = [r for r in requests if (r.trigger_key, r.customer_id) not in coupon_ids]
+    if missing:
+        found = session.connection().execute(
+            select(Coupon.trigger_key, Coupon.customer_id, Coupon.id).where(
+                one_of(session, Coupon.trigger_key, {r.trigger_key for r in missing}),
+                one_of(session, Coupon.customer_id, {r.customer_id for r in missing}))
+        ).all()
+        coupon_ids = {**coupon_ids, **{(key, customer): coupon_id for key, customer, coupon_id in found}}
     fill_where_null(session, Order, "id", "coupon_id", {
         order_id: coupon_ids[(r.trigger_key, r.customer_id)]
         for r in requests if (r.trigger_key, r.customer_id) in coupon_ids
@@ -349,7 +364,8 @@ def stream_requests(session: Session, stream_id: str, ended_at: datetime | None,
     With `on_error`, a customer whose trigger time cannot be computed (an absurd
     order time) is handed to it and skipped, instead of failing the whole chunk.
     """
-    rows = session.execute(
+    session.flush()  # the read below bypasses the ORM session (and so its autoflush)
+    rows = session.connection().execute(
         select(Order.customer_id, Order.id, Order.occurred_at).where(
             Order.stream_id == stream_id, one_of(session, Order.customer_id, customer_ids))
     ).all()

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from coupons.codes import new_code
+from coupons.codes import new_codes
 from coupons.delivery_rules import plan_delivery
 from coupons.markets import Market
 from coupons.model import Customer as CustomerValue
@@ -162,6 +162,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
     recent = _recent_triggers(session, customer_ids, min(r.trigger_at for r in requests),
                               max(r.trigger_at for r in requests))
     shared = _ChunkDecisions(runtime)
+    codes = iter(new_codes(len(requests)))
     coupon_rows, delivery_plans = [], {}
     for request in sorted(requests, key=lambda r: r.trigger_at):
         row = customers[request.customer_id]
@@ -181,7 +182,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         key = (request.trigger_key, request.customer_id)
         delivery_plans[key] = (request, plan)
         coupon_rows.append(dict(
-            code=new_code(), trigger_key=request.trigger_key, customer_id=request.customer_id,
+            code=next(codes), trigger_key=request.trigger_key, customer_id=request.customer_id,
             market=market.name, offer_type=offer.type, sku=offer.sku, product_name=offer.product_name,
             currency=offer.currency, price=None if offer.price is None else str(offer.price),
             percent=None if offer.percent is None else str(offer.percent),

@@ -17,6 +17,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -27,10 +28,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from coupons.codes import new_codes
-from coupons.delivery_rules import plan_delivery
+from coupons.delivery_rules import Plan, plan_delivery
 from coupons.markets import Market
 from coupons.model import Customer as CustomerValue
-from coupons.model import Item, Offer
+from coupons.model import ADDRESS_FIELD, Item, Offer
 from coupons.offers import choose_offer
 from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, stream_fallback_at
 from store.bulk import fill_where_null, insert_new, insert_new_rows, one_of
@@ -96,14 +97,14 @@ CUSTOMER_COLUMNS = (Customer.id, Customer.country, Customer.name, Customer.local
 class _ChunkDecisions:
     """What many triggers of one chunk share, computed once: a stream's buyers mostly
     bought the same few things at the same time in a handful of zones, so the offer,
-    the expiry and the market are the same for thousands of them. Each is a pure
+    the delivery's timing, the expiry and the market are the same for thousands of them. Each is a pure
     function of its key; a failure is not remembered (the next trigger raises again)."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, runtime: Runtime, now: datetime) -> None:
+        self.runtime, self.now = runtime, now
         self._markets: dict[str, Market] = {}
         self._offers: dict[tuple, Offer] = {}
-        self._expiries: dict[tuple, datetime] = {}
+        self._timings: dict[tuple, tuple[Plan, datetime]] = {}
         self._channel_sets: dict[str | None, frozenset[str]] = {}
 
     def market(self, country: str) -> Market:
@@ -133,13 +134,25 @@ class _ChunkDecisions:
             channels = self._channel_sets[stored] = frozenset(json.loads(stored) or ()) if stored else frozenset()
         return channels
 
-    def expires_at(self, trigger_at: datetime, customer: CustomerValue, market: Market) -> datetime:
-        key = (trigger_at, market.name, customer.timezone, customer.country)
-        expires = self._expiries.get(key)
-        if expires is None:
-            expires = self._expiries[key] = coupon_expires_at(trigger_at, market.valid_days,
-                                                              customer_zone(customer, market))
-        return expires
+    def timing(self, trigger_at: datetime, row: Row, market: Market, capped: bool) -> tuple[Plan, datetime]:
+        """The delivery's plan (rules 8-10) and the coupon's expiry. Both read of the
+        customer only the country, zone, consent, opt-outs and which addresses are
+        set -- the key -- so buyers alike in those (most of a stream) share one
+        computation; `now` and the configured channels are the same for the whole chunk."""
+        key = (trigger_at, row.country, row.timezone, row.consent, row.opted_out,
+               *map(bool, _addresses(row)), capped)
+        timing = self._timings.get(key)
+        if timing is None:
+            customer = customer_value(row, consent=self.channels(row.consent))
+            plan = plan_delivery(trigger_at=trigger_at, now=self.now, customer=customer, market=market,
+                                 configured=self.runtime.configured_channels,
+                                 opted_out=self.channels(row.opted_out), capped=capped)
+            expires_at = coupon_expires_at(trigger_at, market.valid_days, customer_zone(customer, market))
+            timing = self._timings[key] = (plan, expires_at)
+        return timing
+
+
+_addresses = attrgetter(*ADDRESS_FIELD.values())
 
 
 def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest], now: datetime) -> int:
@@ -161,24 +174,20 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         .where(one_of(session, Order.id, order_ids)))} if order_ids else {}
     recent = _recent_triggers(session, customer_ids, min(r.trigger_at for r in requests),
                               max(r.trigger_at for r in requests))
-    shared = _ChunkDecisions(runtime)
+    shared = _ChunkDecisions(runtime, now)
     codes = iter(new_codes(len(requests)))
     coupon_rows, delivery_plans = [], {}
     for request in sorted(requests, key=lambda r: r.trigger_at):
         row = customers[request.customer_id]
-        customer = customer_value(row, consent=shared.channels(row.consent))
-        market = shared.market(customer.country)
+        market = shared.market(row.country)
         live_orders = [orders[o] for o in request.order_ids if o in orders and orders[o].refunded_at is None]
         if not live_orders and request.offer is None:
             continue  # everything refunded before planning: nothing to promise
         offer = request.offer or shared.offer(live_orders, market)
-        capped = any(abs(request.trigger_at - t) < FREQUENCY_CAP for t in recent[customer.id])
-        plan = plan_delivery(
-            trigger_at=request.trigger_at, now=now, customer=customer, market=market,
-            configured=runtime.configured_channels, opted_out=shared.channels(row.opted_out), capped=capped,
-        )
+        capped = any(abs(request.trigger_at - t) < FREQUENCY_CAP for t in recent[request.customer_id])
+        plan, expires_at = shared.timing(request.trigger_at, row, market, capped)
         if plan.state == SCHEDULED:
-            recent[customer.id].append(request.trigger_at)
+            recent[request.customer_id].append(request.trigger_at)
         key = (request.trigger_key, request.customer_id)
         delivery_plans[key] = (request, plan)
         coupon_rows.append(dict(
@@ -187,7 +196,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
             currency=offer.currency, price=None if offer.price is None else str(offer.price),
             percent=None if offer.percent is None else str(offer.percent),
             regular_price=None if offer.regular_price is None else str(offer.regular_price),
-            created_at=now, expires_at=shared.expires_at(request.trigger_at, customer, market),
+            created_at=now, expires_at=expires_at,
             campaign=request.campaign,
         ))
     if not coupon_rows:

@@ -201,3 +201,30 @@ def test_a_late_order_does_not_change_a_coupon_already_sent(services):
     [after] = services.deliveries("c1")
     assert after["offer"] == sent["offer"] and after["code"] == sent["code"]
     assert services.smtp.count == 1
+
+
+def test_buyers_of_one_stream_each_get_the_plan_of_their_own_zone_consent_and_addresses(services):
+    from tests.support import iso, zone_where_local_hour_is
+
+    # Given one stream whose buyers differ only in time zone, an opt-out or a missing address
+    now = services.clock()
+    day, night = zone_where_local_hour_is(13, now), zone_where_local_hour_is(2, now)
+    buyers = {"day-1": {"timezone": day}, "day-2": {"timezone": day}, "night": {"timezone": night},
+              "opted-out": {"timezone": day}, "no-address": {"timezone": day, "email": None}}
+    assert services.emit(*(order_paid(f"e-{c}", customer_id=c, stream_id="S", occurred_at=now, **fields)
+                           for c, fields in buyers.items())) == []
+    assert services.emit({"id": "stop", "type": "customer.opted_out", "occurred_at": iso(now),
+                          "data": {"customer_id": "opted-out", "channels": ["email"]}}) == []
+
+    # When the stream ends and its buyers are planned in one chunk
+    ended_at = services.clock.advance(minutes=30)
+    services.emit(stream_ended("end-S", "S", occurred_at=ended_at))
+
+    # Then each has the plan and the expiry of their own circumstances, not their neighbour's
+    rows = {row["customer_id"]: row for row in services.deliveries()}
+    assert {c: (row["state"], row["reason"]) for c, row in rows.items()} == {
+        "day-1": ("scheduled", None), "day-2": ("scheduled", None), "night": ("scheduled", None),
+        "opted-out": ("suppressed", "no_channel"), "no-address": ("suppressed", "no_channel")}
+    assert rows["day-1"]["due_at"] == rows["day-2"]["due_at"] == ended_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert datetime.fromisoformat(rows["night"]["due_at"]) > datetime.fromisoformat(rows["day-1"]["due_at"])
+    assert rows["night"]["expires_at"] != rows["day-1"]["expires_at"] == rows["day-2"]["expires_at"]

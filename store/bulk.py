@@ -1,4 +1,6 @@
-"""Insert many rows in one statement, skipping the ones whose key exists, and say which went in.
+"""Many rows in one statement: insert them, skipping the ones whose key exists, and say
+which went in (`insert_new`, `insert_new_rows`); fill a column by key (`fill_where_null`);
+select by a list of keys (`one_of`).
 
 On PostgreSQL the rows travel as one array per column (`INSERT … SELECT * FROM
 unnest(:ids, :names, …)`), in psycopg's binary format: one short statement with a
@@ -6,13 +8,15 @@ handful of parameters, the same text every time. SQLAlchemy's executemany form (
 one placeholder per value instead -- 10,000 for 1,000 customers -- and psycopg rewrites a
 statement of more than 50 parameters from scratch on every call (a regular-expression
 pass over the whole text): a third of the intake worker's time in `python -m bench
-intake` (py-spy), where the array form costs nothing. SQLite keeps the executemany form.
+intake` (py-spy), where the array form costs nothing; the same pass made planning's
+INSERTs and IN lists a third of `plan_stream`'s time in `python -m bench fanout`.
+SQLite keeps the executemany and IN forms.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from sqlalchemy import JSON, ColumnElement, DateTime, Integer, Row, String, Text, TypeDecorator, any_, bindparam, literal
@@ -45,12 +49,10 @@ def _unchanged(value: Any) -> Any:
     return value
 
 
-def _column_arrays(table, rows: list[dict], columns: list[str], dialect) -> dict[str, list]:
-    arrays = {}
-    for name in columns:
-        bind = _binder(table.c[name], dialect)
-        arrays[name] = [None if (value := row[name]) is None else bind(value) for row in rows]
-    return arrays
+def _array(column, values: Iterable, dialect) -> list:
+    """One column's values as psycopg sends them in an array parameter."""
+    bind = _binder(column, dialect)
+    return [None if value is None else bind(value) for value in values]
 
 
 def insert_new(session: Session, model, rows: list[dict], key: list[str], returning: str) -> list:
@@ -79,7 +81,8 @@ def insert_new_rows(session: Session, model, rows: list[dict], key: list[str],
         f"SELECT * FROM unnest({arrays}) ON CONFLICT ({', '.join(key)}) DO NOTHING "
         f"RETURNING {', '.join(returning)}"
     )
-    return list(session.connection().exec_driver_sql(statement, _column_arrays(table, rows, columns, dialect)))
+    params = {name: _array(table.c[name], (row[name] for row in rows), dialect) for name in columns}
+    return list(session.connection().exec_driver_sql(statement, params))
 
 
 def fill_where_null(session: Session, model, key: str, column: str, values: dict) -> None:
@@ -96,13 +99,13 @@ def fill_where_null(session: Session, model, key: str, column: str, values: dict
             [{"_key": k, "_value": v} for k, v in values.items()],
         )
         return
-    rows = [{key: k, column: v} for k, v in values.items()]
     session.connection().exec_driver_sql(
         f'UPDATE {table.name} SET "{column}" = given.value '
         f"FROM unnest(CAST(%(keys)b AS {_array_type(table.c[key])}), "
         f"CAST(%(values)b AS {_array_type(table.c[column])})) AS given(key, value) "
         f'WHERE {table.name}."{key}" = given.key AND {table.name}."{column}" IS NULL',
-        dict(zip(("keys", "values"), _column_arrays(table, rows, [key, column], dialect).values(), strict=True)),
+        {"keys": _array(table.c[key], values.keys(), dialect),
+         "values": _array(table.c[column], values.values(), dialect)},
     )
 
 

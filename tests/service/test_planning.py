@@ -228,3 +228,34 @@ def test_buyers_of_one_stream_each_get_the_plan_of_their_own_zone_consent_and_ad
     assert rows["day-1"]["due_at"] == rows["day-2"]["due_at"] == ended_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert datetime.fromisoformat(rows["night"]["due_at"]) > datetime.fromisoformat(rows["day-1"]["due_at"])
     assert rows["night"]["expires_at"] != rows["day-1"]["expires_at"] == rows["day-2"]["expires_at"]
+
+
+def test_planning_a_stream_again_or_after_a_crash_creates_nothing_twice(services):
+    from services.planner import next_unplanned_customers, plan_stream_chunk
+    from store.models import Order, Stream
+
+    # Given an ended stream of five buyers, whose planner crashed after committing its first chunk of two
+    now = services.clock()
+    buyers = [f"c{n}" for n in range(1, 6)]
+    services.emit(*(order_paid(f"e-{c}", customer_id=c, stream_id="S", occurred_at=now) for c in buyers))
+    services.clock.advance(minutes=30)
+    with services.session() as session:
+        session.merge(Stream(id="S", ended_at=services.clock()))  # ended, not planned yet
+    with services.session() as session:
+        first_chunk = next_unplanned_customers(session, "S", "", chunk=2)
+        plan_stream_chunk(session, services.runtime, "S", first_chunk, services.clock())
+    planned_first = {row["customer_id"]: row["code"] for row in services.deliveries()}
+
+    # When the planning resumes, and then a second planner plans every buyer again
+    services.plan_stream("S")
+    with services.session() as session:
+        again = plan_stream_chunk(session, services.runtime, "S", buyers, services.clock())
+
+    # Then each buyer has exactly one coupon, the first chunk's codes unchanged, every order linked to it
+    rows = services.deliveries()
+    assert sorted(row["customer_id"] for row in rows) == buyers
+    assert again == 0 and _plan_dead_letters(services) == []
+    assert {row["customer_id"]: row["code"] for row in rows if row["customer_id"] in planned_first} == planned_first
+    with services.session() as session:
+        assert session.scalar(select(Order.id).where(Order.coupon_id.is_(None))) is None
+        assert next_unplanned_customers(session, "S", "") == []

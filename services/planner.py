@@ -17,9 +17,9 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from operator import attrgetter
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row, Text, cast, select, update
@@ -97,8 +97,9 @@ CUSTOMER_COLUMNS = (Customer.id, Customer.country, Customer.name, Customer.local
 class _ChunkDecisions:
     """What many triggers of one chunk share, computed once: a stream's buyers mostly
     bought the same few things at the same time in a handful of zones, so the offer,
-    the delivery's timing, the expiry and the market are the same for thousands of them. Each is a pure
-    function of its key; a failure is not remembered (the next trigger raises again)."""
+    the delivery's timing, the expiry and the market are the same for thousands of
+    them. Each is a pure function of its key; a failure is not remembered (the next
+    trigger with that key raises again, and is dead-lettered on its own)."""
 
     def __init__(self, runtime: Runtime, now: datetime) -> None:
         self.runtime, self.now = runtime, now

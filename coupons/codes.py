@@ -13,10 +13,43 @@ ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 GROUPS = 3
 GROUP_SIZE = 5
 CODE_BITS = GROUPS * GROUP_SIZE * math.log2(len(ALPHABET))
+SYMBOLS = GROUPS * GROUP_SIZE
+CODE_SPACE = len(ALPHABET) ** SYMBOLS
+_DRAW_BITS = CODE_SPACE.bit_length()
+_DRAW_BYTES = (_DRAW_BITS + 7) // 8
 
 
 def new_code() -> str:
-    symbols = "".join(secrets.choice(ALPHABET) for _ in range(GROUPS * GROUP_SIZE))
+    return new_codes(1)[0]
+
+
+def new_codes(count: int) -> list[str]:
+    """`count` codes, each a uniform draw below 31**15 written in base 31.
+
+    Each draw is what `secrets.randbelow` does -- a 75-bit number from the system's
+    randomness, drawn again while it is not below 31**15 -- but the bytes for a
+    whole batch come from one `secrets.token_bytes` call: a system call per code
+    (15 with one `secrets.choice` per symbol) was most of the cost of a code, and a
+    10,000-buyer stream plans 10,000 of them while its first messages go out."""
+    codes: list[str] = []
+    while len(codes) < count:
+        wanted = count - len(codes)
+        pool = secrets.token_bytes(_DRAW_BYTES * (wanted + wanted // 4 + 1))  # ~81% of draws are kept
+        for start in range(0, len(pool), _DRAW_BYTES):
+            number = int.from_bytes(pool[start:start + _DRAW_BYTES], "big") >> (8 * _DRAW_BYTES - _DRAW_BITS)
+            if number < CODE_SPACE:
+                codes.append(_written(number))
+                if len(codes) == count:
+                    break
+    return codes
+
+
+def _written(number: int) -> str:
+    digits = []
+    for _ in range(SYMBOLS):
+        number, digit = divmod(number, len(ALPHABET))
+        digits.append(ALPHABET[digit])
+    symbols = "".join(digits)
     return "-".join(symbols[i : i + GROUP_SIZE] for i in range(0, len(symbols), GROUP_SIZE))
 
 

@@ -19,20 +19,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Row, Text, cast, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from coupons.codes import new_code
-from coupons.delivery_rules import plan_delivery
+from coupons.codes import new_codes
+from coupons.delivery_rules import Plan, plan_delivery
 from coupons.markets import Market
 from coupons.model import Customer as CustomerValue
-from coupons.model import Item, Offer
+from coupons.model import ADDRESS_FIELD, Item, Offer
 from coupons.offers import choose_offer
 from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, stream_fallback_at
+from store.bulk import fill_where_null, insert_new, insert_new_rows, one_of
 from store.models import SCHEDULED, SENDING, SENT, Coupon, Customer, Delivery, Order, Stream
 
 from .failures import failure_reason, store_dead_letter
@@ -56,22 +58,15 @@ class PlanRequest:
     campaign: str | None = None
 
 
-def customer_value(row: Customer | Row) -> CustomerValue:
-    """The customer as the domain sees it, from an ORM object or a row with its column names."""
+def customer_value(row: Customer | Row, consent: frozenset[str] | None = None) -> CustomerValue:
+    """The customer as the domain sees it, from an ORM object or a row with its column
+    names. `consent`: the row's, when the caller decoded it already (the planner, once
+    per distinct text)."""
     return CustomerValue(
         id=row.id, country=row.country, name=row.name, locale=row.locale, timezone=row.timezone,
         email=row.email, phone=row.phone, whatsapp=row.whatsapp, line_id=row.line_id,
-        telegram_id=row.telegram_id, consent=frozenset(row.consent or ()),
+        telegram_id=row.telegram_id, consent=frozenset(row.consent or ()) if consent is None else consent,
     )
-
-
-def items_of(orders: Iterable[Order]) -> list[Item]:
-    return [
-        Item(sku=i["sku"], name=i["name"], unit_price=Decimal(i["unit_price"]), quantity=int(i["quantity"]),
-             refill_sku=i.get("refill_sku"))
-        for order in orders
-        for i in order.items
-    ]
 
 
 def dialect_insert(session: Session):
@@ -81,9 +76,9 @@ def dialect_insert(session: Session):
 
 def _recent_triggers(session: Session, customer_ids: list[str], earliest: datetime,
                      latest: datetime) -> dict[str, list[datetime]]:
-    rows = session.execute(
+    rows = session.connection().execute(
         select(Delivery.customer_id, Delivery.trigger_at).where(
-            Delivery.customer_id.in_(customer_ids),
+            one_of(session, Delivery.customer_id, customer_ids),
             Delivery.state.in_((SCHEDULED, SENDING, SENT)),
             Delivery.trigger_at > earliest - FREQUENCY_CAP,
             Delivery.trigger_at < latest + FREQUENCY_CAP,
@@ -95,69 +90,135 @@ def _recent_triggers(session: Session, customer_ids: list[str], earliest: dateti
     return found
 
 
+CUSTOMER_COLUMNS = (Customer.id, Customer.country, Customer.name, Customer.locale, Customer.timezone,
+                    Customer.email, Customer.phone, Customer.whatsapp, Customer.line_id, Customer.telegram_id,
+                    cast(Customer.consent, Text).label("consent"), cast(Customer.opted_out, Text).label("opted_out"))
+"""A customer as the planner reads it: the channel lists as their JSON text (see `_ChunkDecisions.channels`)."""
+
+
+class _ChunkDecisions:
+    """What many triggers of one chunk share, computed once: a stream's buyers mostly
+    bought the same few things at the same time in a handful of zones, so the offer,
+    the delivery's timing, the expiry and the market are the same for thousands of
+    them. Each is a pure function of its key; a failure is not remembered (the next
+    trigger with that key raises again, and is dead-lettered on its own)."""
+
+    def __init__(self, runtime: Runtime, now: datetime) -> None:
+        self.runtime, self.now = runtime, now
+        self._markets: dict[str, Market] = {}
+        self._offers: dict[tuple, Offer] = {}
+        self._timings: dict[tuple, tuple[Plan, datetime]] = {}
+        self._channel_sets: dict[str | None, frozenset[str]] = {}
+
+    def market(self, country: str) -> Market:
+        market = self._markets.get(country)
+        if market is None:
+            market = self._markets[country] = self.runtime.markets.for_country(country)
+        return market
+
+    def offer(self, orders: list[Row], market: Market) -> Offer:
+        """Rule 3 for these orders' items; keyed by the items' stored JSON text."""
+        key = (market.name, orders[0].currency, *(order.items for order in orders))
+        offer = self._offers.get(key)
+        if offer is None:
+            items = [
+                Item(sku=i["sku"], name=i["name"], unit_price=Decimal(i["unit_price"]),
+                     quantity=int(i["quantity"]), refill_sku=i.get("refill_sku"))
+                for order in orders for i in json.loads(order.items)
+            ]
+            offer = self._offers[key] = choose_offer(items, orders[0].currency, market,
+                                                     self.runtime.settings.refill_ratio)
+        return offer
+
+    def channels(self, stored: str | None) -> frozenset[str]:
+        """A consent or opt-out list from its JSON text: a handful of distinct lists per chunk."""
+        channels = self._channel_sets.get(stored)
+        if channels is None:
+            channels = self._channel_sets[stored] = frozenset(json.loads(stored) or ()) if stored else frozenset()
+        return channels
+
+    def timing(self, trigger_at: datetime, row: Row, market: Market, capped: bool) -> tuple[Plan, datetime]:
+        """The delivery's plan (rules 8-10) and the coupon's expiry. Both read of the
+        customer only the country, zone, consent, opt-outs and which addresses are
+        set -- the key -- so buyers alike in those (most of a stream) share one
+        computation; `now` and the configured channels are the same for the whole chunk."""
+        key = (trigger_at, row.country, row.timezone, row.consent, row.opted_out,
+               *map(bool, _addresses(row)), capped)
+        timing = self._timings.get(key)
+        if timing is None:
+            customer = customer_value(row, consent=self.channels(row.consent))
+            plan = plan_delivery(trigger_at=trigger_at, now=self.now, customer=customer, market=market,
+                                 configured=self.runtime.configured_channels,
+                                 opted_out=self.channels(row.opted_out), capped=capped)
+            expires_at = coupon_expires_at(trigger_at, market.valid_days, customer_zone(customer, market))
+            timing = self._timings[key] = (plan, expires_at)
+        return timing
+
+
+_addresses = attrgetter(*ADDRESS_FIELD.values())
+
+
 def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest], now: datetime) -> int:
-    """Create the coupon and delivery for each request; returns how many are scheduled."""
+    """Create the coupon and delivery for each request; returns how many are scheduled.
+
+    Plain rows (no ORM objects), one array-parameter statement per table (store.bulk):
+    a 10,000-buyer stream is planned in 10 such chunks while its first sends go out."""
     requests = merge_requests(requests)
     if not requests:
         return 0
+    session.flush()  # reads below bypass the ORM session (and so its autoflush)
+    connection = session.connection()
     customer_ids = sorted({r.customer_id for r in requests})
-    customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
+    customers = {row.id: row for row in connection.execute(
+        select(*CUSTOMER_COLUMNS).where(one_of(session, Customer.id, customer_ids)))}
     order_ids = sorted({o for r in requests for o in r.order_ids})
-    orders = {o.id: o for o in session.scalars(select(Order).where(Order.id.in_(order_ids)))}
+    orders = {row.id: row for row in connection.execute(
+        select(Order.id, Order.currency, Order.refunded_at, cast(Order.items, Text).label("items"))
+        .where(one_of(session, Order.id, order_ids)))} if order_ids else {}
     recent = _recent_triggers(session, customer_ids, min(r.trigger_at for r in requests),
                               max(r.trigger_at for r in requests))
+    shared = _ChunkDecisions(runtime, now)
+    codes = iter(new_codes(len(requests)))
     coupon_rows, delivery_plans = [], {}
     for request in sorted(requests, key=lambda r: r.trigger_at):
-        customer = customer_value(customers[request.customer_id])
-        market = runtime.markets.for_country(customer.country)
+        row = customers[request.customer_id]
+        market = shared.market(row.country)
         live_orders = [orders[o] for o in request.order_ids if o in orders and orders[o].refunded_at is None]
         if not live_orders and request.offer is None:
             continue  # everything refunded before planning: nothing to promise
-        offer = request.offer or choose_offer(items_of(live_orders), live_orders[0].currency, market,
-                                              runtime.settings.refill_ratio)
-        capped = any(abs(request.trigger_at - t) < FREQUENCY_CAP for t in recent[customer.id])
-        plan = plan_delivery(
-            trigger_at=request.trigger_at, now=now, customer=customer, market=market,
-            configured=runtime.configured_channels,
-            opted_out=customers[request.customer_id].opted_out or (), capped=capped,
-        )
+        offer = request.offer or shared.offer(live_orders, market)
+        capped = any(abs(request.trigger_at - t) < FREQUENCY_CAP for t in recent[request.customer_id])
+        plan, expires_at = shared.timing(request.trigger_at, row, market, capped)
         if plan.state == SCHEDULED:
-            recent[customer.id].append(request.trigger_at)
+            recent[request.customer_id].append(request.trigger_at)
         key = (request.trigger_key, request.customer_id)
         delivery_plans[key] = (request, plan)
         coupon_rows.append(dict(
-            code=new_code(), trigger_key=request.trigger_key, customer_id=request.customer_id,
+            code=next(codes), trigger_key=request.trigger_key, customer_id=request.customer_id,
             market=market.name, offer_type=offer.type, sku=offer.sku, product_name=offer.product_name,
             currency=offer.currency, price=None if offer.price is None else str(offer.price),
             percent=None if offer.percent is None else str(offer.percent),
             regular_price=None if offer.regular_price is None else str(offer.regular_price),
-            created_at=now,
-            expires_at=coupon_expires_at(request.trigger_at, market.valid_days, customer_zone(customer, market)),
+            created_at=now, expires_at=expires_at,
             campaign=request.campaign,
         ))
     if not coupon_rows:
         return 0
-    # executemany form: one cached statement, batched by SQLAlchemy's insertmanyvalues.
-    inserted = session.execute(
-        dialect_insert(session)(Coupon).on_conflict_do_nothing(
-            index_elements=["trigger_key", "customer_id"]
-        ).returning(Coupon.id, Coupon.trigger_key, Coupon.customer_id),
-        coupon_rows,
-    ).all()
+    inserted = insert_new_rows(session, Coupon, coupon_rows, ["trigger_key", "customer_id"],
+                               ("id", "trigger_key", "customer_id"))
     delivery_rows = []
     for coupon_id, trigger_key, customer_id in inserted:
         request, plan = delivery_plans[(trigger_key, customer_id)]
         delivery_rows.append(dict(
             coupon_id=coupon_id, customer_id=customer_id, state=plan.state, reason=plan.reason,
             trigger_at=request.trigger_at, due_at=plan.due_at, deadline_at=plan.deadline_at,
-            attempts=0, channel_attempts=0, failed_channels=[], updated_at=now,
+            next_attempt_at=plan.due_at, attempts=0, channel_attempts=0, failed_channels=[], updated_at=now,
         ))
-    if delivery_rows:
-        session.execute(Delivery.__table__.insert(), delivery_rows)
+    insert_new(session, Delivery, delivery_rows, ["coupon_id"], "id")
     new_keys = {(trigger_key, customer_id) for _, trigger_key, customer_id in inserted}
     _rechoose_unsent_offers(session, [row for row in coupon_rows if row["trigger_key"].startswith("stream:")
                                       and (row["trigger_key"], row["customer_id"]) not in new_keys], now)
-    _attach_orders(session, requests)
+    _attach_orders(session, requests, {(key, customer): coupon_id for coupon_id, key, customer in inserted})
     return sum(1 for row in delivery_rows if row["state"] == SCHEDULED)
 
 
@@ -289,27 +350,23 @@ def replan(session: Session, runtime: Runtime, trigger_key: str, customer_id: st
         return plan_coupons(session, runtime, requests, now)
 
 
-def _attach_orders(session: Session, requests: list[PlanRequest]) -> None:
-    """Link each order to its coupon, so refunds can find what they void (one query,
-    one batched UPDATE, however many orders)."""
-    found = session.execute(
-        select(Coupon.trigger_key, Coupon.customer_id, Coupon.id).where(
-            Coupon.trigger_key.in_({r.trigger_key for r in requests}),
-            Coupon.customer_id.in_({r.customer_id for r in requests}))
-    ).all()
-    coupon_ids = {(key, customer): coupon_id for key, customer, coupon_id in found}
-    links = [
-        {"order": order_id, "coupon": coupon_ids[(r.trigger_key, r.customer_id)]}
+def _attach_orders(session: Session, requests: list[PlanRequest], coupon_ids: dict[tuple[str, str], int]) -> None:
+    """Link each order to its coupon, so refunds can find what they void (one batched
+    UPDATE, however many orders). `coupon_ids`: the coupons just created; the others
+    (a late order for a coupon that exists) are looked up."""
+    missing = [r for r in requests if (r.trigger_key, r.customer_id) not in coupon_ids]
+    if missing:
+        found = session.connection().execute(
+            select(Coupon.trigger_key, Coupon.customer_id, Coupon.id).where(
+                one_of(session, Coupon.trigger_key, {r.trigger_key for r in missing}),
+                one_of(session, Coupon.customer_id, {r.customer_id for r in missing}))
+        ).all()
+        coupon_ids = {**coupon_ids, **{(key, customer): coupon_id for key, customer, coupon_id in found}}
+    fill_where_null(session, Order, "id", "coupon_id", {
+        order_id: coupon_ids[(r.trigger_key, r.customer_id)]
         for r in requests if (r.trigger_key, r.customer_id) in coupon_ids
         for order_id in r.order_ids
-    ]
-    if links:
-        orders = Order.__table__
-        session.execute(
-            orders.update().where(orders.c.id == bindparam("order"), orders.c.coupon_id.is_(None))
-            .values(coupon_id=bindparam("coupon")),
-            links,
-        )
+    })
 
 
 def stream_requests(session: Session, stream_id: str, ended_at: datetime | None, customer_ids: list[str],
@@ -320,9 +377,10 @@ def stream_requests(session: Session, stream_id: str, ended_at: datetime | None,
     With `on_error`, a customer whose trigger time cannot be computed (an absurd
     order time) is handed to it and skipped, instead of failing the whole chunk.
     """
-    rows = session.execute(
+    session.flush()  # the read below bypasses the ORM session (and so its autoflush)
+    rows = session.connection().execute(
         select(Order.customer_id, Order.id, Order.occurred_at).where(
-            Order.stream_id == stream_id, Order.customer_id.in_(customer_ids))
+            Order.stream_id == stream_id, one_of(session, Order.customer_id, customer_ids))
     ).all()
     per_customer: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
     for customer_id, order_id, occurred_at in rows:

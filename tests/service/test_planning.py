@@ -201,3 +201,61 @@ def test_a_late_order_does_not_change_a_coupon_already_sent(services):
     [after] = services.deliveries("c1")
     assert after["offer"] == sent["offer"] and after["code"] == sent["code"]
     assert services.smtp.count == 1
+
+
+def test_buyers_of_one_stream_each_get_the_plan_of_their_own_zone_consent_and_addresses(services):
+    from tests.support import iso, zone_where_local_hour_is
+
+    # Given one stream whose buyers differ only in time zone, an opt-out or a missing address
+    now = services.clock()
+    day, night = zone_where_local_hour_is(13, now), zone_where_local_hour_is(2, now)
+    buyers = {"day-1": {"timezone": day}, "day-2": {"timezone": day}, "night": {"timezone": night},
+              "opted-out": {"timezone": day}, "no-address": {"timezone": day, "email": None}}
+    assert services.emit(*(order_paid(f"e-{c}", customer_id=c, stream_id="S", occurred_at=now, **fields)
+                           for c, fields in buyers.items())) == []
+    assert services.emit({"id": "stop", "type": "customer.opted_out", "occurred_at": iso(now),
+                          "data": {"customer_id": "opted-out", "channels": ["email"]}}) == []
+
+    # When the stream ends and its buyers are planned in one chunk
+    ended_at = services.clock.advance(minutes=30)
+    services.emit(stream_ended("end-S", "S", occurred_at=ended_at))
+
+    # Then each has the plan and the expiry of their own circumstances, not their neighbour's
+    rows = {row["customer_id"]: row for row in services.deliveries()}
+    assert {c: (row["state"], row["reason"]) for c, row in rows.items()} == {
+        "day-1": ("scheduled", None), "day-2": ("scheduled", None), "night": ("scheduled", None),
+        "opted-out": ("suppressed", "no_channel"), "no-address": ("suppressed", "no_channel")}
+    assert rows["day-1"]["due_at"] == rows["day-2"]["due_at"] == ended_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert datetime.fromisoformat(rows["night"]["due_at"]) > datetime.fromisoformat(rows["day-1"]["due_at"])
+    assert rows["night"]["expires_at"] != rows["day-1"]["expires_at"] == rows["day-2"]["expires_at"]
+
+
+def test_planning_a_stream_again_or_after_a_crash_creates_nothing_twice(services):
+    from services.planner import next_unplanned_customers, plan_stream_chunk
+    from store.models import Order, Stream
+
+    # Given an ended stream of five buyers, whose planner crashed after committing its first chunk of two
+    now = services.clock()
+    buyers = [f"c{n}" for n in range(1, 6)]
+    services.emit(*(order_paid(f"e-{c}", customer_id=c, stream_id="S", occurred_at=now) for c in buyers))
+    services.clock.advance(minutes=30)
+    with services.session() as session:
+        session.merge(Stream(id="S", ended_at=services.clock()))  # ended, not planned yet
+    with services.session() as session:
+        first_chunk = next_unplanned_customers(session, "S", "", chunk=2)
+        plan_stream_chunk(session, services.runtime, "S", first_chunk, services.clock())
+    planned_first = {row["customer_id"]: row["code"] for row in services.deliveries()}
+
+    # When the planning resumes, and then a second planner plans every buyer again
+    services.plan_stream("S")
+    with services.session() as session:
+        again = plan_stream_chunk(session, services.runtime, "S", buyers, services.clock())
+
+    # Then each buyer has exactly one coupon, the first chunk's codes unchanged, every order linked to it
+    rows = services.deliveries()
+    assert sorted(row["customer_id"] for row in rows) == buyers
+    assert again == 0 and _plan_dead_letters(services) == []
+    assert {row["customer_id"]: row["code"] for row in rows if row["customer_id"] in planned_first} == planned_first
+    with services.session() as session:
+        assert session.scalar(select(Order.id).where(Order.coupon_id.is_(None))) is None
+        assert next_unplanned_customers(session, "S", "") == []

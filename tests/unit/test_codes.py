@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from coupons.codes import ALPHABET, CODE_BITS, new_code, normalize_code
+from coupons.codes import ALPHABET, CODE_BITS, new_code, new_codes, normalize_code
 
 CODE_SHAPE = re.compile(r"^[A-Z2-9]{5}-[A-Z2-9]{5}-[A-Z2-9]{5}$")
 
@@ -36,6 +36,21 @@ def test_new_codes_use_the_whole_alphabet():
     # A generator stuck on a few symbols would not have the claimed entropy.
     seen = set("".join(new_code() for _ in range(2_000)).replace("-", ""))
     assert seen == set(ALPHABET)
+
+
+@pytest.mark.parametrize("draw", [lambda n: [new_code() for _ in range(n)], new_codes], ids=["one by one", "batch"])
+def test_every_position_of_a_code_uses_the_whole_alphabet(draw):
+    # A code drawn as one number and written in base 31 must not leave a position
+    # stuck or narrowed (the leading symbol of a number drawn too small, say).
+    symbols = ["".join(code.split("-")) for code in draw(2_000)]
+    for position in range(len(symbols[0])):
+        assert {code[position] for code in symbols} == set(ALPHABET), position
+
+
+def test_a_batch_of_codes_is_as_many_distinct_readable_codes():
+    codes = new_codes(10_000)
+    assert len(codes) == len(set(codes)) == 10_000
+    assert all(CODE_SHAPE.match(code) for code in codes)
 
 
 def test_new_code_is_its_own_normal_form():

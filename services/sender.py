@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -36,9 +36,8 @@ from functools import lru_cache
 from typing import TypeVar
 
 import redis
-from sqlalchemy import ARRAY, Connection, Row, String, any_, bindparam, func, select, update
+from sqlalchemy import Connection, Row, String, bindparam, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.sql import ColumnElement
 from sqlalchemy.orm import Session
 
 from channels.adapter import ChannelSender, SendResult
@@ -50,6 +49,7 @@ from coupons.messages import render_message, resolve_language
 from coupons.model import Customer as CustomerValue
 from coupons.model import Message, MessageContext, Offer
 from coupons.unsubscribe import unsubscribe_url
+from store.bulk import one_of
 from store.db import engine_for, session_scope
 from store.models import (
     FAILED,
@@ -116,21 +116,12 @@ def new_claim_token() -> str:
     return uuid.uuid4().hex
 
 
-def _among(session: Session, column, values: Iterable) -> ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL `column = ANY(:array)`: one parameter instead of
-    one per value, so a batch's statement text is always the same and psycopg converts
-    it once (IN with 200 values was rendered and re-parsed on every batch)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-    return column.in_(values)
-
-
 def claim(session: Session, ids: list[int], now: datetime, lease: timedelta, token: str) -> list[int]:
     """Take the due rows among `ids` for this worker, under `token` (a Core UPDATE: the
     ORM's bulk-update bookkeeping cost more CPU than the statement)."""
     return list(session.execute(
         _DELIVERIES.update()
-        .where(_among(session, _DELIVERIES.c.id, ids), _DELIVERIES.c.state == SCHEDULED, _DELIVERIES.c.next_attempt_at <= now)
+        .where(one_of(session, _DELIVERIES.c.id, ids), _DELIVERIES.c.state == SCHEDULED, _DELIVERIES.c.next_attempt_at <= now)
         .values(state=SENDING, lease_expires_at=now + lease, updated_at=now, claim_token=token)
         .returning(_DELIVERIES.c.id)
     ).scalars())
@@ -395,18 +386,18 @@ def _prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
         select(*_PREPARE_COLUMNS)
         .select_from(_DELIVERIES.join(_COUPONS, _COUPONS.c.id == _DELIVERIES.c.coupon_id)
                      .join(_CUSTOMERS, _CUSTOMERS.c.id == _DELIVERIES.c.customer_id))
-        .where(_among(session, _DELIVERIES.c.id, batch.claimed))
+        .where(one_of(session, _DELIVERIES.c.id, batch.claimed))
     ).all()
     orders = Order.__table__.c
     live_orders: dict[int, int] = dict(session.execute(
         select(orders.coupon_id, func.count())
-        .where(_among(session, orders.coupon_id, [row.coupon_id for row in rows]), orders.refunded_at.is_(None))
+        .where(one_of(session, orders.coupon_id, [row.coupon_id for row in rows]), orders.refunded_at.is_(None))
         .group_by(orders.coupon_id)
     ).all())
     deliveries = _DELIVERIES.c
     last_sent = dict(session.execute(
         select(deliveries.customer_id, func.max(deliveries.sent_at))
-        .where(_among(session, deliveries.customer_id, {row.id for row in rows}), deliveries.state == SENT)
+        .where(one_of(session, deliveries.customer_id, {row.id for row in rows}), deliveries.state == SENT)
         .group_by(deliveries.customer_id)
     ).all())
     updates: list[dict] = []

@@ -4,7 +4,10 @@ run twice (they are: each claims rows in the database before acting)."""
 
 from __future__ import annotations
 
+import gc
+
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import pools
 from sqlalchemy.exc import OperationalError
 
@@ -60,3 +63,11 @@ def configure(settings: Settings) -> Celery:
 
 
 configure(load_settings())
+
+
+@worker_process_init.connect
+def _freeze_long_lived_objects(**_: object) -> None:
+    """Keep what a worker child holds for life (modules, templates, settings) out of
+    the garbage collector's scans: py-spy showed ~25% of planning CPU in the collector
+    walking those objects again and again."""
+    gc.freeze()

@@ -52,12 +52,19 @@ def insert_new(session: Session, model, rows: list[dict], key: list[str], return
         statement = sqlite.insert(table).on_conflict_do_nothing(index_elements=key).returning(table.c[returning])
         return list(session.execute(statement, rows).scalars())
     columns = list(rows[0])
-    # %(name)b: psycopg sends each array in binary; its text form escapes every element
-    # with a regular expression (a third of `encore emit`'s time for the payload column).
-    arrays = ", ".join(f"CAST(%({name})b AS {_array_type(table.c[name])})" for name in columns)
+    table_of_rows, params = unnest({name: table.c[name] for name in columns}, rows, dialect)
     statement = (
         f'INSERT INTO {table.name} ({", ".join(f"{chr(34)}{name}{chr(34)}" for name in columns)}) '
-        f"SELECT * FROM unnest({arrays}) ON CONFLICT ({', '.join(key)}) DO NOTHING RETURNING {returning}"
+        f"SELECT * FROM {table_of_rows} ON CONFLICT ({', '.join(key)}) DO NOTHING RETURNING {returning}"
     )
-    params = {name: [_bind(table.c[name], row[name], dialect) for row in rows] for name in columns}
     return list(session.connection().exec_driver_sql(statement, params).scalars())
+
+
+def unnest(columns: dict[str, Any], rows: list[dict], dialect) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL: `unnest(…)` of one array per parameter name (typed as its column in
+    `columns`), and the parameters: `rows` as a table in a statement of constant text."""
+    # %(name)b: psycopg sends each array in binary; its text form escapes every element
+    # with a regular expression (a third of `encore emit`'s time for the payload column).
+    arrays = ", ".join(f"CAST(%({name})b AS {_array_type(column)})" for name, column in columns.items())
+    params = {name: [_bind(column, row[name], dialect) for row in rows] for name, column in columns.items()}
+    return f"unnest({arrays})", params

@@ -192,12 +192,8 @@ def _write_fenced_group(connection: Connection | Session, token: str, writes: li
     the writes of one shape (same columns, with or without an attempt) are one statement,
     so a group costs one round trip; SQLite runs them in the caller's transaction."""
     postgresql = (connection.get_bind() if isinstance(connection, Session) else connection).dialect.name == "postgresql"
-    shapes: dict[tuple[tuple[str, ...], bool], list[Write]] = defaultdict(list)
-    for values, attempt in writes:
-        columns = tuple(sorted(c for c in values if c not in ("delivery_id", "claim_token")))
-        shapes[(columns, attempt is not None)].append((values, attempt))
     applied: set[int] = set()
-    for (columns, with_attempt), group in shapes.items():
+    for (columns, with_attempt), group in _by_shape(writes).items():
         if postgresql and len(group) > 1:
             driver = connection.connection() if isinstance(connection, Session) else connection
             applied.update(_write_group_postgresql(driver, token, columns, with_attempt, group))
@@ -214,6 +210,15 @@ def _write_fenced_group(connection: Connection | Session, token: str, writes: li
                 if attempt is not None:
                     connection.execute(_INSERT_ATTEMPT, params)
     return [values["delivery_id"] in applied for values, _ in writes]
+
+
+def _by_shape(writes: list[Write]) -> dict[tuple[tuple[str, ...], bool], list[Write]]:
+    """The writes by their columns and whether they add an attempt: one statement each."""
+    shapes: dict[tuple[tuple[str, ...], bool], list[Write]] = defaultdict(list)
+    for values, attempt in writes:
+        columns = tuple(sorted(c for c in values if c not in ("delivery_id", "claim_token")))
+        shapes[(columns, attempt is not None)].append((values, attempt))
+    return shapes
 
 
 def _attempt_params(attempt: dict | None) -> dict:
@@ -407,11 +412,15 @@ class _Claim:
                 with self._queue_lock:
                     group, self._queued = self._queued, []
                 writes = [write for ticket in group for write in ticket.writes]
-                applied = self._execute(lambda connection: _write_fenced_group(connection, self.token, writes))
+                applied: set[int] = set()
+                # One retried round trip per shape (rarely more than one), so a retry
+                # after an outage never re-runs a statement that had already applied.
+                for shape in _by_shape(writes).values():
+                    done = self._execute(lambda connection, shape=shape: _write_fenced_group(connection, self.token, shape))
+                    applied.update(values["delivery_id"] for (values, _), ok in zip(shape, done, strict=True) if ok)
                 self.owned.difference_update(values["delivery_id"] for values, _ in writes)
-            results = iter(applied)
             for ticket in group:
-                ticket.applied = [next(results) for _ in ticket.writes]
+                ticket.applied = [values["delivery_id"] in applied for values, _ in ticket.writes]
         except BaseException as error:  # noqa: BLE001 - raised in each waiting thread instead
             for ticket in group:
                 ticket.error = error

@@ -42,18 +42,20 @@ def claimed(services, count: int):
     return batch, _Claim(services.runtime, batch, services.clock)
 
 
-def record_together(services, claim: _Claim, items, before_release=lambda: None) -> tuple[list[object], int]:
-    """Each item's result recorded by its own thread while the claim's connection is
-    busy (held as a lease renewal holds it), released once every result is queued;
-    returns what each `record` returned or raised, and how many round trips wrote
-    results: statements adding attempts on PostgreSQL (each one autocommits),
-    transactions on SQLite."""
+def record_together(services, claim: _Claim, items, before_release=lambda: None,
+                    write=None) -> tuple[list[object], int]:
+    """Each item's result recorded (a `sent` answer, or `write(item)`) by its own thread
+    while the claim's connection is busy (held as a lease renewal holds it), released
+    once every result is queued; returns what each write returned or raised, and how
+    many round trips wrote results: statements adding attempts on PostgreSQL (each
+    one autocommits), transactions on SQLite."""
     outcomes: list[object] = [None] * len(items)
     ok = SendResult(ok=True, transient=False, reason="sent", detail="200 OK")
 
     def record(n: int) -> None:
         try:
-            outcomes[n] = claim.record(items[n], ok, started_at=services.clock(), answered_at=services.clock())
+            outcomes[n] = (write(items[n]) if write is not None else
+                           claim.record(items[n], ok, started_at=services.clock(), answered_at=services.clock()))
         except BaseException as error:  # noqa: BLE001 - reported to the test
             outcomes[n] = error
 
@@ -115,6 +117,30 @@ def test_a_row_taken_over_in_a_group_is_left_alone_while_its_neighbours_apply(ma
     assert states[stolen] == ("sending", 0) and states[released] == ("scheduled", 0)
     assert attempts_by_delivery(services) == {item.delivery_id: 1 for item in batch.outgoing
                                               if item.delivery_id not in (stolen, released)}
+
+
+def test_a_group_mixing_results_and_reschedules_applies_each(make_services):
+    # Given 8 queued writes: results of sends, and every third one a reschedule
+    # (quiet hours began before its send), which writes fewer columns
+    services = make_services()
+    batch, claim = claimed(services, RESULTS)
+    later = services.clock() + timedelta(hours=8)
+    rescheduled = {item.delivery_id for item in batch.outgoing[::3]}
+    ok = SendResult(ok=True, transient=False, reason="sent", detail="250 OK")
+
+    def write(item) -> bool:
+        if item.delivery_id in rescheduled:
+            return claim.finish(item.delivery_id, services.clock(), state=SCHEDULED, reason=None, next_attempt_at=later)
+        return claim.record(item, ok, started_at=services.clock(), answered_at=services.clock())
+
+    # When they are written together
+    outcomes, _ = record_together(services, claim, batch.outgoing, write=write)
+    # Then each applied as its own kind: sent with an attempt, or back to the relay without one
+    assert outcomes == [True] * RESULTS
+    assert {row["id"]: row["state"] for row in services.deliveries()} == {
+        item.delivery_id: "scheduled" if item.delivery_id in rescheduled else "sent" for item in batch.outgoing}
+    assert attempts_by_delivery(services) == {item.delivery_id: 1 for item in batch.outgoing
+                                              if item.delivery_id not in rescheduled}
 
 
 def test_a_result_is_written_while_the_other_sends_are_still_out(make_services):

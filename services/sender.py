@@ -138,6 +138,8 @@ def offer_of(coupon: Coupon) -> Offer:
 # --------------------------------------------------------------------------- fenced writes
 
 _ATTEMPT_COLUMNS = ("at", "channel", "outcome", "reason", "detail")
+_ATTEMPT_TYPES = {"at": UTCDateTime(), "channel": String(), "outcome": String(), "reason": String(),
+                  "detail": String()}
 
 
 @lru_cache(maxsize=32)
@@ -152,8 +154,6 @@ def _fenced_update(columns: tuple[str, ...]):
 
 _INSERT_ATTEMPT = _ATTEMPTS.insert().values(
     delivery_id=bindparam("delivery_id"), **{c: bindparam(f"attempt_{c}") for c in _ATTEMPT_COLUMNS})
-_ATTEMPT_TYPES = {"at": UTCDateTime(), "channel": String(), "outcome": String(), "reason": String(),
-                  "detail": String()}
 
 
 @lru_cache(maxsize=32)
@@ -244,6 +244,7 @@ def _write_group_postgresql(connection: Connection, token: str, columns: tuple[s
 
 @lru_cache(maxsize=32)
 def _group_statement(columns: tuple[str, ...], with_attempt: bool, table_of_rows: str) -> str:
+    """The text of `_write_group_postgresql`'s statement: the same for every group of a shape."""
     update = (f"UPDATE deliveries SET {', '.join(f'{chr(34)}{c}{chr(34)} = v.{c}' for c in columns)} "
               f"FROM {table_of_rows} AS v(delivery_id, {', '.join(columns)}"
               f"{''.join(f', attempt_{c}' for c in _ATTEMPT_COLUMNS) if with_attempt else ''}) "

@@ -49,7 +49,7 @@ from coupons.messages import render_message, resolve_language
 from coupons.model import Customer as CustomerValue
 from coupons.model import Message, MessageContext, Offer
 from coupons.unsubscribe import unsubscribe_url
-from store.bulk import one_of
+from store.bulk import one_of, unnest
 from store.db import engine_for, session_scope
 from store.models import (
     FAILED,
@@ -159,13 +159,17 @@ _INSERT_ATTEMPT = _ATTEMPTS.insert().values(
 
 
 @lru_cache(maxsize=32)
-def _fenced_update_with_attempt(columns: tuple[str, ...]):
-    """PostgreSQL: the fenced update and, only if it applied, the attempt row, in one
-    statement, so a result costs one round trip in autocommit. Returns a row if applied."""
-    applied = _fenced_update(columns).returning(_DELIVERIES.c.id).cte("applied")
-    values = select(applied.c.id, *(bindparam(f"attempt_{c}", type_=_ATTEMPT_TYPES[c]) for c in _ATTEMPT_COLUMNS))
+def _lone_write_postgresql(columns: tuple[str, ...], with_attempt: bool):
+    """PostgreSQL, one row: the fenced update and, only if it applied, the attempt row,
+    in one statement with scalar parameters. Returns the id if applied."""
+    applied = _fenced_update(columns).returning(_DELIVERIES.c.id)
+    if not with_attempt:
+        return applied
+    applied_cte = applied.cte("applied")
+    values = select(applied_cte.c.id,
+                    *(bindparam(f"attempt_{c}", type_=_ATTEMPT_TYPES[c]) for c in _ATTEMPT_COLUMNS))
     return (_ATTEMPTS.insert().from_select(["delivery_id", *_ATTEMPT_COLUMNS], values)
-            .add_cte(applied).returning(_ATTEMPTS.c.delivery_id))
+            .add_cte(applied_cte).returning(_ATTEMPTS.c.delivery_id))
 
 
 def _clean_detail(detail: str) -> str:
@@ -173,21 +177,86 @@ def _clean_detail(detail: str) -> str:
     return detail.replace("\x00", "")[:2000]
 
 
+Write = tuple[dict, dict | None]
+"""One result to write: the delivery's new columns (with its `delivery_id`), and the
+attempt row to add if the row is still ours (None: no attempt, e.g. a reschedule)."""
+
+
 def _write_fenced(connection: Connection | Session, values: dict, attempt: dict | None) -> bool:
     """Apply `values` (and record `attempt`) if the row is still ours; True if it was."""
-    columns = tuple(sorted(c for c in values if c not in ("delivery_id", "claim_token")))
-    params = {"delivery_id": values["delivery_id"], "owner_token": values["claim_token"],
-              **{f"new_{c}": values[c] for c in columns}}
-    if attempt is not None:
-        params.update({f"attempt_{c}": attempt[c] for c in _ATTEMPT_COLUMNS})
-        params["attempt_detail"] = _clean_detail(params["attempt_detail"])
-    dialect = connection.get_bind().dialect.name if isinstance(connection, Session) else connection.dialect.name
-    if attempt is not None and dialect == "postgresql":
-        return connection.execute(_fenced_update_with_attempt(columns), params).first() is not None
-    applied = connection.execute(_fenced_update(columns), params).rowcount == 1
-    if applied and attempt is not None:
-        connection.execute(_INSERT_ATTEMPT, params)
-    return applied
+    return _write_fenced_group(connection, values["claim_token"], [(values, attempt)])[0]
+
+
+def _write_fenced_group(connection: Connection | Session, token: str, writes: list[Write]) -> list[bool]:
+    """Apply each write whose row is still `sending` under `token`, and add its attempt;
+    True for each that applied. The fence is per row: a row another worker took over is
+    left alone (and gets no attempt) while the others in the group apply. On PostgreSQL
+    the writes of one shape (same columns, with or without an attempt) are one statement,
+    so a group costs one round trip; SQLite runs them in the caller's transaction."""
+    postgresql = (connection.get_bind() if isinstance(connection, Session) else connection).dialect.name == "postgresql"
+    applied: set[int] = set()
+    for (columns, with_attempt), group in _by_shape(writes).items():
+        if postgresql and len(group) > 1:
+            driver = connection.connection() if isinstance(connection, Session) else connection
+            applied.update(_write_group_postgresql(driver, token, columns, with_attempt, group))
+            continue
+        for values, attempt in group:
+            params = {"delivery_id": values["delivery_id"], "owner_token": token,
+                      **{f"new_{c}": values[c] for c in columns}, **_attempt_params(attempt)}
+            if postgresql:
+                # Scalar parameters: for one row, cheaper to send and to plan than arrays.
+                if connection.execute(_lone_write_postgresql(columns, with_attempt), params).first() is not None:
+                    applied.add(values["delivery_id"])
+            elif connection.execute(_fenced_update(columns), params).rowcount == 1:
+                applied.add(values["delivery_id"])
+                if attempt is not None:
+                    connection.execute(_INSERT_ATTEMPT, params)
+    return [values["delivery_id"] in applied for values, _ in writes]
+
+
+def _by_shape(writes: list[Write]) -> dict[tuple[tuple[str, ...], bool], list[Write]]:
+    """The writes by their columns and whether they add an attempt: one statement each."""
+    shapes: dict[tuple[tuple[str, ...], bool], list[Write]] = defaultdict(list)
+    for values, attempt in writes:
+        columns = tuple(sorted(c for c in values if c not in ("delivery_id", "claim_token")))
+        shapes[(columns, attempt is not None)].append((values, attempt))
+    return shapes
+
+
+def _attempt_params(attempt: dict | None) -> dict:
+    if attempt is None:
+        return {}
+    return {**{f"attempt_{c}": attempt[c] for c in _ATTEMPT_COLUMNS}, "attempt_detail": _clean_detail(attempt["detail"])}
+
+
+def _write_group_postgresql(connection: Connection, token: str, columns: tuple[str, ...], with_attempt: bool,
+                            group: list[Write]) -> list[int]:
+    """One statement for several rows: the fenced UPDATE joined to the rows (one binary
+    array per column, store.bulk) and, in a CTE, the attempts of only the rows it
+    updated; returns their ids. Rows go in id order, so that two statements lock rows
+    they share in the same order."""
+    types = {"delivery_id": _DELIVERIES.c.id, **{c: _DELIVERIES.c[c] for c in columns}}
+    if with_attempt:
+        types.update({f"attempt_{c}": _ATTEMPTS.c[c] for c in _ATTEMPT_COLUMNS})
+    rows = [{**values, **_attempt_params(attempt)} for values, attempt in sorted(group, key=lambda w: w[0]["delivery_id"])]
+    table_of_rows, params = unnest(types, rows, connection.dialect)
+    params["owner_token"] = token
+    return list(connection.exec_driver_sql(_group_statement(columns, with_attempt, table_of_rows), params).scalars())
+
+
+@lru_cache(maxsize=32)
+def _group_statement(columns: tuple[str, ...], with_attempt: bool, table_of_rows: str) -> str:
+    """The text of `_write_group_postgresql`'s statement: the same for every group of a shape."""
+    update = (f"UPDATE deliveries SET {', '.join(f'{chr(34)}{c}{chr(34)} = v.{c}' for c in columns)} "
+              f"FROM {table_of_rows} AS v(delivery_id, {', '.join(columns)}"
+              f"{''.join(f', attempt_{c}' for c in _ATTEMPT_COLUMNS) if with_attempt else ''}) "
+              f"WHERE deliveries.id = v.delivery_id AND deliveries.claim_token = %(owner_token)s "
+              f"AND deliveries.state = '{SENDING}' RETURNING v.delivery_id")
+    if not with_attempt:
+        return update
+    return (f"WITH applied AS ({update}{''.join(f', v.attempt_{c}' for c in _ATTEMPT_COLUMNS)}) "
+            f"INSERT INTO attempts (delivery_id, {', '.join(f'{chr(34)}{c}{chr(34)}' for c in _ATTEMPT_COLUMNS)}) "
+            f"SELECT * FROM applied RETURNING delivery_id")
 
 
 T = TypeVar("T")
@@ -204,6 +273,17 @@ MIN_RECORD_PATIENCE_SECONDS = 1.0
 MAX_RECORD_WAIT_SECONDS = 2.0
 
 
+@dataclass(eq=False)
+class _Ticket:
+    """One thread's results waiting for the batch's connection (group commit)."""
+
+    writes: list[Write]
+    signal: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False  # this thread writes the next group (it was signalled to, or found no writer)
+    applied: list[bool] = field(default_factory=list)
+    error: BaseException | None = None
+
+
 class _Claim:
     """One batch's claim: its token, the rows it still owns, and the one connection
     that writes their results. Thread-safe: the batch's sending threads share it,
@@ -211,8 +291,14 @@ class _Claim:
     database outage being waited out by one thread also holds every other thread
     before its next send: nothing new goes out while results cannot be recorded.
 
-    On PostgreSQL the connection runs in autocommit with synchronous_commit off, and a
-    result is one statement: a killed worker cannot lose a result PostgreSQL received.
+    Results are group-committed: a thread whose result finds a write running queues
+    it, and the next writer takes every result queued by then into one statement. No
+    result waits for more to arrive: the connection writes whatever is queued the moment
+    it is free, so a crash loses no more than before, in fewer round trips.
+
+    On PostgreSQL the connection runs in autocommit with synchronous_commit off and
+    generic plans, and a result (or a group of results) is one statement: a killed
+    worker cannot lose a result PostgreSQL received.
     A database outage while writing is waited out (reconnect, back off) for as long as
     the lease holds: the provider has accepted the message, and giving up would mean
     sending it again after the lease."""
@@ -229,6 +315,9 @@ class _Claim:
         self.engine = engine_for(runtime.database_url)
         self.connection: Connection | None = None
         self._lock = threading.RLock()
+        self._queue_lock = threading.Lock()
+        self._queued: list[_Ticket] = []
+        self._writing = False  # a thread is writing a group (it hands the lead on when done)
 
     # -- the fence
 
@@ -283,20 +372,71 @@ class _Claim:
         return applied
 
     def finish(self, delivery_id: int, at: datetime, *, state: str, reason: str | None,
-               next_attempt_at: datetime | None = None, attempt: dict | None = None) -> bool:
+               next_attempt_at: datetime | None = None) -> bool:
         """End the row, or give it back to the relay for `next_attempt_at`, without a send."""
-        values = dict(delivery_id=delivery_id, state=state, reason=reason, updated_at=at, lease_expires_at=None,
-                      enqueued_at=None)
+        return self.finish_all([delivery_id], at, state=state, reason=reason, next_attempt_at=next_attempt_at)[0]
+
+    def finish_all(self, delivery_ids: list[int], at: datetime, *, state: str, reason: str | None,
+                   next_attempt_at: datetime | None = None) -> list[bool]:
+        """`finish` for several rows, written together; True for each that was still ours."""
+        values = dict(state=state, reason=reason, updated_at=at, lease_expires_at=None, enqueued_at=None)
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
-        return self._write(values, attempt)
+        return self._write_all([({**values, "delivery_id": delivery_id}, None) for delivery_id in delivery_ids])
 
     def _write(self, values: dict, attempt: dict | None) -> bool:
-        values = {**values, "claim_token": self.token}
-        with self._lock:
-            applied = self._execute(lambda connection: _write_fenced(connection, values, attempt))
-            self.done(values["delivery_id"])
-        return applied
+        return self._write_all([(values, attempt)])[0]
+
+    def _write_all(self, writes: list[Write]) -> list[bool]:
+        """Queue the writes; if no group is being written, write the queue now, else wait
+        until the writer has written them or hands this thread the lead. Raises what the
+        write of their group raised (a database outage outlasting the lease's patience)."""
+        if not writes:
+            return []
+        ticket = _Ticket(writes)
+        with self._queue_lock:
+            self._queued.append(ticket)
+            ticket.lead = not self._writing
+            self._writing = True
+        if not ticket.lead:
+            ticket.signal.wait()
+        if ticket.lead:
+            self._write_group()
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.applied
+
+    def _write_group(self) -> None:
+        """Write every queued result in one go, tell their threads, and hand the lead to
+        the first result queued meanwhile (its thread writes the next group at once)."""
+        group: list[_Ticket] = []
+        try:
+            with self._lock:  # the connection is free: take all that is queued by now
+                with self._queue_lock:
+                    group, self._queued = self._queued, []
+                writes = [write for ticket in group for write in ticket.writes]
+                applied: set[int] = set()
+                # One retried round trip per shape (rarely more than one), so a retry
+                # after an outage never re-runs a statement that had already applied.
+                for shape in _by_shape(writes).values():
+                    done = self._execute(lambda connection, shape=shape: _write_fenced_group(connection, self.token, shape))
+                    applied.update(values["delivery_id"] for (values, _), ok in zip(shape, done, strict=True) if ok)
+                self.owned.difference_update(values["delivery_id"] for values, _ in writes)
+            for ticket in group:
+                ticket.applied = [values["delivery_id"] in applied for values, _ in ticket.writes]
+        except BaseException as error:  # noqa: BLE001 - raised in each waiting thread instead
+            for ticket in group:
+                ticket.error = error
+        finally:
+            with self._queue_lock:
+                following = self._queued[0] if self._queued else None
+                if following is not None:
+                    following.lead = True
+                self._writing = following is not None
+            for ticket in group:
+                ticket.signal.set()
+            if following is not None:
+                following.signal.set()
 
     def _patience(self) -> float:
         """Seconds a write may keep retrying: while the lease still holds, less a margin."""
@@ -329,6 +469,10 @@ class _Claim:
                 if self.engine.dialect.name == "postgresql":
                     connection = connection.execution_options(isolation_level="AUTOCOMMIT")
                     connection.exec_driver_sql("SET synchronous_commit TO OFF")
+                    # Its statements are few and fixed (fenced writes by id, the renewal by
+                    # ids): their generic plans are the custom ones, without planning each
+                    # run (a third of PostgreSQL's CPU per result write).
+                    connection.exec_driver_sql("SET plan_cache_mode TO force_generic_plan")
             except BaseException:
                 connection.invalidate()
                 connection.close()
@@ -349,6 +493,7 @@ class _Claim:
                 connection.invalidate()
             elif self.engine.dialect.name == "postgresql":
                 connection.exec_driver_sql("RESET synchronous_commit")
+                connection.exec_driver_sql("RESET plan_cache_mode")
         finally:
             connection.close()
 
@@ -685,10 +830,8 @@ def send_claimed(runtime: Runtime, batch: ClaimedBatch, clock: Clock = utcnow) -
             # The provider's rate is spent for longer than a worker should hold:
             # hand the rest back to the relay for when tokens are there again.
             at = clock() + timedelta(seconds=queue.hand_back_after)
-            for rest in queue.rest():
-                if claim.finish(rest.delivery_id, clock(), state=SCHEDULED, reason="rate_limited",
-                                next_attempt_at=at):
-                    counts[RESCHEDULED] += 1
+            counts[RESCHEDULED] += sum(claim.finish_all([rest.delivery_id for rest in queue.rest()], clock(),
+                                                        state=SCHEDULED, reason="rate_limited", next_attempt_at=at))
     finally:
         claim.close()
     return BatchReport(claimed=len(batch.claimed), sent=counts[SENT_NOW], retried=counts[RETRY_LATER],

@@ -224,6 +224,20 @@ def store_only(services: Services, *events: dict) -> None:
     emit_lines(services.runtime, lines, services.clock, lambda ids: None, lambda *reject: pytest.fail(str(reject)))
 
 
+def allow_connections(database_url: str, allowed: bool) -> None:
+    """Open or close a PostgreSQL test database to connections; closing also ends the
+    ones it has: a database outage as a worker sees it."""
+    import psycopg
+
+    dbname = database_url.rsplit("/", 1)[1]
+    admin = database_url.rsplit("/", 1)[0] + "/test"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+        if not allowed:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+
+
 def waiting_on_a_lock(url: str) -> bool:
     """True when a session of this PostgreSQL database waits on a lock."""
     import psycopg

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from services.relay import claim_due_deliveries
 from services.sender import claim_batch, send_claimed, send_deliveries
 from store.models import Attempt, Coupon, Delivery
+from tests.service.conftest import allow_connections
 from tests.support import order_paid
 
 
@@ -195,21 +196,9 @@ the retry is bounded by the lease (minutes), not by a count."""
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_database_outage_while_recording_is_waited_out_and_nothing_is_sent_twice(services, database_url):
-    import psycopg
-
-    dbname = database_url.rsplit("/", 1)[1]
-    admin = database_url.rsplit("/", 1)[0] + "/test"
-
-    def allow_connections(allowed: bool) -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {str(allowed).lower()}')
-            if not allowed:
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
-
     def outage() -> None:
-        allow_connections(False)
-        threading.Timer(OUTAGE_SECONDS, allow_connections, args=(True,)).start()
+        allow_connections(database_url, False)
+        threading.Timer(OUTAGE_SECONDS, allow_connections, args=(database_url, True)).start()
 
     # Given a due order, and a database that goes away while the provider accepts it
     services.emit(sms_order("e1", "c1", "+14155550101", services.clock()))
@@ -218,7 +207,7 @@ def test_a_database_outage_while_recording_is_waited_out_and_nothing_is_sent_twi
         # When it is sent
         services.relay_and_send()
     finally:
-        allow_connections(True)
+        allow_connections(database_url, True)
     # Then the result was recorded once the database came back
     [row] = services.deliveries()
     assert (row["state"], row["attempts"]) == ("sent", 1)

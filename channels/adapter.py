@@ -13,9 +13,11 @@ connection, at most 2 extra tries within ~3 s, each first asking the caller's
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
+import string
 import threading
 import time
 from collections.abc import Callable
@@ -201,12 +203,12 @@ class _AppriseSender(ChannelSender):
 
     def __init__(self, channel: str, template: str, **kwargs) -> None:
         super().__init__(channel, **kwargs)
-        self._template = template
         self._redact = _redactor(template)
         self._asset = _asset()
-        # One wrapper per sender, emptied after each message: building one costs
-        # as much as a send's own bookkeeping (it loads Apprise's locale).
         with _apprise_debug_logs:
+            self._template = _parsed_template(channel, template)
+            # One wrapper per sender, emptied after each message: building one costs
+            # as much as a send's own bookkeeping (it loads Apprise's locale).
             self._notifier = apprise.Apprise(asset=self._asset)
         # The plugins call `requests` without a session; this one keeps the slot's
         # connection alive between messages (http_headers.keep_alive).
@@ -216,9 +218,8 @@ class _AppriseSender(ChannelSender):
         self._http.close()
 
     def _send_once(self, address: str, message: Message) -> SendResult:
-        url = fill_template(self._template, address)
         with _apprise_debug_logs, http_headers.keep_alive(self._http):
-            plugin = _instantiate(url, self._asset)
+            plugin = self._template.plugin(address, self._asset)
             if plugin is None:
                 # The template loaded with a sample address, so this one is the cause.
                 return SendResult(False, False, "invalid_address", "Apprise rejected the recipient")
@@ -357,26 +358,132 @@ def _instantiate(url: str, asset: apprise.AppriseAsset):
 
     instantiate() renders the URL twice for log lines nobody reads here (a
     CWE-312-masked copy before parsing, and `plugin.url()` after): ~85% of its
-    cost. Same steps otherwise: the plugin's own parse_url, the plugin's class
-    enabled, constructor errors and a plugin disabled by its constructor give
-    None. Schemes that only a plugin's native-URL parser knows go through
+    cost. Same steps otherwise: the plugin's own parse_url, then _construct.
+    Schemes that only a plugin's native-URL parser knows go through
     instantiate() itself.
     """
+    results = _parse(url)
+    if results is _NOT_OURS:
+        return apprise.Apprise.instantiate(url, asset=asset)
+    return _construct(results, asset) if results else None
+
+
+_NOT_OURS: dict = {}
+
+
+def _parse(url: str) -> dict | None:
+    """The plugin's parse_url result as instantiate() gets it; _NOT_OURS for a
+    scheme no plugin registers (native URLs)."""
     url = url.replace("/#", "/%23")
     match = GET_SCHEMA_RE.match(url)
     schema = match.group("schema").lower() if match else ""
     if schema not in N_MGR:
-        return apprise.Apprise.instantiate(url, asset=asset)
-    results = N_MGR[schema].parse_url(url)
-    if not results or not N_MGR[results["schema"]].enabled:
+        return _NOT_OURS
+    return N_MGR[schema].parse_url(url) or None
+
+
+def _construct(results: dict, asset: apprise.AppriseAsset):
+    """instantiate()'s checks around the constructor: the plugin's class enabled,
+    constructor errors and a plugin its constructor disabled give None."""
+    plugin_class = N_MGR[results["schema"]]
+    if not plugin_class.enabled:
         return None
     results["tag"] = set()
     results["asset"] = asset
     try:
-        plugin = N_MGR[results["schema"]](**results)
+        plugin = plugin_class(**results)
+    except _PASS_THROUGH:
+        raise
     except Exception:  # noqa: BLE001 - as instantiate(): unusable arguments
         return None
     return plugin if plugin.enabled else None
+
+
+class _ParsedTemplate:
+    """A channel template parsed once; per message only the recipient changes.
+
+    The template is parsed with an alphanumeric sentinel in place of the address;
+    a message's plugin arguments are that parse with the sentinel replaced by the
+    address (in every string, list, tuple, set and dict inside). That is taken
+    only where it is proven to give what parsing the filled URL gives: at start,
+    for probe addresses of the channel's shapes holding each character of
+    FAST_CHARACTERS, and per message only for addresses made of those characters.
+    Anything else (a plugin that transforms or re-encodes the recipient, a value
+    type it cannot copy, a native URL, an address with other characters) is
+    parsed from the filled URL as before.
+    """
+
+    SENTINEL = "Zq7EncoreRcptXw4"
+    FAST_CHARACTERS = frozenset(string.ascii_letters + string.digits + "+-._@")
+    PROBES = (
+        "+15551234567", "15551234567", "+442071838750", "0123456789", "123456789",
+        "-1001234567890", "@channel_name", "U0123456789abcdef0123456789abcdef",
+        "ana.maria-lopez_99+coupons@mail.example.com", "a@b.co", "AbC", "x", "_", ".",
+        "+", "-", "@", "a+b", "a-b", "a.b", "a_b", "a@b", "+a", "-a", ".a", "_a", "@a",
+        "a+", "a-", "a.", "a_", "a@",
+    )
+
+    def __init__(self, channel: str, template: str) -> None:
+        self._template = template
+        self._arguments = self._proven_arguments(channel, template)
+
+    @property
+    def proven(self) -> bool:
+        """Whether messages skip parsing (else each filled URL is parsed)."""
+        return self._arguments is not None
+
+    def plugin(self, address: str, asset: apprise.AppriseAsset):
+        """A fresh plugin for `address`, or None where Apprise rejects it."""
+        if self._arguments is not None and self.FAST_CHARACTERS.issuperset(address):
+            return _construct(_substituted(self._arguments, self.SENTINEL, address), asset)
+        return _instantiate(fill_template(self._template, address), asset)
+
+    @classmethod
+    def _proven_arguments(cls, channel: str, template: str) -> dict | None:
+        if cls.SENTINEL in template:
+            return None
+        arguments = _parse(fill_template(template, cls.SENTINEL))
+        if not arguments or arguments is _NOT_OURS or not _copyable(arguments):
+            return None
+        if _substituted(arguments, cls.SENTINEL, "") == arguments:
+            return None  # the recipient is not where the sentinel can show it
+        for probe in (SAMPLE_ADDRESS[channel], *cls.PROBES):
+            if _parse(fill_template(template, probe)) != _substituted(arguments, cls.SENTINEL, probe):
+                return None
+        return arguments
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_template(channel: str, template: str) -> _ParsedTemplate:
+    """Once per process and template: proving the parse costs ~70 parses."""
+    return _ParsedTemplate(channel, template)
+
+
+_COPIED_LEAVES = (int, float, bool, bytes, type(None))
+
+
+def _copyable(value: object) -> bool:
+    """Whether `_substituted` rebuilds every container in `value` (exact types only)."""
+    if type(value) in (str, *_COPIED_LEAVES):
+        return True
+    if type(value) in (list, tuple, set, frozenset):
+        return all(_copyable(item) for item in value)  # type: ignore[attr-defined]
+    if type(value) is dict:
+        return all(_copyable(k) and _copyable(v) for k, v in value.items())  # type: ignore[attr-defined]
+    return False
+
+
+def _substituted(value, sentinel: str, address: str):
+    """A fresh deep copy of `value` with `sentinel` replaced by `address` in every string."""
+    kind = type(value)
+    if kind is str:
+        return value.replace(sentinel, address)
+    if kind is dict:
+        return {_substituted(k, sentinel, address): _substituted(v, sentinel, address)
+                for k, v in value.items()}
+    if kind in (list, tuple, set, frozenset):
+        return kind(_substituted(item, sentinel, address) for item in value)
+    return value
 
 
 def _asset() -> apprise.AppriseAsset:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote, unquote
 
 import apprise
@@ -462,18 +463,18 @@ def _parsed_template(channel: str, template: str) -> _ParsedTemplate:
 _COPIED_LEAVES = (int, float, bool, bytes, type(None))
 
 
-def _copyable(value: object) -> bool:
+def _copyable(value: Any) -> bool:
     """Whether `_substituted` rebuilds every container in `value` (exact types only)."""
     if type(value) in (str, *_COPIED_LEAVES):
         return True
     if type(value) in (list, tuple, set, frozenset):
-        return all(_copyable(item) for item in value)  # type: ignore[attr-defined]
+        return all(_copyable(item) for item in value)
     if type(value) is dict:
-        return all(_copyable(k) and _copyable(v) for k, v in value.items())  # type: ignore[attr-defined]
+        return all(_copyable(k) and _copyable(v) for k, v in value.items())
     return False
 
 
-def _substituted(value, sentinel: str, address: str):
+def _substituted(value: Any, sentinel: str, address: str) -> Any:
     """A fresh deep copy of `value` with `sentinel` replaced by `address` in every string."""
     kind = type(value)
     if kind is str:

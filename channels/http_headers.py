@@ -9,7 +9,9 @@ send call in the current thread; every other use of `requests` is untouched.
 - Keep-alive: the plugins call `requests.request` / `requests.post` without a
   session, so each message paid a new TCP (and TLS) handshake. While a
   `keep_alive(session)` is open, those module-level calls made in this thread go
-  through `session` instead, so one sending slot reuses its connection.
+  through `session` instead, so one sending slot reuses its connection. That
+  session (`new_keep_alive_session`) reads proxies, CA bundle and netrc from the
+  environment once rather than per request.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class _SlotSession(requests.Session):
         if not getproxies() and not _netrc_file():
             self.trust_env = False
 
-    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+    def request(self, method, url, *args, **kwargs):
         verify = kwargs.get("verify")
         if not self.trust_env and self._ca_bundle and not args and (verify is True or verify is None):
             kwargs["verify"] = self._ca_bundle

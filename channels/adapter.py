@@ -13,22 +13,26 @@ connection, at most 2 extra tries within ~3 s, each first asking the caller's
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
+import string
 import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote, unquote
 
 import apprise
-from apprise.utils.parse import is_email
+from apprise.plugins import N_MGR
+from apprise.utils.parse import GET_SCHEMA_RE, is_email
 
 from coupons.model import ADDRESS_FIELD, CHANNELS, Message
 
 from . import http_headers
-from .classify import SendResult, classify_apprise_log
+from .classify import SendResult, classify_apprise_log, read_by_classification
 from .smtp import SmtpConnection, SmtpSettings
 
 __all__ = [
@@ -200,9 +204,13 @@ class _AppriseSender(ChannelSender):
 
     def __init__(self, channel: str, template: str, **kwargs) -> None:
         super().__init__(channel, **kwargs)
-        self._template = template
         self._redact = _redactor(template)
         self._asset = _asset()
+        with _apprise_debug_logs:
+            self._template = _parsed_template(channel, template)
+            # One wrapper per sender, emptied after each message: building one costs
+            # as much as a send's own bookkeeping (it loads Apprise's locale).
+            self._notifier = apprise.Apprise(asset=self._asset)
         # The plugins call `requests` without a session; this one keeps the slot's
         # connection alive between messages (http_headers.keep_alive).
         self._http = http_headers.new_keep_alive_session()
@@ -211,9 +219,8 @@ class _AppriseSender(ChannelSender):
         self._http.close()
 
     def _send_once(self, address: str, message: Message) -> SendResult:
-        url = fill_template(self._template, address)
         with _apprise_debug_logs, http_headers.keep_alive(self._http):
-            plugin = apprise.Apprise.instantiate(url, asset=self._asset)
+            plugin = self._template.plugin(address, self._asset)
             if plugin is None:
                 # The template loaded with a sample address, so this one is the cause.
                 return SendResult(False, False, "invalid_address", "Apprise rejected the recipient")
@@ -223,23 +230,27 @@ class _AppriseSender(ChannelSender):
                 # Email plugins that take custom headers (SMTP via Apprise, Mailgun, ...)
                 # carry List-Unsubscribe too; a fresh plugin per message, so no leak.
                 plugin.headers.update(dict(message.headers))
-            notifier = apprise.Apprise(asset=self._asset)
+            notifier = self._notifier
             notifier.add(plugin)
             if self.channel == "email" and message.html:
                 body, body_format = message.html, apprise.NotifyFormat.HTML
             else:
                 body, body_format = message.text, apprise.NotifyFormat.TEXT
-            with http_headers.capture() as response:
-                result = notifier.notify(
-                    body=body,
-                    title=message.subject or "",
-                    body_format=body_format,
-                    log_level=logging.DEBUG,
-                )
+            try:
+                with http_headers.capture() as response:
+                    result = notifier.notify(
+                        body=body,
+                        title=message.subject or "",
+                        body_format=body_format,
+                        log_level=logging.DEBUG,
+                    )
+            finally:
+                notifier.clear()
             try:
                 ok = bool(result)
                 timed_out = result.status == apprise.AppriseResultStatus.TIMEOUT
-                log_text = "\n".join(f"{e.level} - {e.message}" for e in result.logs())
+                # A success is "sent" whatever its log says: read the log only on failure.
+                log_text = "" if ok else "\n".join(f"{e.level} - {e.message}" for e in result.logs())
             finally:
                 result.close()
         if timed_out:
@@ -343,6 +354,139 @@ def _load_template(channel: str, template: str):
     return plugin
 
 
+def _instantiate(url: str, asset: apprise.AppriseAsset):
+    """`Apprise.instantiate(url)` without the work it does only for its own DEBUG lines.
+
+    instantiate() renders the URL twice for log lines nobody reads here (a
+    CWE-312-masked copy before parsing, and `plugin.url()` after): ~85% of its
+    cost. Same steps otherwise: the plugin's own parse_url, then _construct.
+    Schemes that only a plugin's native-URL parser knows go through
+    instantiate() itself.
+    """
+    results = _parse(url)
+    if results is _NOT_OURS:
+        return apprise.Apprise.instantiate(url, asset=asset)
+    return _construct(results, asset) if results else None
+
+
+_NOT_OURS: dict = {}
+
+
+def _parse(url: str) -> dict | None:
+    """The plugin's parse_url result as instantiate() gets it; _NOT_OURS for a
+    scheme no plugin registers (native URLs)."""
+    url = url.replace("/#", "/%23")
+    match = GET_SCHEMA_RE.match(url)
+    schema = match.group("schema").lower() if match else ""
+    if schema not in N_MGR:
+        return _NOT_OURS
+    return N_MGR[schema].parse_url(url) or None
+
+
+def _construct(results: dict, asset: apprise.AppriseAsset):
+    """instantiate()'s checks around the constructor: the plugin's class enabled,
+    constructor errors and a plugin its constructor disabled give None."""
+    plugin_class = N_MGR[results["schema"]]
+    if not plugin_class.enabled:
+        return None
+    results["tag"] = set()
+    results["asset"] = asset
+    try:
+        plugin = plugin_class(**results)
+    except _PASS_THROUGH:
+        raise
+    except Exception:  # noqa: BLE001 - as instantiate(): unusable arguments
+        return None
+    return plugin if plugin.enabled else None
+
+
+class _ParsedTemplate:
+    """A channel template parsed once; per message only the recipient changes.
+
+    The template is parsed with an alphanumeric sentinel in place of the address;
+    a message's plugin arguments are that parse with the sentinel replaced by the
+    address (in every string, list, tuple, set and dict inside). That is taken
+    only where it is proven to give what parsing the filled URL gives: at start,
+    for probe addresses of the channel's shapes holding each character of
+    FAST_CHARACTERS, and per message only for addresses made of those characters.
+    Anything else (a plugin that transforms or re-encodes the recipient, a value
+    type it cannot copy, a native URL, an address with other characters) is
+    parsed from the filled URL as before.
+    """
+
+    SENTINEL = "Zq7EncoreRcptXw4"
+    FAST_CHARACTERS = frozenset(string.ascii_letters + string.digits + "+-._@")
+    PROBES = (
+        "+15551234567", "15551234567", "+442071838750", "0123456789", "123456789",
+        "-1001234567890", "@channel_name", "U0123456789abcdef0123456789abcdef",
+        "ana.maria-lopez_99+coupons@mail.example.com", "a@b.co", "AbC", "x", "_", ".",
+        "+", "-", "@", "a+b", "a-b", "a.b", "a_b", "a@b", "+a", "-a", ".a", "_a", "@a",
+        "a+", "a-", "a.", "a_", "a@",
+    )
+
+    def __init__(self, channel: str, template: str) -> None:
+        self._template = template
+        self._arguments = self._proven_arguments(channel, template)
+
+    @property
+    def proven(self) -> bool:
+        """Whether messages skip parsing (else each filled URL is parsed)."""
+        return self._arguments is not None
+
+    def plugin(self, address: str, asset: apprise.AppriseAsset):
+        """A fresh plugin for `address`, or None where Apprise rejects it."""
+        if self._arguments is not None and self.FAST_CHARACTERS.issuperset(address):
+            return _construct(_substituted(self._arguments, self.SENTINEL, address), asset)
+        return _instantiate(fill_template(self._template, address), asset)
+
+    @classmethod
+    def _proven_arguments(cls, channel: str, template: str) -> dict | None:
+        if cls.SENTINEL in template:
+            return None
+        arguments = _parse(fill_template(template, cls.SENTINEL))
+        if not arguments or arguments is _NOT_OURS or not _copyable(arguments):
+            return None
+        if _substituted(arguments, cls.SENTINEL, "") == arguments:
+            return None  # the recipient is not where the sentinel can show it
+        for probe in (SAMPLE_ADDRESS[channel], *cls.PROBES):
+            if _parse(fill_template(template, probe)) != _substituted(arguments, cls.SENTINEL, probe):
+                return None
+        return arguments
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_template(channel: str, template: str) -> _ParsedTemplate:
+    """Once per process and template: proving the parse costs ~70 parses."""
+    return _ParsedTemplate(channel, template)
+
+
+_COPIED_LEAVES = (int, float, bool, bytes, type(None))
+
+
+def _copyable(value: Any) -> bool:
+    """Whether `_substituted` rebuilds every container in `value` (exact types only)."""
+    if type(value) in (str, *_COPIED_LEAVES):
+        return True
+    if type(value) in (list, tuple, set, frozenset):
+        return all(_copyable(item) for item in value)
+    if type(value) is dict:
+        return all(_copyable(k) and _copyable(v) for k, v in value.items())
+    return False
+
+
+def _substituted(value: Any, sentinel: str, address: str) -> Any:
+    """A fresh deep copy of `value` with `sentinel` replaced by `address` in every string."""
+    kind = type(value)
+    if kind is str:
+        return value.replace(sentinel, address)
+    if kind is dict:
+        return {_substituted(k, sentinel, address): _substituted(v, sentinel, address)
+                for k, v in value.items()}
+    if kind in (list, tuple, set, frozenset):
+        return kind(_substituted(item, sentinel, address) for item in value)
+    return value
+
+
 def _asset() -> apprise.AppriseAsset:
     return apprise.AppriseAsset(app_id="Encore", service_timeout=APPRISE_SERVICE_TIMEOUT)
 
@@ -388,22 +532,47 @@ def _with_detail(result: SendResult, detail: str) -> SendResult:
     return SendResult(result.ok, result.transient, result.reason, detail, result.retry_after)
 
 
+class _UnreadLinesFilter(logging.Filter):
+    """Drop, in a thread inside `_apprise_debug_logs`, the Apprise records that
+    classification never reads (channels.classify.read_by_classification).
+
+    Apprise's per-call capture stores every record at the call's level, and each
+    record is offered to the capture of every send in flight; most of them (our
+    payload, the URL, timings) are only discarded by classify_apprise_log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not getattr(_thread_scope, "depth", 0):
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - malformed: let the capture report it as before
+            return True
+        return read_by_classification(record.levelname, message)
+
+
+_thread_scope = threading.local()
+
+
 class _DebugLogScope:
     """Let Apprise's DEBUG lines reach our per-call capture, and nowhere else.
 
     Timeouts show only at DEBUG ("Socket Exception: ... Read timed out"), so the
     apprise logger must be at DEBUG while a send runs. Those lines hold the
     recipient and the message (a coupon code), so while Encore lowers the level
-    it also stops them propagating to the application's handlers. Reference
-    counted: concurrent sends in threads share one change, restored by the last.
-    Only an explicit DEBUG level on the "apprise" logger itself (someone
-    debugging Apprise) is left alone; a root logger at DEBUG is not enough.
+    it also stops them propagating to the application's handlers, and drops in
+    its own threads the lines classification does not read (_UnreadLinesFilter).
+    Reference counted: concurrent sends in threads share one change, restored by
+    the last. Only an explicit DEBUG level on the "apprise" logger itself (someone
+    debugging Apprise) is left alone, filter included; a root logger at DEBUG is
+    not enough.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._depth = 0
         self._saved: tuple[int, bool] | None = None
+        self._filter = _UnreadLinesFilter()
 
     def __enter__(self) -> None:
         with self._lock:
@@ -413,13 +582,17 @@ class _DebugLogScope:
                     self._saved = (logger.level, logger.propagate)
                     logger.setLevel(logging.DEBUG)
                     logger.propagate = False
+                    logger.addFilter(self._filter)
             self._depth += 1
+        _thread_scope.depth = getattr(_thread_scope, "depth", 0) + 1
 
     def __exit__(self, *exc: object) -> None:
+        _thread_scope.depth -= 1
         with self._lock:
             self._depth -= 1
             if self._depth == 0 and self._saved is not None:
                 logger = logging.getLogger(apprise.LOGGER_NAME)
+                logger.removeFilter(self._filter)
                 logger.setLevel(self._saved[0])
                 logger.propagate = self._saved[1]
                 self._saved = None

@@ -113,6 +113,21 @@ def classify_apprise_log(ok: bool, log_text: str) -> SendResult:
     return SendResult(False, True, "unknown", detail, retry_after)
 
 
+def read_by_classification(level: str, message: str) -> bool:
+    """Whether one Apprise log entry can change `classify_apprise_log`'s answer.
+
+    False only for a one-line entry below WARNING that `_readable` skips (most
+    DEBUG and INFO lines: our payload, the URL, timings), so a sender can leave
+    those out of its capture. Blank, multi-line or padded messages and unknown
+    levels count as read: they are parsed together with their neighbours.
+    """
+    if level not in _ALL_LEVELS or level in _PROBLEM_LEVELS:
+        return True
+    if not message.isprintable() or not message or message != message.strip():
+        return True
+    return message.startswith(_USEFUL_DEBUG + _RESPONSE_DEBUG) or bool(_RETRY_HINT.search(message))
+
+
 def _readable(log_text: str) -> tuple[list[str], list[str]]:
     """Split captured entries into problem lines and provider response lines."""
     lines: list[str] = []

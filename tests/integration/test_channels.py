@@ -572,3 +572,53 @@ def test_an_in_call_retry_asks_first_whether_it_may_still_go_out() -> None:
     # Then the retry is not made: the first answer is returned after asking once
     assert (result.ok, result.transient, result.reason) == (False, True, "connection")
     assert (len(naps), len(asked)) == (1, 1)
+
+
+# --------------------------------------------------------------------------- equal to plain Apprise
+
+
+def plain_apprise_answer(template: str, address: str, message: Message) -> SendResult:
+    """What a send classified as before the parse-once path and the log filter:
+    instantiate() on the filled URL, a fresh Apprise(), and every DEBUG line."""
+    from channels.classify import classify_apprise_log
+
+    logger = logging.getLogger("apprise")
+    saved = (logger.level, logger.propagate)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        plugin = apprise.Apprise.instantiate(fill_template(template, address))
+        plugin.retry = 0
+        notifier = apprise.Apprise()
+        notifier.add(plugin)
+        result = notifier.notify(body=message.text, title="", log_level=logging.DEBUG)
+        log_text = "\n".join(f"{e.level} - {e.message}" for e in result.logs())
+        return classify_apprise_log(bool(result), log_text)
+    finally:
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [200, 503, 400, 404, 429, (429, {}, b'{"error": "slow down", "retry_after": 7}'), "closed", "silent"],
+)
+def test_a_send_is_classified_as_plain_apprise_classifies_it(http_sink: HttpSink, answer) -> None:
+    # Given a provider answering one way, reached through a template Encore parses once
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        if answer == "closed":
+            host = f"127.0.0.1:{closed_port()}"
+        elif answer == "silent":
+            host = f"127.0.0.1:{silent.getsockname()[1]}"
+        else:
+            host = http_sink.address
+            http_sink.respond("/wa/", [answer], forever=True)
+        template = f"json://{host}/wa/{{whatsapp}}?rto=0.3"
+        # When the sender sends, and plain Apprise sends the same message
+        with open_sender("whatsapp", template, in_call_retries=0) as sender:
+            ours = sender.send(PHONE, SMS)
+        plain = plain_apprise_answer(template, PHONE, SMS)
+    # Then both read the provider's answer the same way
+    assert ours == plain

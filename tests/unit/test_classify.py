@@ -7,9 +7,11 @@ against channels.sinks (HttpSink, SmtpSink), a closed port and a silent port.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from channels.classify import SendResult, classify_apprise_log, from_smtp_code
+from channels.classify import SendResult, classify_apprise_log, from_smtp_code, read_by_classification
 
 PAYLOAD = "DEBUG - JSON Payload: {'version': '1.0', 'title': 't', 'message': 'hi', 'attachments': [], 'type': 'info'}"
 
@@ -203,3 +205,45 @@ def test_smtp_reply_codes(code: int, transient: bool, reason: str) -> None:
 def test_http_status_classes(status: int, transient: bool) -> None:
     result = classify_apprise_log(False, f"WARNING - Failed to send JSON POST notification: error={status}.")
     assert (result.transient, result.reason) == (transient, f"http_{status}")
+
+
+CAPTURED_LOGS = [
+    JSON_503, JSON_400, JSON_429, JSON_429_BODY_HINT, JSON_REFUSED, JSON_READ_TIMEOUT,
+    JSON_REFUSED_WARNING_ONLY, FORM_503, FORM_400, FORM_429, FORM_READ_TIMEOUT, MAILTO_550,
+    MAILTO_451, MAILTO_PARTLY_REFUSED, MAILTO_NO_RECIPIENT, MAILTO_REFUSED, SMS_BAD_PHONE,
+    NOTHING_RECOGNISABLE,
+    entries("DEBUG - Trigv asked to retry after 30 second(s).", "WARNING - Failed to send Trigv notification."),
+    entries("DEBUG - JSON Payload: {'message': 'error=400. Connection refused timed out'}",
+            "WARNING - Failed to send JSON POST notification: error=503."),
+]
+
+
+@pytest.mark.parametrize("log_text", CAPTURED_LOGS)
+def test_entries_classification_does_not_read_can_be_left_out(log_text: str) -> None:
+    # Given a captured call log, split into its entries ("LEVEL - message", some multi-line)
+    records = re.split(r"\n(?=(?:TRACE|DEBUG|INFO|WARNING|ERROR|CRITICAL) - )", log_text)
+    # When the entries read_by_classification rejects are left out, as the sender's capture does
+    kept = [r for r in records if read_by_classification(*r.split(" - ", 1))]
+    # Then the classification is the same, and the payload and timing lines are gone
+    assert classify_apprise_log(False, "\n".join(kept)) == classify_apprise_log(False, log_text)
+    assert not [r for r in kept if "Payload" in r or "completed in" in r]
+
+
+@pytest.mark.parametrize(
+    ("level", "message", "read"),
+    [
+        ("WARNING", "anything", True),
+        ("ERROR", "", True),
+        ("DEBUG", "Socket Exception: Read timed out", True),
+        ("DEBUG", "Response Details:\r\nb'{}'", True),
+        ("DEBUG", "Trigv asked to retry after 5 second(s).", True),
+        ("DEBUG", "JSON POST URL: http://h/sms/+1555 (cert_verify=True)", False),
+        ("INFO", "Sent JSON POST notification.", False),
+        ("TRACE", "Deadline for 'JSON': none", False),
+        ("DEBUG", "", True),  # blank: it would join the entry above it
+        ("DEBUG", "two\nlines", True),
+        ("Level 15", "custom level", True),
+    ],
+)
+def test_what_classification_reads(level: str, message: str, read: bool) -> None:
+    assert read_by_classification(level, message) is read

@@ -87,12 +87,13 @@ def test_503_forever_ends_failed_with_the_last_reason(stack):
 @pytest.mark.parametrize("stack", [{"ENCORE_RETRY_BASE_SECONDS": "2", "ENCORE_MAX_ATTEMPTS_PER_CHANNEL": "50"}],
                          indirect=True)
 def test_retries_never_run_past_the_deadline(stack):
-    # Given an order whose 24 h deadline is 8 seconds away, and a provider that is down
+    # Given an order whose 24 h deadline is 15 seconds away (room for a busy machine
+    # to make the first attempt), and a provider that is down
     stack.http.respond("/sms/", [503], forever=True)
-    occurred = datetime.now(UTC) - timedelta(hours=24) + timedelta(seconds=8)
+    occurred = datetime.now(UTC) - timedelta(hours=24) + timedelta(seconds=15)
     stack.emit(sms_order("e-late", "lou", occurred_at=occurred))
     # Then it ends failed, and no attempt was made after the deadline
-    [row] = stack.wait_for_states(1, ("failed",), timeout=30)
+    [row] = stack.wait_for_states(1, ("failed",), timeout=45)
     deadline = datetime.fromisoformat(row["deadline_at"].replace("Z", "+00:00"))
     attempts = attempts_of(stack, row["id"])
     assert len(attempts) >= 2

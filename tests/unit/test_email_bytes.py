@@ -9,6 +9,8 @@ from email import policy
 from email.parser import BytesParser
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from channels.smtp import SmtpSettings, _write_email, build_email, build_email_with_generator
 from coupons.model import Message
@@ -66,3 +68,19 @@ def test_the_written_email_reads_back_as_the_message(message):
     assert parsed.get_body(("plain",)).get_content() == message.text
     html = parsed.get_body(("html",))
     assert (html.get_content() if html is not None and message.html else None) == message.html
+
+
+@pytest.mark.usefixtures("stdlib_utf8_defaults")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300),
+    st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=40, max_size=300),
+    st.builds(lambda token: f"<https://shop.example.com/unsubscribe/{token}>",
+              st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.", max_size=200)),
+))
+def test_any_ascii_header_value_is_folded_as_the_standard_library_folds_it(value):
+    # List-Unsubscribe carries a per-customer URL, usually longer than a header line
+    message = Message(text="t", subject="s", html="<b>h</b>",
+                      headers=(("List-Unsubscribe", value), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")))
+    assert _write_email(message, SHOP, "ann@example.com", **FIXED) == \
+        build_email_with_generator(message, SHOP, "ann@example.com", **FIXED)

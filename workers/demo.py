@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import phonenumbers
 
 from channels.sinks import HttpSink, SmtpSink
+from coupons.timing import zone_at_local_hour
 
 SAMPLE_CUSTOMERS = [
     # country, currency, locale, name, channels, product (sku, name, price, refill?)
@@ -50,7 +51,12 @@ def _customer(run: str, index: int, spec: tuple) -> dict:
 
 def sample_events(run: str, buyers: int, now: datetime) -> list[str]:
     """Plain orders, a livestream with `buyers` buyers (some buying twice), its end,
-    a repeated event and a broken line: the cases a seller meets on a normal day."""
+    a repeated event and a broken line: the cases a seller meets on a normal day.
+
+    The shops' own customers live in their market's zone, so at most hours some of
+    them are asleep and their coupons wait for the morning (quiet hours); the
+    livestream's buyers are placed where it is early afternoon now, so the demo shows
+    messages going out whatever the hour it is run."""
     events: list[dict | str] = []
     stream_id = f"{run}-live"
     for index in range(buyers):
@@ -58,6 +64,8 @@ def sample_events(run: str, buyers: int, now: datetime) -> list[str]:
         customer = _customer(run, index, spec)
         sku, name, price, consumable = spec[5]
         in_stream = index >= len(SAMPLE_CUSTOMERS)
+        if in_stream:
+            customer["timezone"] = zone_at_local_hour(13, now)
         orders = 2 if in_stream and index % 5 == 0 else 1
         for n in range(orders):
             item = {"sku": sku, "name": name, "unit_price": price, "quantity": 1 + (index + n) % 2 * (not consumable)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -118,6 +119,23 @@ def test_a_coupon_is_redeemable_until_the_end_of_the_day_its_message_names(servi
         result = redeem(session, row["code"], "order-2", services.clock())
     # Then it is accepted
     assert result.status == "redeemed"
+
+
+def test_rupiah_in_encore_deliveries_and_in_the_message_are_the_same_whole_amount(services):
+    # Given an Indonesian buyer of a serum at Rp189.001 (× 0.7 = 132300.7), at 14:00 in Jakarta
+    zone = ZoneInfo("Asia/Jakarta")
+    services.clock.now = datetime(2026, 3, 10, 14, 0, tzinfo=zone).astimezone(UTC)
+    services.emit(order_paid("e1", customer_id="c1", country="ID", currency="IDR", occurred_at=services.clock(),
+                             locale="id-ID", items=[{"sku": "s", "name": "Serum", "unit_price": "189001",
+                                                     "quantity": 1, "refill_sku": "s-refill"}]))
+    # When it is planned and sent
+    [row] = services.deliveries()
+    services.relay_and_send()
+    # Then `encore deliveries` and the email name the same whole rupiah, rounded half-up, no sen
+    assert row["offer"]["price"] == "132301"
+    [message] = services.smtp.messages
+    text = message.get_body(("plain",)).get_content()
+    assert re.search(r"Rp132\.301(?![,\d])", text), text
 
 
 def test_a_coupon_is_refused_the_morning_after_its_last_day(services):

@@ -206,11 +206,29 @@ def test_each_language_names_customer_product_code_price_and_date(
         assert date in part
 
 
-def test_idr_keeps_decimals_only_when_there_are_some():
+def test_idr_is_shown_in_whole_rupiah():
     whole = render_message(ctx("id", "id", offer=refill("IDR", "132300")), "sms")
     assert "Rp132.300" in whole.text and "Rp132.300,00" not in whole.text
-    m = render_message(ctx("id", "id", offer=refill("IDR", "132999.30")), "sms")
-    assert "Rp132.999,30" in m.text
+    # an amount with sen (an old stored offer, a hand-made one) is still shown in whole rupiah, half-up
+    assert re.search(r"Rp132\.999(?![,\d])", render_message(ctx("id", "id", offer=refill("IDR", "132999.30")), "sms").text)
+    assert re.search(r"Rp133\.000(?![,\d])", render_message(ctx("id", "id", offer=refill("IDR", "132999.50")), "sms").text)
+
+
+@pytest.mark.parametrize(("regular", "price", "shown"), [("189000", "132300", "Rp132.300"),
+                                                         ("189001", "132301", "Rp132.301")])
+def test_idr_offer_price_and_message_agree(regular, price, shown):
+    # What `encore deliveries` lists (offer.price) is what the customer reads, to the rupiah
+    from coupons.markets import load_markets
+    from coupons.model import Item
+    from coupons.offers import choose_offer
+
+    sea = load_markets().by_name["southeast_asia"]
+    offer = choose_offer([Item(sku="serum", name="Serum", unit_price=Decimal(regular), quantity=1,
+                               refill_sku="serum-refill")], "IDR", sea)
+    assert str(offer.price) == price
+    for channel in CHANNELS:
+        message = render_message(ctx("id-ID", "id", offer=offer), channel)
+        assert re.search(re.escape(shown) + r"(?![,\d])", message.text), message.text
 
 
 def test_jpy_has_no_decimals():

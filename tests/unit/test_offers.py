@@ -228,8 +228,9 @@ def test_sek_refill_keeps_the_ore_it_is_priced_in():
     assert offer.price == Decimal("69.93")
 
 
-@pytest.mark.parametrize(("price", "currency", "expected"), [("189000", "IDR", "132300"), ("189001", "IDR", "132300.70")])
-def test_idr_refill_is_exact_to_the_iso_minor_unit_and_written_without_empty_decimals(price, currency, expected):
+@pytest.mark.parametrize(("price", "currency", "expected"), [("189000", "IDR", "132300"), ("189001", "IDR", "132301")])
+def test_idr_refill_is_whole_rupiah_rounded_half_up(price, currency, expected):
+    # 189001 × 0.7 is 132300.7: the customer is offered 132301, never a fraction of a rupiah
     offer = choose_offer([item("shampoo", price, refill_sku="shampoo-refill")], currency, SEA)
     assert str(offer.price) == expected
 

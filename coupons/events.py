@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
 import phonenumbers
-from babel.core import get_global
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from .markets import country_zones
 from .model import CHANNELS
 from .money import known_currencies
 
@@ -54,8 +54,8 @@ class EventError(ValueError):
 
 @lru_cache(maxsize=1)
 def _countries() -> frozenset[str]:
-    """ISO 3166-1 alpha-2 codes (CLDR regions with time zones; 'ZZ' is CLDR's unknown)."""
-    return frozenset(code for code in get_global("territory_zones") if len(code) == 2 and code.isalpha()) - {"ZZ"}
+    """ISO 3166-1 alpha-2 codes: the countries whose main time zone Encore knows."""
+    return frozenset(country_zones())
 
 
 @lru_cache(maxsize=1)

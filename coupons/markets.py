@@ -10,20 +10,23 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import time
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from babel.core import get_global
-
 from .model import CHANNELS, Framing
 
 SHIPPED_MARKETS_FILE = "markets.toml"
+SHIPPED_COUNTRY_ZONES_FILE = "country_timezones.toml"
 
 
 class MarketsFileError(ValueError):
     """The markets file is unusable; the message names the market and key."""
+
+
+class CountryZonesFileError(ValueError):
+    """The country time zones file is unusable; the message names the country."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,30 @@ class Markets:
         return next(m for m in self.by_name.values() if m.is_default)
 
 
+def parse_country_zones(text: str) -> dict[str, str]:
+    """Country code → main zone, from the text of a country time zones file."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CountryZonesFileError(f"country time zones file: {exc}") from None
+    for country, zone in raw.items():
+        if len(country) != 2 or not country.isascii() or not country.isalpha() or not country.isupper():
+            raise CountryZonesFileError(f"{country}: must be an ISO 3166-1 alpha-2 code")
+        if not isinstance(zone, str) or not zone.strip():
+            raise CountryZonesFileError(f"{country}: must be an IANA zone name like \"Europe/Berlin\"")
+    return raw
+
+
+@cache
+def country_zones() -> dict[str, str]:
+    """The shipped table of each country's main zone, read once (`country_timezones.toml`)."""
+    return parse_country_zones(resources.files("coupons").joinpath(SHIPPED_COUNTRY_ZONES_FILE).read_text("utf-8"))
+
+
 def default_timezone(country: str) -> str:
-    """A country's zone when the markets file names none: CLDR's first zone, else UTC."""
-    zones = get_global("territory_zones").get(country.upper())
-    return zones[0] if zones else "UTC"
+    """A country's main zone when neither the customer nor the markets file names one;
+    UTC for a code the table lacks."""
+    return country_zones().get(country.upper(), "UTC")
 
 
 def _parse_time(value: object, where: str) -> time:

@@ -138,6 +138,25 @@ def test_rupiah_in_encore_deliveries_and_in_the_message_are_the_same_whole_amoun
     assert re.search(r"Rp132\.301(?![,\d])", text), text
 
 
+def test_a_customer_in_a_country_no_market_lists_is_not_written_to_at_night_in_its_main_zone(services):
+    # Given an Ecuadorian customer without a time zone (Ecuador is in no market's list), ordering at
+    # 21:00 in Guayaquil, where Ecuadorians live: 20:00 in the Galapagos, once taken as Ecuador's zone
+    mainland = ZoneInfo("America/Guayaquil")
+    services.clock.now = datetime(2026, 3, 10, 21, 0, tzinfo=mainland).astimezone(UTC)
+    services.emit(order_paid("e1", customer_id="c1", country="EC", occurred_at=services.clock()))
+    [row] = services.deliveries()
+    assert datetime.fromisoformat(row["due_at"]).astimezone(mainland) == datetime(2026, 3, 11, 8, 0, tzinfo=mainland)
+    # When the relay runs every half hour through the night
+    sent_at_local_hours = []
+    while services.clock().astimezone(mainland).hour != 9:
+        services.relay_and_send()
+        sent_at_local_hours += [services.clock().astimezone(mainland).hour] * (services.smtp.count
+                                                                                - len(sent_at_local_hours))
+        services.clock.advance(minutes=30)
+    # Then the one email went out at 08:00 Guayaquil time, none in quiet hours
+    assert sent_at_local_hours == [8]
+
+
 def test_a_coupon_is_refused_the_morning_after_its_last_day(services):
     from services.redemption import redeem
 

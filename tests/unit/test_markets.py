@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from datetime import time
 from decimal import Decimal
+from importlib import resources
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from coupons.markets import MarketsFileError, load_markets, parse_markets
+from coupons.markets import (
+    CountryZonesFileError,
+    MarketsFileError,
+    country_zones,
+    default_timezone,
+    load_markets,
+    parse_country_zones,
+    parse_markets,
+)
 
 SPEC_TABLE = {
     "north_america": (["US", "CA"], "10", "urgency", 7, ("email", "sms"), "21:00", "08:00"),
@@ -72,6 +81,83 @@ def test_unlisted_country_goes_to_rest_of_world(markets, country):
 )
 def test_country_main_time_zone(markets, country, zone):
     assert markets.for_country(country).timezone_for(country) == zone
+
+
+# --- each country's main zone (country_timezones.toml) -------------------------
+
+MAIN_ZONES = [
+    ("US", "America/New_York"), ("CA", "America/Toronto"), ("BR", "America/Sao_Paulo"),
+    ("MX", "America/Mexico_City"), ("ID", "Asia/Jakarta"), ("AU", "Australia/Sydney"), ("RU", "Europe/Moscow"),
+    ("CN", "Asia/Shanghai"), ("KZ", "Asia/Almaty"), ("CD", "Africa/Kinshasa"), ("EC", "America/Guayaquil"),
+    ("MN", "Asia/Ulaanbaatar"), ("AR", "America/Argentina/Buenos_Aires"), ("CL", "America/Santiago"),
+    ("ES", "Europe/Madrid"), ("PT", "Europe/Lisbon"), ("MY", "Asia/Kuala_Lumpur"), ("UA", "Europe/Kyiv"),
+    ("DE", "Europe/Berlin"), ("NZ", "Pacific/Auckland"), ("UZ", "Asia/Tashkent"), ("PS", "Asia/Hebron"),
+    ("GL", "America/Nuuk"), ("PG", "Pacific/Port_Moresby"), ("IN", "Asia/Kolkata"), ("JP", "Asia/Tokyo"),
+]
+
+
+def _pinned_tz_table(name: str) -> list[list[str]]:
+    """Rows of a table shipped in the pinned `tzdata` package (zone.tab, iso3166.tab)."""
+    text = resources.files("tzdata").joinpath("zoneinfo", name).read_text("utf-8")
+    return [line.split("\t") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def _pinned_zones_by_country() -> dict[str, list[str]]:
+    zones: dict[str, list[str]] = {}
+    for row in _pinned_tz_table("zone.tab"):
+        zones.setdefault(row[0], []).append(row[2])
+    return zones
+
+
+@pytest.mark.parametrize(("country", "zone"), MAIN_ZONES)
+def test_a_customer_without_a_zone_lives_in_the_countrys_main_zone(markets, country, zone):
+    # not the alphabetically first zone (EC was Pacific/Galapagos, RU Europe/Astrakhan, AU Adelaide)
+    assert default_timezone(country) == zone
+    assert markets.for_country(country).timezone_for(country) == zone
+
+
+def test_every_country_has_one_zone_that_exists_in_the_pinned_tzdata_and_is_its_own():
+    by_country = _pinned_zones_by_country()
+    for country, zone in country_zones().items():
+        assert resources.files("tzdata").joinpath("zoneinfo", *zone.split("/")).is_file(), (country, zone)
+        ZoneInfo(zone)
+        assert zone in by_country[country], f"{country} = {zone!r} is not one of {by_country[country]}"
+
+
+def test_every_iso_3166_country_with_a_zone_is_listed():
+    by_country = _pinned_zones_by_country()
+    countries = {row[0] for row in _pinned_tz_table("iso3166.tab")}
+
+    assert set(country_zones()) == countries & set(by_country)
+    assert countries - set(by_country) == {"BV", "HM"}  # uninhabited: no zone, no customers
+
+
+def test_a_country_with_a_single_zone_takes_that_zone():
+    single = {country: zones[0] for country, zones in _pinned_zones_by_country().items() if len(zones) == 1}
+
+    assert {country: country_zones()[country] for country in single} == single
+
+
+def test_an_unknown_country_code_falls_back_to_utc():
+    assert default_timezone("XK") == "UTC"
+    assert default_timezone("ec") == "America/Guayaquil"
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('ec = "America/Guayaquil"', "ec: must be an ISO 3166-1 alpha-2 code"),
+        ('ECU = "America/Guayaquil"', "ECU: must be an ISO 3166-1 alpha-2 code"),
+        ("EC = 5", "EC: must be an IANA zone name"),
+        ('EC = "  "', "EC: must be an IANA zone name"),
+        ('EC = "America/Guayaquil', "country time zones file:"),
+    ],
+)
+def test_a_broken_country_zones_file_is_rejected_naming_the_country(text, names):
+    with pytest.raises(CountryZonesFileError) as info:
+        parse_country_zones(text)
+
+    assert str(info.value).startswith(names), str(info.value)
 
 
 def test_every_shipped_zone_exists(markets):

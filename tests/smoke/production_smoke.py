@@ -123,13 +123,13 @@ def build_venv(work: Path) -> Path:
     # deleted since would still be packaged.
     source = work / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "var", "__pycache__", ".*_cache", ".hypothesis"))
+        ".git", ".venv*", "build", "dist", "*.egg-info", "var", "__pycache__", ".*_cache", ".hypothesis"))
     quiet([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)])
     [wheel] = dist.glob("encore-*.whl")
     venv = work / "venv"
     quiet([sys.executable, "-m", "venv", str(venv)])
-    log(f"installing {wheel.name} into a new venv")
-    quiet([str(venv / "bin" / "pip"), "install", "-q", str(wheel)])
+    log(f"installing {wheel.name} into a new venv, with the versions constraints.txt pins")
+    quiet([str(venv / "bin" / "pip"), "install", "-q", "-c", str(ROOT / "constraints.txt"), str(wheel)])
     return venv / "bin"
 
 

@@ -101,7 +101,7 @@ class _SmtpHandler:
                     await asyncio.sleep(0.01)
             finally:
                 self._sink.waiting_in_rcpt -= 1
-        refusal = self._sink._refusals.get(address.lower())
+        refusal = self._sink._refusals.get(address.lower()) or self._sink._refusing_everyone
         if refusal is not None:
             code, text = refusal
             return f"{code} {text}"
@@ -167,6 +167,7 @@ class SmtpSink:
         self._received = _Collector()
         self.pipelining = pipelining  # advertise RFC 2920 PIPELINING, as most real relays do
         self._refusals: dict[str, tuple[int, str]] = {}
+        self._refusing_everyone: tuple[int, str] | None = None
         self.rcpt_delay = 0.0  # seconds the server waits before answering RCPT
         self.waiting_in_rcpt = 0  # clients held in that wait right now (event-loop thread writes)
         self.peak_waiting_in_rcpt = 0  # the most clients ever held there at once
@@ -229,6 +230,14 @@ class SmtpSink:
     def refuse(self, address: str, code: int = 550, text: str = "5.1.1 No such user") -> None:
         """Answer RCPT TO for `address` with `code` from now on (4xx or 5xx)."""
         self._refusals[address.lower()] = (code, text)
+
+    def refuse_everyone(self, code: int = 451, text: str = "4.3.0 Temporary local problem, try again later") -> None:
+        """Answer every RCPT TO with `code` until `accept_everyone`: a relay in an incident."""
+        self._refusing_everyone = (code, text)
+
+    def accept_everyone(self) -> None:
+        """End `refuse_everyone` (addresses refused one by one with `refuse` stay refused)."""
+        self._refusing_everyone = None
 
     def drop_connections(self, timeout: float = 5.0) -> int:
         """Close every open client connection, as a server restart or idle cut would."""

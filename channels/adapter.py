@@ -30,6 +30,7 @@ from apprise.plugins import N_MGR
 from apprise.utils.parse import GET_SCHEMA_RE, is_email
 
 from coupons.model import ADDRESS_FIELD, CHANNELS, Message
+from coupons.privacy import mask_personal_data
 
 from . import http_headers
 from .classify import SendResult, classify_apprise_log, read_by_classification
@@ -124,7 +125,11 @@ class ChannelSender:
 
         `may_attempt` is asked right before each in-call retry (after its wait): the
         caller's deadline, quiet hours or lease may have run out meanwhile, and then
-        the last answer is returned instead of trying again."""
+        the last answer is returned instead of trying again.
+
+        Every provider answer enters Encore here, so this is where its text is cleared
+        of customer data (`coupons.privacy`: addresses, numbers, the recipient) before
+        anything stores or logs it."""
         if not address or not address.strip():
             return SendResult(False, False, "invalid_address", "no address")
         started = time.monotonic()
@@ -140,6 +145,8 @@ class ChannelSender:
             if may_attempt is not None and not may_attempt():
                 break
             result = self._guarded(address, message)
+        if result.detail:
+            result = _with_detail(result, mask_personal_data(result.detail, known=(address,)))
         return result
 
     def close(self) -> None:
@@ -162,7 +169,10 @@ class ChannelSender:
         except _PASS_THROUGH:
             raise
         except Exception as error:  # noqa: BLE001 - a send must not kill a batch
-            log.exception("unexpected error sending %s", self.channel)
+            # The error's text may quote the recipient: masked in the line, the traceback at DEBUG.
+            log.error("unexpected error sending %s: %s", self.channel,
+                      mask_personal_data(f"{type(error).__name__}: {error}", known=(address,))[:300])
+            log.debug("unexpected error sending %s", self.channel, exc_info=True)
             return SendResult(False, True, "unknown", f"{type(error).__name__} in sender")
 
     def _send_once(self, address: str, message: Message) -> SendResult:

@@ -66,6 +66,7 @@ from store.models import (
 from workers.settings import Settings
 
 from .expiry import last_transient_reason
+from .failures import failure_reason
 from .planner import customer_value
 from .runtime import Clock, Runtime, utcnow
 
@@ -567,13 +568,15 @@ def _prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
             )
             item = _render(row, customer, market, decision, runtime.settings) if decision.action == "send" else None
         except Exception as error:  # noqa: BLE001 - one bad row must not hold the batch
-            log.exception("delivery %d cannot be prepared", row.delivery_id)
+            # The error's text may quote the customer's data: masked (failure_reason), the traceback at DEBUG.
+            why = failure_reason(error)
+            log.error("delivery %d cannot be prepared: %s", row.delivery_id, why)
+            log.debug("delivery %d cannot be prepared", row.delivery_id, exc_info=True)
             _write_fenced(session, dict(delivery_id=row.delivery_id, claim_token=batch.token, state=FAILED,
                                         reason="render_error", updated_at=now, lease_expires_at=None,
                                         enqueued_at=None),
                           dict(at=now, channel=(decision and decision.channel) or row.channel or "",
-                               outcome="permanent", reason="render_error",
-                               detail=f"{type(error).__name__}: {error}"))
+                               outcome="permanent", reason="render_error", detail=why))
             batch.ended += 1
             continue
         if decision.action == "end":

@@ -4,6 +4,8 @@ real worker process, a real SMTP server and HTTP endpoints that fail on purpose.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -116,6 +118,25 @@ def test_an_smtp_relay_refusing_451_past_the_attempts_per_channel_loses_no_buyer
     assert stack.smtp.wait_for(buyers, timeout=10)
     assert codes_at(stack.smtp) == Counter({row["code"]: 1 for row in rows})
     assert all(row["attempts"] > 6 and row["channel"] == "email" for row in rows)
+
+
+def test_a_refusal_quoting_the_customers_address_is_stored_and_listed_without_it(stack):
+    # Given a relay whose refusal quotes the mailbox, as Postfix does
+    address = "jane.private.doe@example.com"
+    stack.smtp.refuse(address, 550, f"5.1.1 <{address}>: Recipient address rejected")
+    # When an email-only customer with that address orders
+    stack.emit(order_paid("e-jane", customer_id="jane", email=address, timezone=day()))
+    [row] = stack.wait_for_states(1, ("failed",))
+    # Then the attempt row keeps the status codes and the domain, not the mailbox
+    [detail] = [d for (d,) in stack.query(select(Attempt.detail).where(Attempt.delivery_id == row["id"]))]
+    assert detail == "recipient refused: 550 5.1.1 <***@example.com>: Recipient address rejected"
+    # ...and so does what `encore dead-letters --json` prints, and the worker's log
+    listed = subprocess.run([sys.executable, "-m", "workers.cli", "dead-letters", "--json"], env=stack.worker.env,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    [letter] = json.loads(listed.stdout)
+    assert (letter["id"], letter["reason"], letter["raw"]) == (f"D{row['id']}", "invalid_address", detail)
+    assert "jane.private" not in listed.stdout + listed.stderr + stack.worker.log()
 
 
 @pytest.mark.parametrize("stack", [{"ENCORE_RETRY_BASE_SECONDS": "2", "ENCORE_MAX_ATTEMPTS_PER_CHANNEL": "50"}],

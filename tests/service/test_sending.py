@@ -303,3 +303,19 @@ def test_a_delivery_retried_all_day_ends_expired_at_its_deadline_with_the_provid
     attempts = [at for _, _, at in attempts_of(services, "c1")]
     assert len(attempts) > 20 and max(attempts) < deadline
     assert services.http.count == len(attempts)
+
+
+def test_dead_letters_list_a_failure_stored_before_masking_without_the_customers_number(services):
+    from services.dead_letters import list_dead_letters
+
+    # Given a delivery that failed, whose attempt row was written by an older version unmasked
+    services.http.respond("/sms/", [400], forever=True)
+    services.emit(sms_order("e1", "c1", "+14155550101", services.clock()))
+    services.relay_and_send()
+    with services.session() as session:
+        session.execute(update(Attempt).values(detail="The 'To' number +14155550101 is not a valid phone number"))
+    # When the operator lists the dead letters
+    with services.session() as session:
+        [letter] = list_dead_letters(session)
+    # Then the number is masked there too
+    assert letter["raw"] == "The 'To' number +1*** is not a valid phone number"

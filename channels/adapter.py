@@ -34,12 +34,14 @@ from coupons.privacy import mask_personal_data
 
 from . import http_headers
 from .classify import SendResult, classify_apprise_log, read_by_classification
-from .smtp import SmtpConnection, SmtpSettings
+from .smtp import SmtpCheckError, SmtpConnection, SmtpSettings, check_smtp
 
 __all__ = [
     "ChannelConfigError",
     "ChannelSender",
     "SendResult",
+    "SmtpCheckError",
+    "check_channel",
     "fill_template",
     "open_sender",
     "setting_name",
@@ -99,6 +101,21 @@ def fill_template(template: str, address: str) -> str:
 def validate_channel_template(channel: str, template: str) -> None:
     """Fail at start, naming the setting, when a template cannot work."""
     _load_template(channel, template)
+
+
+def check_channel(channel: str, template: str) -> str:
+    """`encore check` for one channel: the template is valid and, for email, its SMTP
+    server answers a session opened as sending opens one (`channels.smtp.check_smtp`:
+    TLS and AUTH as the URL says, then QUIT; nothing sent). Raises ChannelConfigError for
+    a template, SmtpCheckError (naming the template's scheme) for a server."""
+    plugin = _load_template(channel, template)
+    valid = f"{_scheme(template)}:// template is valid"
+    if _scheme(template) not in EMAIL_SCHEMES:
+        return valid
+    try:
+        return f"{valid}; {check_smtp(SmtpSettings.from_apprise(plugin))}"
+    except SmtpCheckError as error:
+        raise SmtpCheckError(f"{valid}, but {error}") from None
 
 
 class ChannelSender:

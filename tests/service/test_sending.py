@@ -239,18 +239,29 @@ def channels_attempted(services, customer_id: str) -> list[str]:
                                     .where(Delivery.customer_id == customer_id).order_by(Attempt.id)))
 
 
-def test_after_each_channel_had_its_attempts_they_take_turns_until_one_recovers(make_services):
-    services = make_services(ENCORE_MAX_ATTEMPTS_PER_CHANNEL="3")
-    # Given a customer on email and SMS, a relay answering 451 and an SMS provider answering 503
+def buyer_on_email_and_sms_while_both_refuse(make_services, attempts_per_channel: str, sms_status: int):
+    """A customer on email and SMS, a relay answering 451, an SMS provider answering `sms_status`."""
+    services = make_services(ENCORE_MAX_ATTEMPTS_PER_CHANNEL=attempts_per_channel)
     services.smtp.refuse_everyone(451)
-    services.http.respond("/sms/", [503], forever=True)
+    services.http.respond("/sms/", [sms_status], forever=True)
     services.emit(order_paid("e1", customer_id="c1", consent=["email", "sms"], phone="+14155550101",
                              occurred_at=services.clock(), timezone="UTC"))
-    # When each channel had its three attempts, and four more went round
-    while len(channels_attempted(services, "c1")) < 10:
+    return services
+
+
+def attempted_after(services, count: int) -> list[str]:
+    """Retry whenever due until `count` attempts were made; their channels."""
+    while len(channels_attempted(services, "c1")) < count:
         retry_when_due(services, "c1")
+    return channels_attempted(services, "c1")
+
+
+def test_after_each_channel_had_its_attempts_they_take_turns_until_one_recovers(make_services):
+    # Given email and SMS both refusing transiently (451, 503), three attempts per channel
+    services = buyer_on_email_and_sms_while_both_refuse(make_services, "3", 503)
+    # When each channel had its three attempts, and four more went round
     # Then email and SMS took turns, one attempt each, and the delivery is still waiting
-    assert channels_attempted(services, "c1") == ["email"] * 3 + ["sms"] * 3 + ["email", "sms"] * 2
+    assert attempted_after(services, 10) == ["email"] * 3 + ["sms"] * 3 + ["email", "sms"] * 2
     [row] = services.deliveries()
     assert (row["state"], row["reason"]) == ("scheduled", "http_503")
     # ...and when the email relay recovers, email's next turn sends it
@@ -263,17 +274,11 @@ def test_after_each_channel_had_its_attempts_they_take_turns_until_one_recovers(
 
 
 def test_a_channel_refused_for_good_is_dropped_and_the_transient_one_keeps_its_turns(make_services):
-    services = make_services(ENCORE_MAX_ATTEMPTS_PER_CHANNEL="2")
     # Given a relay answering 451, and an SMS provider that refuses the number (400)
-    services.smtp.refuse_everyone(451)
-    services.http.respond("/sms/", [400], forever=True)
-    services.emit(order_paid("e1", customer_id="c1", consent=["email", "sms"], phone="+14155550101",
-                             occurred_at=services.clock(), timezone="UTC"))
+    services = buyer_on_email_and_sms_while_both_refuse(make_services, "2", 400)
     # When it was refused a few times
-    while len(channels_attempted(services, "c1")) < 6:
-        retry_when_due(services, "c1")
     # Then SMS was tried once and never again, and email keeps being retried
-    assert channels_attempted(services, "c1") == ["email", "email", "sms", "email", "email", "email"]
+    assert attempted_after(services, 6) == ["email", "email", "sms", "email", "email", "email"]
     [row] = services.deliveries()
     assert (row["state"], row["reason"]) == ("scheduled", "smtp_4xx")
 

@@ -13,14 +13,15 @@ going out; one never refused expires with `deadline`.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import ColumnElement, Table, case, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, FromClause, case, func, select, update
 from sqlalchemy.orm import Session
 
 from store.models import EXPIRED, SCHEDULED, Attempt, Delivery
 
 
-def last_transient_reason(deliveries: Table) -> ColumnElement:
+def last_transient_reason(deliveries: FromClause) -> ColumnElement[str | None]:
     """The reason of the delivery's latest transient attempt, or NULL (a correlated
     subquery, read only for rows with attempts: new ones cost nothing)."""
     latest = (select(Attempt.reason)
@@ -30,9 +31,9 @@ def last_transient_reason(deliveries: Table) -> ColumnElement:
 
 
 def expire_overdue(session: Session, now: datetime) -> int:
-    deliveries = Delivery.__table__
-    return session.execute(
-        update(deliveries).where(deliveries.c.state == SCHEDULED, deliveries.c.deadline_at <= now)
-        .values(state=EXPIRED, reason=func.coalesce(last_transient_reason(deliveries), "deadline"),
+    result = session.execute(
+        update(Delivery).where(Delivery.state == SCHEDULED, Delivery.deadline_at <= now)
+        .values(state=EXPIRED, reason=func.coalesce(last_transient_reason(Delivery.__table__), "deadline"),
                 enqueued_at=None, updated_at=now)
-    ).rowcount
+    )
+    return cast(CursorResult, result).rowcount

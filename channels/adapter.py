@@ -30,15 +30,18 @@ from apprise.plugins import N_MGR
 from apprise.utils.parse import GET_SCHEMA_RE, is_email
 
 from coupons.model import ADDRESS_FIELD, CHANNELS, Message
+from coupons.privacy import mask_personal_data
 
 from . import http_headers
 from .classify import SendResult, classify_apprise_log, read_by_classification
-from .smtp import SmtpConnection, SmtpSettings
+from .smtp import SmtpCheckError, SmtpConnection, SmtpSettings, check_smtp
 
 __all__ = [
     "ChannelConfigError",
     "ChannelSender",
     "SendResult",
+    "SmtpCheckError",
+    "check_channel",
     "fill_template",
     "open_sender",
     "setting_name",
@@ -100,6 +103,21 @@ def validate_channel_template(channel: str, template: str) -> None:
     _load_template(channel, template)
 
 
+def check_channel(channel: str, template: str) -> str:
+    """`encore check` for one channel: the template is valid and, for email, its SMTP
+    server answers a session opened as sending opens one (`channels.smtp.check_smtp`:
+    TLS and AUTH as the URL says, then QUIT; nothing sent). Raises ChannelConfigError for
+    a template, SmtpCheckError (naming the template's scheme) for a server."""
+    plugin = _load_template(channel, template)
+    valid = f"{_scheme(template)}:// template is valid"
+    if _scheme(template) not in EMAIL_SCHEMES:
+        return valid
+    try:
+        return f"{valid}; {check_smtp(SmtpSettings.from_apprise(plugin))}"
+    except SmtpCheckError as error:
+        raise SmtpCheckError(f"{valid}, but {error}") from None
+
+
 class ChannelSender:
     """Sends one channel's messages over its own connection; use as a context manager.
 
@@ -124,7 +142,11 @@ class ChannelSender:
 
         `may_attempt` is asked right before each in-call retry (after its wait): the
         caller's deadline, quiet hours or lease may have run out meanwhile, and then
-        the last answer is returned instead of trying again."""
+        the last answer is returned instead of trying again.
+
+        Every provider answer enters Encore here, so this is where its text is cleared
+        of customer data (`coupons.privacy`: addresses, numbers, the recipient) before
+        anything stores or logs it."""
         if not address or not address.strip():
             return SendResult(False, False, "invalid_address", "no address")
         started = time.monotonic()
@@ -140,6 +162,8 @@ class ChannelSender:
             if may_attempt is not None and not may_attempt():
                 break
             result = self._guarded(address, message)
+        if result.detail:
+            result = _with_detail(result, mask_personal_data(result.detail, known=(address,)))
         return result
 
     def close(self) -> None:
@@ -162,7 +186,10 @@ class ChannelSender:
         except _PASS_THROUGH:
             raise
         except Exception as error:  # noqa: BLE001 - a send must not kill a batch
-            log.exception("unexpected error sending %s", self.channel)
+            # The error's text may quote the recipient: masked in the line, the traceback at DEBUG.
+            log.error("unexpected error sending %s: %s", self.channel,
+                      mask_personal_data(f"{type(error).__name__}: {error}", known=(address,))[:300])
+            log.debug("unexpected error sending %s", self.channel, exc_info=True)
             return SendResult(False, True, "unknown", f"{type(error).__name__} in sender")
 
     def _send_once(self, address: str, message: Message) -> SendResult:

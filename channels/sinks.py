@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 LOCALHOST = "127.0.0.1"
 
@@ -101,7 +101,7 @@ class _SmtpHandler:
                     await asyncio.sleep(0.01)
             finally:
                 self._sink.waiting_in_rcpt -= 1
-        refusal = self._sink._refusals.get(address.lower())
+        refusal = self._sink._refusals.get(address.lower()) or self._sink._refusing_everyone
         if refusal is not None:
             code, text = refusal
             return f"{code} {text}"
@@ -121,11 +121,24 @@ class _SmtpHandler:
         return "250 Message accepted for delivery"
 
 
+class _Authenticator:
+    """aiosmtpd's authenticator hook: one user and password, as a relay's account."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self._expected = (user.encode(), password.encode())
+
+    def __call__(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        given = (auth_data.login, auth_data.password) if isinstance(auth_data, LoginPassword) else None
+        if given == self._expected:
+            return AuthResult(success=True, auth_data=auth_data)
+        return AuthResult(success=False, handled=False)  # aiosmtpd answers 535 5.7.8
+
+
 class _SmtpController(Controller):
     """aiosmtpd's Controller on a free port (port 0), tracking live sessions."""
 
-    def __init__(self, handler: _SmtpHandler, hostname: str) -> None:
-        super().__init__(handler, hostname=hostname, port=0)
+    def __init__(self, handler: _SmtpHandler, hostname: str, **smtp_options: Any) -> None:
+        super().__init__(handler, hostname=hostname, port=0, **smtp_options)
         self.live: set[SMTP] = set()
 
     def _create_server(self):
@@ -163,10 +176,12 @@ class SmtpSink:
     SMTP sessions (HELO/EHLO), which is how a test sees connection reuse.
     """
 
-    def __init__(self, host: str = LOCALHOST, *, parse: bool = True, pipelining: bool = False) -> None:
+    def __init__(self, host: str = LOCALHOST, *, parse: bool = True, pipelining: bool = False,
+                 credentials: tuple[str, str] | None = None) -> None:
         self._received = _Collector()
         self.pipelining = pipelining  # advertise RFC 2920 PIPELINING, as most real relays do
         self._refusals: dict[str, tuple[int, str]] = {}
+        self._refusing_everyone: tuple[int, str] | None = None
         self.rcpt_delay = 0.0  # seconds the server waits before answering RCPT
         self.waiting_in_rcpt = 0  # clients held in that wait right now (event-loop thread writes)
         self.peak_waiting_in_rcpt = 0  # the most clients ever held there at once
@@ -179,7 +194,10 @@ class SmtpSink:
         self.past_rcpt: set[int] = set()
         self._sessions = 0
         self._sessions_lock = threading.Lock()
-        self._controller = _SmtpController(_SmtpHandler(self, parse=parse), host)
+        # With credentials, AUTH (PLAIN, LOGIN) is offered, on this plain local socket too,
+        # and only that user and password are accepted: a relay that checks logins.
+        options = {"authenticator": _Authenticator(*credentials), "auth_require_tls": False} if credentials else {}
+        self._controller = _SmtpController(_SmtpHandler(self, parse=parse), host, **options)
         self.host = host
 
     def start(self) -> SmtpSink:
@@ -229,6 +247,14 @@ class SmtpSink:
     def refuse(self, address: str, code: int = 550, text: str = "5.1.1 No such user") -> None:
         """Answer RCPT TO for `address` with `code` from now on (4xx or 5xx)."""
         self._refusals[address.lower()] = (code, text)
+
+    def refuse_everyone(self, code: int = 451, text: str = "4.3.0 Temporary local problem, try again later") -> None:
+        """Answer every RCPT TO with `code` until `accept_everyone`: a relay in an incident."""
+        self._refusing_everyone = (code, text)
+
+    def accept_everyone(self) -> None:
+        """End `refuse_everyone` (addresses refused one by one with `refuse` stay refused)."""
+        self._refusing_everyone = None
 
     def drop_connections(self, timeout: float = 5.0) -> int:
         """Close every open client connection, as a server restart or idle cut would."""

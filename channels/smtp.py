@@ -232,6 +232,15 @@ class SmtpConnection:
         self._last_used = time.monotonic()
         return SENT
 
+    def greet(self) -> str:
+        """Open the session as a send does (TLS and AUTH as configured), say EHLO, and
+        return the name the server gives; nothing is sent. Raises what opening raises."""
+        self._connect()
+        assert self._smtp is not None
+        self._smtp.ehlo_or_helo_if_needed()
+        reply = self._smtp.ehlo_resp or self._smtp.helo_resp or b""
+        return _text(reply).partition(" ")[0] or "a server without a name"
+
     def close(self) -> None:
         """QUIT politely; a connection that is already gone is fine."""
         if self._smtp is None:
@@ -295,6 +304,59 @@ class SmtpConnection:
 
 class _NoSmtpUtf8(Exception):
     pass
+
+
+class SmtpCheckError(Exception):
+    """`check_smtp` could not complete a session; the message says what failed and where."""
+
+
+_MODE_NAMES = {"insecure": "plain", "starttls": "STARTTLS", "ssl": "SSL"}
+
+
+def check_smtp(settings: SmtpSettings) -> str:
+    """What `encore check` asks of an email channel: a session opened exactly as sending
+    opens one (SSL or STARTTLS as the URL says, AUTH when it holds credentials), EHLO,
+    QUIT. Sends nothing. Returns how the server answered; raises SmtpCheckError saying
+    what failed: refused, timeout, TLS failed, auth failed, or the server's own reply."""
+    where = f"{settings.host}:{settings.port} ({_MODE_NAMES.get(settings.secure_mode, settings.secure_mode)})"
+    connection = SmtpConnection(settings)
+    try:
+        name = connection.greet()
+    except Exception as error:  # noqa: BLE001 - every failure becomes the check's one line
+        raise SmtpCheckError(f"{where}: {_why_not(error, settings)}") from None
+    finally:
+        connection.close()
+    login = (f"login accepted for {settings.user}" if settings.user and settings.password
+             else "no credentials in the URL, so no AUTH")
+    return f"{where} answered as {name}; {login}; nothing sent"
+
+
+def _why_not(error: Exception, settings: SmtpSettings) -> str:
+    """A session that did not open, in the words an operator looks for."""
+    if isinstance(error, ConnectionRefusedError):
+        return "refused (nothing listens there)"
+    # smtplib turns a read that timed out into SMTPServerDisconnected("... timed out").
+    if isinstance(error, TimeoutError) or "timed out" in str(error):
+        return f"timeout (no answer within {settings.timeout:g} s)"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS failed: certificate not accepted ({error.verify_message})"
+    if isinstance(error, ssl.SSLError):
+        hint = " (the port speaks plain SMTP: use STARTTLS, or the SSL port)" \
+            if error.reason == "WRONG_VERSION_NUMBER" else ""
+        return f"TLS failed: {error.reason or error}{hint}"
+    if isinstance(error, smtplib.SMTPAuthenticationError):
+        return f"auth failed for {settings.user}: {error.smtp_code} {_text(error.smtp_error)}"
+    if isinstance(error, smtplib.SMTPNotSupportedError):
+        if "STARTTLS" in str(error).upper():
+            return "TLS failed: the server does not offer STARTTLS"
+        return "auth failed: the server offers no AUTH, and the URL holds credentials"
+    if isinstance(error, smtplib.SMTPResponseException):
+        return f"the server answered {error.smtp_code} {_text(error.smtp_error)}"
+    if isinstance(error, smtplib.SMTPServerDisconnected):
+        return "the server closed the connection"
+    if isinstance(error, OSError):
+        return f"cannot connect: {error.strerror or error}"
+    return f"{type(error).__name__}: {error}"
 
 
 _LINE_START_DOT = re.compile(rb"(?m)^\.")

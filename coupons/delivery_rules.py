@@ -28,7 +28,8 @@ class Plan:
 
 def usable_channels(customer: Customer, market: Market, configured: Collection[str],
                     opted_out: Collection[str] = (), failed: Collection[str] = ()) -> list[str]:
-    """Rule 7: the market's order, keeping consented, addressed, configured, untried channels."""
+    """Rule 7: the market's order, keeping consented, addressed, configured channels that
+    did not fail permanently (`failed`)."""
     return [
         channel
         for channel in market.channels
@@ -61,37 +62,88 @@ def plan_delivery(*, trigger_at: datetime, now: datetime, customer: Customer, ma
 
 @dataclass(frozen=True)
 class SendDecision:
-    """`action` is send | reschedule | sent_elsewhere | end; `state`/`reason` for end."""
+    """`action` is send | reschedule | sent_elsewhere | end; `state`/`reason` for end.
+
+    For send: `channel`, the attempts already made in its turn (`channel_attempts`, 0 for
+    a channel not tried yet) and every channel usable now (`channels`, market order), which
+    `after_attempt` needs to know what follows a failure."""
 
     action: str
     channel: str | None = None
     due_at: datetime | None = None
     state: str | None = None
     reason: str | None = None
+    channel_attempts: int = 0
+    channels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Turn:
+    """The channel of the next attempt, and the attempts its turn already counts (0: a
+    channel not tried yet, which goes at once; otherwise the next attempt waits the backoff
+    of that count)."""
+
+    channel: str
+    attempts: int
+
+
+def next_turn(channels: Sequence[str], order: Sequence[str], current: str | None, channel_attempts: int,
+              max_attempts: int) -> Turn | None:
+    """Rule 12: which channel the next attempt uses. None when no channel is left.
+
+    `channels` are those usable now, in the market's `order`, without the ones that failed
+    permanently (never tried again); `current` is the channel of the last attempt and
+    `channel_attempts` the attempts counted in its turn.
+
+    Each channel in turn gets up to `max_attempts` attempts; a permanent failure or the
+    last of them moves to the next channel in the order at once. Once every channel has
+    had its turn, the delivery goes round the channels left (those whose last failure was
+    transient) one attempt each, and the count goes on, so the backoff keeps growing (to
+    its cap): a provider that recovers after an hour still gets the message, and one that
+    stays down is not hammered."""
+    if not channels:
+        return None
+    if current is None:
+        return Turn(channels[0], 0)
+    if current in channels and channel_attempts < max_attempts:
+        return Turn(current, channel_attempts)
+    position = order.index(current) if current in order else -1
+    later = [channel for channel in channels if order.index(channel) > position]
+    if later and channel_attempts <= max_attempts:
+        return Turn(later[0], 0)  # still the first round: a channel not tried yet
+    # Every channel has had its turn: round and round those left.
+    return Turn((later or channels)[0], max(channel_attempts, max_attempts))
 
 
 def decide_send(*, now: datetime, deadline_at: datetime, customer: Customer, market: Market,
                 configured: Collection[str], opted_out: Collection[str], failed_channels: Sequence[str],
                 last_reason: str | None, all_orders_refunded: bool,
-                last_sent_to_customer_at: datetime | None) -> SendDecision:
-    """What a sender does with a claimed delivery right now."""
+                last_sent_to_customer_at: datetime | None, max_attempts: int,
+                current_channel: str | None = None, channel_attempts: int = 0,
+                last_transient_reason: str | None = None) -> SendDecision:
+    """What a sender does with a claimed delivery right now.
+
+    `failed_channels` failed permanently; `current_channel` and `channel_attempts` are
+    where the last attempt stands (`next_turn`); `last_transient_reason` is the reason of
+    the delivery's last transient failure, which an expiry keeps (rule 12)."""
     if all_orders_refunded:
         return SendDecision("end", state="cancelled", reason="refunded")
     if now >= deadline_at:
-        return SendDecision("end", state="expired", reason="deadline")
+        return SendDecision("end", state="expired", reason=last_transient_reason or "deadline")
     if last_sent_to_customer_at is not None and now - last_sent_to_customer_at < FREQUENCY_CAP:
         return SendDecision("end", state="suppressed", reason="frequency_cap")
     channels = usable_channels(customer, market, configured, opted_out, failed_channels)
-    if not channels:
+    turn = next_turn(channels, market.channels, current_channel, channel_attempts, max_attempts)
+    if turn is None:
         if failed_channels:
             return SendDecision("end", state="failed", reason=last_reason or "channels_exhausted")
         return SendDecision("end", state="suppressed", reason="no_channel")
     timezone = customer.timezone or market.timezone_for(customer.country)
     window = send_window(now=now, deadline_at=deadline_at, timezone=timezone, market=market,
-                         margin=timedelta(0))
+                         margin=timedelta(0), last_transient_reason=last_transient_reason)
     if window.action != "send":
         return window
-    return SendDecision("send", channel=channels[0])
+    return SendDecision("send", channel=turn.channel, channel_attempts=turn.attempts, channels=tuple(channels))
 
 
 ATTEMPT_MARGIN = timedelta(seconds=1)
@@ -101,17 +153,18 @@ started in time is accepted in time. The same margin bounds retries (`after_atte
 
 
 def send_window(*, now: datetime, deadline_at: datetime, timezone: str, market: Market,
-                margin: timedelta = ATTEMPT_MARGIN) -> SendDecision:
+                margin: timedelta = ATTEMPT_MARGIN, last_transient_reason: str | None = None) -> SendDecision:
     """Rule 8 at the moment of an attempt: send, wait for the end of quiet hours
-    (`reschedule` with `due_at`), or end `expired`. Checked again right before every
-    attempt, in-call retries included: a slow batch must not carry a decision taken
+    (`reschedule` with `due_at`), or end `expired` (with the last transient failure's
+    reason when there was one: what kept it from going out). Checked again right before
+    every attempt, in-call retries included: a slow batch must not carry a decision taken
     minutes earlier past the deadline or into the night."""
     if now >= deadline_at - margin:
-        return SendDecision("end", state="expired", reason="deadline")
+        return SendDecision("end", state="expired", reason=last_transient_reason or "deadline")
     allowed_at = outside_quiet_hours(now, timezone, market.quiet_start, market.quiet_end)
     if allowed_at > now:
         if allowed_at >= deadline_at - margin:
-            return SendDecision("end", state="expired", reason="quiet_hours")
+            return SendDecision("end", state="expired", reason=last_transient_reason or "quiet_hours")
         return SendDecision("reschedule", due_at=allowed_at)
     return SendDecision("send")
 
@@ -129,16 +182,35 @@ class AttemptOutcome:
 
 def after_attempt(*, now: datetime, deadline_at: datetime, channel: str, ok: bool, transient: bool,
                   reason: str, retry_after: float | None, channel_attempts: int, max_attempts: int,
-                  failed_channels: Sequence[str], retry_base_seconds: float, timezone: str,
-                  market: Market, rng: random.Random | None = None) -> AttemptOutcome:
-    """Rule 12: retry a transient failure on the same channel within the deadline,
-    otherwise move to the next channel at once (the sender finds out whether one is left)."""
+                  channels: Sequence[str], failed_channels: Sequence[str], retry_base_seconds: float,
+                  timezone: str, market: Market, rng: random.Random | None = None) -> AttemptOutcome:
+    """Rule 12 after one attempt on `channel` (`channel_attempts` counts it in its turn;
+    `channels`: those usable when it was claimed, market order; `failed_channels`: those
+    that failed permanently before it).
+
+    A transient failure is retried (`next_turn`: this channel, or the next one once its
+    turn is over) after the backoff; a permanent one moves to the next channel at once and
+    is never tried again. The delivery ends `failed` only when every channel failed
+    permanently. When no retry fits before the deadline, an untried channel is tried at
+    once; with none, the delivery waits for its deadline and ends `expired` there, with
+    the reason of its last transient failure (the sender and the expiry sweep do that)."""
     if ok:
         return AttemptOutcome("sent", None, channel_attempts=channel_attempts, failed_channels=list(failed_channels))
-    if transient and channel_attempts < max_attempts:
-        retry_at = retry_due_at(now, channel_attempts, retry_base_seconds, rng, retry_after)
-        retry_at = outside_quiet_hours(retry_at, timezone, market.quiet_start, market.quiet_end)
-        if retry_at < deadline_at - ATTEMPT_MARGIN:
-            return AttemptOutcome("scheduled", reason, retry_at, list(failed_channels), channel_attempts)
-    # Permanent, out of attempts, or no retry fits before the deadline: next channel now.
-    return AttemptOutcome("scheduled", reason, now, [*failed_channels, channel], 0)
+    failed = list(failed_channels) if transient else [*failed_channels, channel]
+    left = [c for c in channels if c not in failed]
+    turn = next_turn(left, market.channels, channel, channel_attempts, max_attempts)
+    if turn is None:
+        return AttemptOutcome("failed", reason, None, failed, channel_attempts)
+    if turn.attempts == 0:
+        return AttemptOutcome("scheduled", reason, now, failed, channel_attempts)
+    # A provider's Retry-After speaks for its own channel only.
+    hint = retry_after if transient and turn.channel == channel else None
+    retry_at = retry_due_at(now, turn.attempts, retry_base_seconds, rng, hint)
+    retry_at = outside_quiet_hours(retry_at, timezone, market.quiet_start, market.quiet_end)
+    if retry_at < deadline_at - ATTEMPT_MARGIN:
+        return AttemptOutcome("scheduled", reason, retry_at, failed, channel_attempts)
+    turn_over = max(channel_attempts, max_attempts)
+    untried = next_turn(left, market.channels, channel, turn_over, max_attempts)
+    if untried is not None and untried.attempts == 0:
+        return AttemptOutcome("scheduled", reason, now, failed, turn_over)
+    return AttemptOutcome("scheduled", reason, deadline_at, failed, channel_attempts)

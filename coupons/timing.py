@@ -72,13 +72,26 @@ def outside_quiet_hours(when: datetime, timezone: str, quiet_start: time, quiet_
     return end_local.astimezone(UTC)
 
 
+RETRY_CAP = timedelta(minutes=30)
+"""Rule 12: the longest wait between two attempts of a delivery that keeps failing."""
+JITTER = (0.5, 1.5)
+
+
 def retry_due_at(now: datetime, attempt: int, base_seconds: float, rng: random.Random | None = None,
-                 retry_after: float | None = None) -> datetime:
-    """Exponential backoff with full jitter around base × 2^(attempt-1); a provider's
-    Retry-After is a floor."""
+                 retry_after: float | None = None, cap: timedelta = RETRY_CAP) -> datetime:
+    """Exponential backoff with jitter: base × 2^(attempt-1), the delay drawn from ×0.5–1.5
+    of it.
+
+    The cap bounds the delay after jitter: the nominal delay stops doubling at cap/1.5, so
+    waits at the cap still spread over cap/3–cap instead of all landing on the cap together
+    (500 deliveries refused in the same second must not come back in the same second).
+    A provider's Retry-After is a floor, also above the cap: it said when to come back,
+    and an earlier retry would only be refused again."""
     rng = rng or random.Random()
-    nominal = base_seconds * (2 ** max(attempt - 1, 0))
-    delay = rng.uniform(nominal * 0.5, nominal * 1.5)
+    low, high = JITTER
+    doublings = min(max(attempt - 1, 0), 64)  # far past the cap already; keeps the float finite
+    nominal = min(base_seconds * 2**doublings, cap.total_seconds() / high)
+    delay = rng.uniform(nominal * low, nominal * high)
     if retry_after is not None:
         delay = max(delay, retry_after)
     return now + timedelta(seconds=delay)

@@ -19,6 +19,7 @@ from sqlalchemy import desc, func, select
 from sqlalchemy.orm import Session
 
 from coupons.events import EventError, parse_event
+from coupons.privacy import mask_personal_data
 from store.models import FAILED, SCHEDULED, Attempt, Coupon, DeadLetter, Delivery, InboxEvent
 
 from .failures import failure_reason
@@ -56,7 +57,9 @@ def list_dead_letters(session: Session, include_replayed: bool = False, limit: i
     for delivery in sorted(failed, key=lambda d: d.id):
         rows.append({"id": f"D{delivery.id}", "kind": "delivery", "source": delivery.customer_id,
                      "reason": delivery.reason, "at": rfc3339(delivery.updated_at),
-                     "raw": details.get(delivery.id, ""), "deadline_at": rfc3339(delivery.deadline_at)})
+                     # masked again: rows stored before provider text was masked on arrival
+                     "raw": mask_personal_data(details.get(delivery.id) or ""),
+                     "deadline_at": rfc3339(delivery.deadline_at)})
     return rows
 
 

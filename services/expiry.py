@@ -4,20 +4,36 @@ The sender already expires what it claims late; this sweep keeps `encore status`
 true when workers are down or far behind. One UPDATE guarded by the state, so two
 sweeps at once (two beats) expire each row once, and a row a sender has claimed
 (`sending`) is left to that sender.
+
+Rule 12: a delivery that was still retrying a transient failure expires with that
+failure's reason (`smtp_4xx`, `http_503`, ...), so the operator sees what kept it from
+going out; one never refused expires with `deadline`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, CursorResult, FromClause, case, func, select, update
 from sqlalchemy.orm import Session
 
-from store.models import EXPIRED, SCHEDULED, Delivery
+from store.models import EXPIRED, SCHEDULED, Attempt, Delivery
+
+
+def last_transient_reason(deliveries: FromClause) -> ColumnElement[str | None]:
+    """The reason of the delivery's latest transient attempt, or NULL (a correlated
+    subquery, read only for rows with attempts: new ones cost nothing)."""
+    latest = (select(Attempt.reason)
+              .where(Attempt.delivery_id == deliveries.c.id, Attempt.outcome == "transient")
+              .order_by(Attempt.id.desc()).limit(1).scalar_subquery())
+    return case((deliveries.c.attempts > 0, latest), else_=None)
 
 
 def expire_overdue(session: Session, now: datetime) -> int:
-    return session.execute(
+    result = session.execute(
         update(Delivery).where(Delivery.state == SCHEDULED, Delivery.deadline_at <= now)
-        .values(state=EXPIRED, reason="deadline", enqueued_at=None, updated_at=now)
-    ).rowcount
+        .values(state=EXPIRED, reason=func.coalesce(last_transient_reason(Delivery.__table__), "deadline"),
+                enqueued_at=None, updated_at=now)
+    )
+    return cast(CursorResult, result).rowcount

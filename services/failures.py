@@ -6,12 +6,12 @@ DETAIL lines, which may hold customer data (emails, phones)."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
+from coupons.privacy import mask_personal_data
 from store.models import DeadLetter
 
 
@@ -26,17 +26,13 @@ def storable_text(value: str) -> str:
     return value
 
 
-_EMAIL = re.compile(r"[^\s'\"()<>,;:]+@[^\s'\"()<>,;:]+")
-_PHONE = re.compile(r"\+\d{6,15}")
-
-
 def failure_reason(exc: BaseException) -> str:
     """A dead letter's or log line's reason: the error's type and the first line of its
     message, without SQL, bound parameters or DETAIL lines (they may hold customer data)."""
     inner = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
     lines = str(inner).strip().splitlines()
     first = lines[0] if lines else ""
-    first = _PHONE.sub("<phone>", _EMAIL.sub("<email>", first))
+    first = mask_personal_data(first)
     return storable_text(f"{type(inner).__name__}: {first[:200]}")
 
 

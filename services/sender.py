@@ -65,6 +65,8 @@ from store.models import (
 )
 from workers.settings import Settings
 
+from .expiry import last_transient_reason
+from .failures import failure_reason
 from .planner import customer_value
 from .runtime import Clock, Runtime, utcnow
 
@@ -87,7 +89,9 @@ class Outgoing:
     attempts: int
     timezone: str
     market_name: str
+    channels: tuple[str, ...]  # usable when claimed, market order: what may follow a failure
     last_reason: str | None = None
+    last_transient_reason: str | None = None  # an expiry keeps it (rule 12)
 
 
 @dataclass(frozen=True)
@@ -508,7 +512,7 @@ _PREPARE_COLUMNS = (
     # the delivery: what the decision and the send need
     _DELIVERIES.c.id.label("delivery_id"), _DELIVERIES.c.channel, _DELIVERIES.c.reason,
     _DELIVERIES.c.failed_channels, _DELIVERIES.c.deadline_at, _DELIVERIES.c.attempts,
-    _DELIVERIES.c.channel_attempts,
+    _DELIVERIES.c.channel_attempts, last_transient_reason(_DELIVERIES).label("last_transient_reason"),
     # the coupon: its offer (the names `offer_of` reads), code, expiry and campaign
     _COUPONS.c.id.label("coupon_id"), _COUPONS.c.code, _COUPONS.c.expires_at, _COUPONS.c.campaign,
     _COUPONS.c.offer_type, _COUPONS.c.sku, _COUPONS.c.product_name, _COUPONS.c.currency, _COUPONS.c.price,
@@ -555,19 +559,24 @@ def _prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
                 now=now, deadline_at=row.deadline_at, customer=customer, market=market,
                 configured=runtime.configured_channels, opted_out=row.opted_out or (),
                 failed_channels=row.failed_channels or [], last_reason=row.reason,
+                current_channel=row.channel, channel_attempts=row.channel_attempts,
+                max_attempts=runtime.settings.max_attempts_per_channel,
+                last_transient_reason=row.last_transient_reason,
                 # a campaign coupon has no order behind it: no refund can cancel it
                 all_orders_refunded=row.campaign is None and live_orders.get(row.coupon_id, 0) == 0,
                 last_sent_to_customer_at=last_sent.get(customer.id),
             )
             item = _render(row, customer, market, decision, runtime.settings) if decision.action == "send" else None
         except Exception as error:  # noqa: BLE001 - one bad row must not hold the batch
-            log.exception("delivery %d cannot be prepared", row.delivery_id)
+            # The error's text may quote the customer's data: masked (failure_reason), the traceback at DEBUG.
+            why = failure_reason(error)
+            log.error("delivery %d cannot be prepared: %s", row.delivery_id, why)
+            log.debug("delivery %d cannot be prepared", row.delivery_id, exc_info=True)
             _write_fenced(session, dict(delivery_id=row.delivery_id, claim_token=batch.token, state=FAILED,
                                         reason="render_error", updated_at=now, lease_expires_at=None,
                                         enqueued_at=None),
                           dict(at=now, channel=(decision and decision.channel) or row.channel or "",
-                               outcome="permanent", reason="render_error",
-                               detail=f"{type(error).__name__}: {error}"))
+                               outcome="permanent", reason="render_error", detail=why))
             batch.ended += 1
             continue
         if decision.action == "end":
@@ -608,9 +617,10 @@ def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDec
     return Outgoing(
         delivery_id=row.delivery_id, customer_id=customer.id, channel=channel, address=customer.address(channel) or "",
         message=message, deadline_at=row.deadline_at,
-        channel_attempts=row.channel_attempts if channel == row.channel else 0,
+        channel_attempts=decision.channel_attempts,
         failed_channels=list(row.failed_channels or []), attempts=row.attempts,
-        timezone=timezone, market_name=market.name, last_reason=row.reason,
+        timezone=timezone, market_name=market.name, channels=decision.channels, last_reason=row.reason,
+        last_transient_reason=row.last_transient_reason,
     )
 
 
@@ -627,7 +637,7 @@ def _outcome_values(item: Outgoing, result: SendResult, now: datetime, runtime: 
     outcome = after_attempt(
         now=now, deadline_at=item.deadline_at, channel=item.channel, ok=result.ok, transient=result.transient,
         reason=result.reason, retry_after=result.retry_after, channel_attempts=item.channel_attempts + 1,
-        max_attempts=settings.max_attempts_per_channel, failed_channels=item.failed_channels,
+        max_attempts=settings.max_attempts_per_channel, channels=item.channels, failed_channels=item.failed_channels,
         retry_base_seconds=settings.retry_base_seconds, timezone=item.timezone,
         market=runtime.markets.by_name[item.market_name],
     )
@@ -677,7 +687,8 @@ SENT_NOW, RETRY_LATER, ENDED, RESCHEDULED, LOST = "sent", "retry", "ended", "res
 
 def _window(runtime: Runtime, item: Outgoing, now: datetime) -> SendDecision:
     return send_window(now=now, deadline_at=item.deadline_at, timezone=item.timezone,
-                       market=runtime.markets.by_name[item.market_name])
+                       market=runtime.markets.by_name[item.market_name],
+                       last_transient_reason=item.last_transient_reason)
 
 
 def _send_one(runtime: Runtime, claim: _Claim, sender: ChannelSender, item: Outgoing, clock: Clock) -> str:

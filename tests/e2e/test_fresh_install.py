@@ -6,11 +6,14 @@ wheel in a new venv; these tests cover the same promises faster, from the checko
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import pytest
 
+from channels.sinks import SmtpSink
 from tests.e2e.test_cli import encore
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,16 +61,62 @@ def test_check_reports_each_part_and_fails_on_a_broken_channel_and_broker(tmp_pa
 
 @pytest.mark.services
 def test_check_passes_against_postgresql_and_redis_and_creates_no_local_folder(tmp_path, redis_url, postgres_url):
-    # Given the production layout: PostgreSQL, Redis, one email channel
-    env = {"ENCORE_DATABASE_URL": postgres_url, "ENCORE_BROKER_URL": redis_url,
-           "ENCORE_CHANNEL_EMAIL": "mailtos://user:secret@smtp.example.com?from=shop@example.com&to={email}"}
-    # When the operator runs `encore check` in an empty folder
-    result = encore("check", cwd=tmp_path, env=env, timeout=120)
-    # Then every part is usable, no password is printed, and nothing was written locally
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "postgresql" in result.stdout and "redis" in result.stdout
-    assert "secret" not in result.stdout
-    assert list(tmp_path.iterdir()) == []
+    # Given the production layout: PostgreSQL, Redis, one email channel on a relay that checks logins
+    with SmtpSink(credentials=("shop", "secret-pass")) as relay:
+        env = {"ENCORE_DATABASE_URL": postgres_url, "ENCORE_BROKER_URL": redis_url,
+               "ENCORE_CHANNEL_EMAIL": f"mailto://shop:secret-pass@127.0.0.1:{relay.port}"
+                                       "?from=shop@example.com&to={email}"}
+        # When the operator runs `encore check` in an empty folder
+        result = encore("check", cwd=tmp_path, env=env, timeout=120)
+        # Then every part is usable, no password is printed, and nothing was written locally
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "postgresql" in result.stdout and "redis" in result.stdout
+        assert "secret" not in result.stdout
+        assert list(tmp_path.iterdir()) == []
+        # ...and the email line is the relay's own answer to a login, with nothing sent
+        [email] = [line for line in result.stdout.splitlines() if line.startswith("channel email")]
+        assert " ok " in email and "answered as localhost; login accepted for shop; nothing sent" in email
+        assert relay.sessions == 1 and relay.count == 0
+
+
+def silent_port() -> tuple[socket.socket, int]:
+    """A port that takes connections and never answers (a firewall that swallows them)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    return listener, listener.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("credentials", "url", "says"),
+    [
+        ("shop:wrong-pass", "mailto://{credentials}@127.0.0.1:{port}?from=shop@example.com&to={{email}}",
+         "auth failed for shop: 535 5.7.8 Authentication credentials invalid"),
+        ("", "mailto://127.0.0.1:{closed}?from=shop@example.com&to={{email}}", "refused (nothing listens there)"),
+        ("", "mailtos://127.0.0.1:{port}?from=shop@example.com&to={{email}}",
+         "TLS failed: the server does not offer STARTTLS"),
+        ("", "mailtos://127.0.0.1:{port}?mode=ssl&from=shop@example.com&to={{email}}",
+         "TLS failed: WRONG_VERSION_NUMBER"),
+        ("", "mailto://127.0.0.1:{silent}?cto=1&from=shop@example.com&to={{email}}",
+         "timeout (no answer within 1 s)"),
+    ],
+    ids=["wrong password", "nothing listening", "no STARTTLS", "SSL on a plain port", "no answer"],
+)
+def test_check_says_why_the_smtp_server_cannot_be_used(tmp_path, credentials, url, says):
+    from services.check import check_all
+
+    listener, silent = silent_port()
+    with SmtpSink(credentials=("shop", "secret-pass")) as relay, listener:
+        template = url.format(credentials=credentials, port=relay.port, closed=free_port(), silent=silent)
+        # When `encore check` runs with that email channel
+        lines = {line.part: line for line in check_all({"ENCORE_DATA_DIR": str(tmp_path / "var"),
+                                                        "ENCORE_CHANNEL_EMAIL": template})}
+    # Then the email line is an error that says what failed, where, and no password
+    email = lines["channel email"]
+    assert not email.ok
+    assert says in email.detail and "127.0.0.1:" in email.detail
+    assert "pass" not in email.detail
+    assert relay.count == 0
 
 
 def test_readme_production_section_shows_the_procfile_as_it_is():

@@ -228,6 +228,39 @@ def test_refused_recipients_are_permanent_or_transient_by_code(smtp_sink: SmtpSi
     assert smtp_sink.sessions == 1
 
 
+def test_a_refusal_quoting_the_recipient_comes_back_without_their_address(smtp_sink: SmtpSink) -> None:
+    # Given a relay whose refusal quotes the mailbox, as Postfix does
+    address = "jane.private.doe@example.com"
+    smtp_sink.refuse(address, 550, f"5.1.1 <{address}>: Recipient address rejected")
+    with open_sender("email", email_template(smtp_sink), in_call_retries=0) as sender:
+        result = sender.send(address, EMAIL)
+    # Then the answer keeps the codes and the domain, not the mailbox
+    assert result.reason == "invalid_address"
+    assert result.detail == "recipient refused: 550 5.1.1 <***@example.com>: Recipient address rejected"
+
+
+class _QuotingSender(ChannelSender):
+    """A provider whose answers quote the recipient, and which crashes for LINE ids."""
+
+    def _send_once(self, address: str, message: Message) -> SendResult:
+        if address.startswith("U"):
+            raise RuntimeError(f"push to {address} failed")
+        return SendResult(False, True, "unknown", f"number {address} (wa_id {address.lstrip('+')}) is throttled")
+
+
+def test_whatever_a_provider_says_about_the_recipient_is_masked_before_it_is_stored_or_logged(caplog) -> None:
+    # Given a provider that names the number in its answer
+    result = _QuotingSender("sms", in_call_retries=0).send("+6281234567890", SMS)
+    # Then the result holds no number, whichever way it was written
+    assert result.detail == "number +62*** (wa_id <phone>) is throttled"
+    # ...and an unexpected error naming a recipient is logged without it
+    line_id = "U0123456789abcdef0123456789abcdef"
+    with caplog.at_level(logging.INFO, logger="channels.adapter"):
+        crashed = _QuotingSender("line", in_call_retries=0).send(line_id, SMS)
+    assert crashed.reason == "unknown"
+    assert "push to <recipient> failed" in caplog.text and line_id not in caplog.text
+
+
 def test_an_address_apprise_cannot_parse_is_permanent(smtp_sink: SmtpSink) -> None:
     with open_sender("email", email_template(smtp_sink)) as sender:
         result = sender.send("not-an-email", EMAIL)

@@ -4,6 +4,8 @@ real worker process, a real SMTP server and HTTP endpoints that fail on purpose.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -77,11 +79,64 @@ def test_400_on_whatsapp_falls_back_to_sms_at_once(stack):
 
 
 @pytest.mark.parametrize("stack", [{"ENCORE_MAX_ATTEMPTS_PER_CHANNEL": "3"}], indirect=True)
-def test_503_forever_ends_failed_with_the_last_reason(stack):
+def test_503_past_the_attempts_per_channel_keeps_retrying_the_only_channel(stack):
+    # Given a customer reachable by SMS only, and an SMS provider that keeps answering 503
     stack.http.respond("/sms/", [503], forever=True)
     stack.emit(sms_order("e-down", "kit"))
+    # When it has refused more often than the attempts per channel (3)
+    wait_until(lambda: len(stack.http.requests) >= 5, timeout=60)
+    # Then the delivery is still waiting for its next retry, with the provider's reason
+    [row] = stack.deliveries()
+    assert (row["state"] in ("scheduled", "sending"), row["reason"], row["sent_at"]) == (True, "http_503", None)
+    assert {(c, o, r) for c, o, r, _ in attempts_of(stack, row["id"])} == {("sms", "transient", "http_503")}
+
+
+def test_a_permanent_refusal_on_the_only_channel_ends_failed_with_its_reason(stack):
+    stack.http.respond("/sms/", [400], forever=True)
+    stack.emit(sms_order("e-refused", "kim"))
     [row] = stack.wait_for_states(1, ("failed",))
-    assert (row["reason"], row["attempts"], row["sent_at"]) == ("http_503", 3, None)
+    assert (row["reason"], row["attempts"], row["sent_at"]) == ("http_400", 1, None)
+
+
+def attempts_per_delivery(stack) -> list[int]:
+    return [n for _, n in stack.query(select(Attempt.delivery_id, func.count()).group_by(Attempt.delivery_id))]
+
+
+def test_an_smtp_relay_refusing_451_past_the_attempts_per_channel_loses_no_buyer(stack):
+    buyers = 20
+    # Given an email-only audience and an SMTP relay in an incident: 451 to every recipient
+    stack.smtp.refuse_everyone(451)
+    stack.emit(*[order_paid(f"e-451-{i}", customer_id=f"inc-{i:02d}", timezone=day()) for i in range(buyers)])
+    # When every delivery was refused more often than ENCORE_MAX_ATTEMPTS_PER_CHANNEL (5)
+    wait_until(lambda: len(counts := attempts_per_delivery(stack)) == buyers and min(counts) > 5, timeout=90)
+    assert {row["state"] for row in stack.deliveries()} <= {"scheduled", "sending"}
+    assert stack.smtp.count == 0
+    # ...and the relay recovers
+    stack.smtp.accept_everyone()
+    # Then every buyer gets the coupon, once, and no delivery failed
+    rows = stack.wait_for_states(buyers, ("sent",), timeout=90)
+    assert stack.smtp.wait_for(buyers, timeout=10)
+    assert codes_at(stack.smtp) == Counter({row["code"]: 1 for row in rows})
+    assert all(row["attempts"] > 6 and row["channel"] == "email" for row in rows)
+
+
+def test_a_refusal_quoting_the_customers_address_is_stored_and_listed_without_it(stack):
+    # Given a relay whose refusal quotes the mailbox, as Postfix does
+    address = "jane.private.doe@example.com"
+    stack.smtp.refuse(address, 550, f"5.1.1 <{address}>: Recipient address rejected")
+    # When an email-only customer with that address orders
+    stack.emit(order_paid("e-jane", customer_id="jane", email=address, timezone=day()))
+    [row] = stack.wait_for_states(1, ("failed",))
+    # Then the attempt row keeps the status codes and the domain, not the mailbox
+    [detail] = [d for (d,) in stack.query(select(Attempt.detail).where(Attempt.delivery_id == row["id"]))]
+    assert detail == "recipient refused: 550 5.1.1 <***@example.com>: Recipient address rejected"
+    # ...and so does what `encore dead-letters --json` prints, and the worker's log
+    listed = subprocess.run([sys.executable, "-m", "workers.cli", "dead-letters", "--json"], env=stack.worker.env,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    [letter] = json.loads(listed.stdout)
+    assert (letter["id"], letter["reason"], letter["raw"]) == (f"D{row['id']}", "invalid_address", detail)
+    assert "jane.private" not in listed.stdout + listed.stderr + stack.worker.log()
 
 
 @pytest.mark.parametrize("stack", [{"ENCORE_RETRY_BASE_SECONDS": "2", "ENCORE_MAX_ATTEMPTS_PER_CHANNEL": "50"}],
@@ -92,10 +147,10 @@ def test_retries_never_run_past_the_deadline(stack):
     stack.http.respond("/sms/", [503], forever=True)
     occurred = datetime.now(UTC) - timedelta(hours=24) + timedelta(seconds=15)
     stack.emit(sms_order("e-late", "lou", occurred_at=occurred))
-    # Then it ends — `failed` when the next retry would fall after the deadline, or
-    # `expired` when the deadline came while a retry waited (which one depends on the
-    # jitter of the backoff) — after several attempts, none after the deadline
+    # Then it is retried while a retry fits, waits for its deadline when the next would
+    # not, and ends expired there with the provider's reason (not failed before it)
     [row] = stack.wait_for_states(1, ("failed", "expired"), timeout=45)
+    assert (row["state"], row["reason"]) == ("expired", "http_503")
     deadline = datetime.fromisoformat(row["deadline_at"].replace("Z", "+00:00"))
     attempts = attempts_of(stack, row["id"])
     assert len(attempts) >= 2

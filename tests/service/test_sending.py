@@ -215,3 +215,112 @@ def test_a_database_outage_while_recording_is_waited_out_and_nothing_is_sent_twi
     services.clock.advance(seconds=services.runtime.settings.lease_seconds + 1)
     services.relay_and_send()
     assert services.http.count == 1
+
+
+# -- rule 12: a provider incident never fails a delivery before its deadline --------------
+
+def next_attempt_at(services, customer_id: str) -> datetime:
+    with services.session() as session:
+        return session.scalar(select(Delivery.next_attempt_at).where(Delivery.customer_id == customer_id))
+
+
+def retry_when_due(services, customer_id: str) -> None:
+    """Move the clock to the delivery's next attempt and let the relay and a sender run;
+    fails if the delivery is no longer waiting for one."""
+    [row] = services.deliveries(customer_id)
+    assert row["state"] == "scheduled", row
+    services.clock.now = max(services.clock(), next_attempt_at(services, customer_id))
+    services.relay_and_send()
+
+
+def channels_attempted(services, customer_id: str) -> list[str]:
+    with services.session() as session:
+        return list(session.scalars(select(Attempt.channel).join(Delivery, Delivery.id == Attempt.delivery_id)
+                                    .where(Delivery.customer_id == customer_id).order_by(Attempt.id)))
+
+
+def buyer_on_email_and_sms_while_both_refuse(make_services, attempts_per_channel: str, sms_status: int):
+    """A customer on email and SMS, a relay answering 451, an SMS provider answering `sms_status`."""
+    services = make_services(ENCORE_MAX_ATTEMPTS_PER_CHANNEL=attempts_per_channel)
+    services.smtp.refuse_everyone(451)
+    services.http.respond("/sms/", [sms_status], forever=True)
+    services.emit(order_paid("e1", customer_id="c1", consent=["email", "sms"], phone="+14155550101",
+                             occurred_at=services.clock(), timezone="UTC"))
+    return services
+
+
+def attempted_after(services, count: int) -> list[str]:
+    """Retry whenever due until `count` attempts were made; their channels."""
+    while len(channels_attempted(services, "c1")) < count:
+        retry_when_due(services, "c1")
+    return channels_attempted(services, "c1")
+
+
+def test_after_each_channel_had_its_attempts_they_take_turns_until_one_recovers(make_services):
+    # Given email and SMS both refusing transiently (451, 503), three attempts per channel
+    services = buyer_on_email_and_sms_while_both_refuse(make_services, "3", 503)
+    # When each channel had its three attempts, and four more went round
+    # Then email and SMS took turns, one attempt each, and the delivery is still waiting
+    assert attempted_after(services, 10) == ["email"] * 3 + ["sms"] * 3 + ["email", "sms"] * 2
+    [row] = services.deliveries()
+    assert (row["state"], row["reason"]) == ("scheduled", "http_503")
+    # ...and when the email relay recovers, email's next turn sends it
+    services.smtp.accept_everyone()
+    while services.smtp.count == 0:
+        retry_when_due(services, "c1")
+    assert services.deliveries()[0]["state"] == "sent"
+    assert channels_attempted(services, "c1")[-1] == "email"
+    assert services.smtp.count == 1
+
+
+def test_a_channel_refused_for_good_is_dropped_and_the_transient_one_keeps_its_turns(make_services):
+    # Given a relay answering 451, and an SMS provider that refuses the number (400)
+    services = buyer_on_email_and_sms_while_both_refuse(make_services, "2", 400)
+    # When it was refused a few times
+    # Then SMS was tried once and never again, and email keeps being retried
+    assert attempted_after(services, 6) == ["email", "email", "sms", "email", "email", "email"]
+    [row] = services.deliveries()
+    assert (row["state"], row["reason"]) == ("scheduled", "smtp_4xx")
+
+
+@pytest.mark.parametrize("ended_by", ["sender", "expiry sweep"])
+def test_a_delivery_retried_all_day_ends_expired_at_its_deadline_with_the_providers_reason(make_services, ended_by):
+    from services.expiry import expire_overdue
+
+    services = make_services()
+    # Given an SMS-only customer and a provider that answers 503 all day
+    services.http.respond("/sms/", [503], forever=True)
+    services.emit(sms_order("e1", "c1", "+14155550101", services.clock()))
+    deadline = services.clock() + timedelta(hours=24)
+    # When the relay and a sender retry it whenever it is due, until no retry fits
+    while next_attempt_at(services, "c1") < deadline:
+        retry_when_due(services, "c1")
+    # ...and the deadline comes, meeting a sender or the expiry sweep first
+    services.clock.now = deadline
+    if ended_by == "sender":
+        services.relay_and_send()
+    else:
+        with services.session() as session:
+            assert expire_overdue(session, services.clock()) == 1
+    # Then it ends expired with the provider's reason, after attempts all day, none after the deadline
+    [row] = services.deliveries()
+    assert (row["state"], row["reason"], row["sent_at"]) == ("expired", "http_503", None)
+    attempts = [at for _, _, at in attempts_of(services, "c1")]
+    assert len(attempts) > 20 and max(attempts) < deadline
+    assert services.http.count == len(attempts)
+
+
+def test_dead_letters_list_a_failure_stored_before_masking_without_the_customers_number(services):
+    from services.dead_letters import list_dead_letters
+
+    # Given a delivery that failed, whose attempt row was written by an older version unmasked
+    services.http.respond("/sms/", [400], forever=True)
+    services.emit(sms_order("e1", "c1", "+14155550101", services.clock()))
+    services.relay_and_send()
+    with services.session() as session:
+        session.execute(update(Attempt).values(detail="The 'To' number +14155550101 is not a valid phone number"))
+    # When the operator lists the dead letters
+    with services.session() as session:
+        [letter] = list_dead_letters(session)
+    # Then the number is masked there too
+    assert letter["raw"] == "The 'To' number +1*** is not a valid phone number"

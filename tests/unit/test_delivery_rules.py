@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from coupons.delivery_rules import after_attempt, decide_send, plan_delivery, usable_channels
+from coupons.delivery_rules import Turn, after_attempt, decide_send, next_turn, plan_delivery, usable_channels
 from coupons.markets import load_markets
 from coupons.model import CHANNELS, Customer
 
@@ -39,15 +40,15 @@ def plan(**overrides):
 def decide(**overrides):
     args = dict(now=DAY, deadline_at=DAY + timedelta(hours=20), customer=ANN, market=NA, configured=ALL,
                 opted_out=(), failed_channels=(), last_reason=None, all_orders_refunded=False,
-                last_sent_to_customer_at=None)
+                last_sent_to_customer_at=None, max_attempts=5)
     args.update(overrides)
     return decide_send(**args)
 
 
 def attempt(**overrides):
     args = dict(now=DAY, deadline_at=DAY + timedelta(hours=20), channel="email", ok=False, transient=True,
-                reason="timeout", retry_after=None, channel_attempts=1, max_attempts=5, failed_channels=[],
-                retry_base_seconds=60, timezone="America/New_York", market=NA, rng=random.Random(1))
+                reason="timeout", retry_after=None, channel_attempts=1, max_attempts=5, channels=["email", "sms"],
+                failed_channels=[], retry_base_seconds=60, timezone="America/New_York", market=NA, rng=random.Random(1))
     args.update(overrides)
     return after_attempt(**args)
 
@@ -268,21 +269,22 @@ def test_transient_retry_falling_in_quiet_hours_waits_for_the_morning():
 
 def test_transient_retry_beyond_the_deadline_moves_to_the_next_channel_now():
     # Given the deadline is 20 s away and a retry would take at least 30 s
-    outcome = attempt(deadline_at=DAY + timedelta(seconds=20), failed_channels=["whatsapp"])
+    outcome = attempt(deadline_at=DAY + timedelta(seconds=20))
 
-    # Then this channel counts as failed and the next one is tried at once
+    # Then email's turn is over (it did not fail for good) and sms is tried at once
     assert outcome.state == "scheduled"
     assert outcome.due_at == DAY
-    assert outcome.failed_channels == ["whatsapp", "email"]
-    assert outcome.channel_attempts == 0
+    assert outcome.failed_channels == []
+    assert outcome.channel_attempts == 5
     assert outcome.reason == "timeout"
+    assert decide(current_channel="email", channel_attempts=outcome.channel_attempts).channel == "sms"
 
 
 def test_transient_retry_after_beyond_the_deadline_moves_to_the_next_channel_now():
     outcome = attempt(deadline_at=DAY + timedelta(hours=1), retry_after=7200)
 
     assert outcome.due_at == DAY
-    assert outcome.failed_channels == ["email"]
+    assert outcome.channel_attempts == 5
 
 
 def test_transient_retry_at_night_beyond_the_deadline_moves_to_the_next_channel_now():
@@ -291,7 +293,7 @@ def test_transient_retry_at_night_beyond_the_deadline_moves_to_the_next_channel_
     outcome = attempt(now=now, deadline_at=NY_MORNING - timedelta(minutes=5))
 
     assert outcome.due_at == now
-    assert outcome.failed_channels == ["email"]
+    assert outcome.channel_attempts == 5
 
 
 def test_permanent_failure_moves_to_the_next_channel_now():
@@ -301,14 +303,15 @@ def test_permanent_failure_moves_to_the_next_channel_now():
     assert outcome.due_at == DAY
     assert outcome.failed_channels == ["email"]
     assert outcome.reason == "invalid_address"
-    assert outcome.channel_attempts == 0
+    assert decide(failed_channels=["email"], current_channel="email", channel_attempts=1).channel == "sms"
 
 
 def test_transient_failure_after_max_attempts_moves_to_the_next_channel():
     outcome = attempt(channel_attempts=5, max_attempts=5)
 
     assert outcome.due_at == DAY
-    assert outcome.failed_channels == ["email"]
+    assert outcome.failed_channels == []
+    assert decide(current_channel="email", channel_attempts=5).channel == "sms"
 
 
 def test_failed_channel_is_then_skipped_and_exhaustion_ends_failed():
@@ -316,13 +319,129 @@ def test_failed_channel_is_then_skipped_and_exhaustion_ends_failed():
     first = attempt(transient=False, reason="invalid_address")
 
     # When the sender decides again, sms is next
-    decision = decide(failed_channels=first.failed_channels, last_reason=first.reason)
-    assert decision.channel == "sms"
+    decision = decide(failed_channels=first.failed_channels, last_reason=first.reason,
+                      current_channel="email", channel_attempts=first.channel_attempts)
+    assert (decision.channel, decision.channel_attempts) == ("sms", 0)
 
     # And when sms fails permanently too, the delivery ends failed with that reason
     second = attempt(channel="sms", transient=False, reason="http_400", failed_channels=first.failed_channels)
+    assert (second.state, second.reason, second.failed_channels) == ("failed", "http_400", ["email", "sms"])
     final = decide(failed_channels=second.failed_channels, last_reason=second.reason)
     assert (final.action, final.state, final.reason) == ("end", "failed", "http_400")
+
+
+# --- rule 12: a delivery whose last failure was transient is never given up ----------
+
+
+def test_the_only_channel_keeps_retrying_after_its_attempts_per_channel():
+    # Given email is the only channel and its provider refused it a fifth time, transiently
+    outcome = attempt(channels=["email"], channel_attempts=5, reason="smtp_4xx")
+
+    # Then the delivery is not failed: email is retried after a backoff that keeps growing
+    # (base 60 s: the fifth retry waits 60 × 2^4 = 960 s, ±50%)
+    assert (outcome.state, outcome.reason, outcome.failed_channels) == ("scheduled", "smtp_4xx", [])
+    assert DAY + timedelta(seconds=480) <= outcome.due_at <= DAY + timedelta(seconds=1440)
+    decision = decide(customer=replace(ANN, consent=frozenset({"email"})), current_channel="email",
+                      channel_attempts=5)
+    assert (decision.action, decision.channel, decision.channel_attempts) == ("send", "email", 5)
+
+
+def test_the_backoff_of_a_delivery_that_keeps_failing_never_exceeds_30_minutes():
+    for count in (8, 12, 40, 2000):
+        outcome = attempt(channels=["email"], channel_attempts=count, rng=random.Random(count))
+        assert DAY + timedelta(minutes=10) <= outcome.due_at <= DAY + timedelta(minutes=30)
+
+
+def test_after_every_channel_had_its_turn_the_channels_take_turns_one_attempt_each():
+    # Given email had its five attempts, then sms its five, all refused transiently
+    assert decide(current_channel="email", channel_attempts=5).channel_attempts == 0  # sms starts fresh
+    after_sms = attempt(channel="sms", channel_attempts=5)
+
+    # Then the next attempt goes back to email after a backoff (not at once), counting on
+    assert after_sms.due_at > DAY
+    turns = [decide(current_channel="sms", channel_attempts=5)]
+    for _ in range(3):
+        last = turns[-1]
+        turns.append(decide(current_channel=last.channel, channel_attempts=last.channel_attempts + 1))
+    assert [(t.channel, t.channel_attempts) for t in turns] == [("email", 5), ("sms", 6), ("email", 7), ("sms", 8)]
+
+
+def test_a_permanent_failure_after_a_transient_one_goes_back_to_the_transient_channel():
+    # Given email was refused transiently five times, and sms then refused the number for good
+    outcome = attempt(channel="sms", channel_attempts=1, transient=False, reason="invalid_address")
+
+    # Then the delivery is not failed: email, which may recover, is tried again after a
+    # backoff, and sms never again
+    assert (outcome.state, outcome.failed_channels) == ("scheduled", ["sms"])
+    assert outcome.due_at > DAY
+    decision = decide(failed_channels=["sms"], current_channel="sms", channel_attempts=1)
+    assert (decision.channel, decision.channel_attempts) == ("email", 5)
+
+
+def test_a_channel_that_failed_permanently_is_never_tried_again():
+    turns = {decide(failed_channels=["sms"], current_channel="email", channel_attempts=count).channel
+             for count in range(1, 30)}
+    assert turns == {"email"}
+
+
+def test_a_retry_that_would_fall_after_the_deadline_waits_for_it_and_expires_with_the_failure():
+    # Given email is the only channel, refused transiently, and the next retry (30–90 s)
+    # cannot start before the deadline 20 s away
+    outcome = attempt(channels=["email"], deadline_at=DAY + timedelta(seconds=20), reason="smtp_4xx")
+
+    # Then the delivery is not failed early: it waits for its deadline...
+    assert (outcome.state, outcome.due_at, outcome.reason) == ("scheduled", DAY + timedelta(seconds=20), "smtp_4xx")
+    # ...where it ends expired with the reason of that failure
+    at_deadline = decide(now=outcome.due_at, deadline_at=outcome.due_at, current_channel="email",
+                         channel_attempts=1, last_transient_reason="smtp_4xx")
+    assert (at_deadline.action, at_deadline.state, at_deadline.reason) == ("end", "expired", "smtp_4xx")
+
+
+def test_a_delivery_refused_transiently_all_day_is_attempted_until_its_deadline_and_ends_expired():
+    # Given email is the only channel and its provider refuses every attempt, transiently
+    customer = replace(ANN, consent=frozenset({"email"}))
+    deadline = DAY + timedelta(hours=24)
+    now, current, count, last = DAY, None, 0, None
+    attempts: list[datetime] = []
+    while True:
+        decision = decide(now=now, deadline_at=deadline, customer=customer, current_channel=current,
+                          channel_attempts=count, last_transient_reason=last)
+        if decision.action == "reschedule":
+            now = decision.due_at
+            continue
+        if decision.action == "end":
+            break
+        attempts.append(now)
+        outcome = attempt(now=now, deadline_at=deadline, channel=decision.channel, channels=decision.channels,
+                          channel_attempts=decision.channel_attempts + 1, reason="smtp_4xx")
+        assert outcome.state == "scheduled"
+        current, count, last, now = decision.channel, outcome.channel_attempts, "smtp_4xx", outcome.due_at
+    # Then it ends expired at its deadline, with the provider's reason, never failed
+    assert (decision.state, decision.reason, now) == ("expired", "smtp_4xx", deadline)
+    # ...after attempts all day long, every one before the deadline, at most 30 minutes
+    # apart outside quiet hours (21:00–08:00 in New York)
+    assert len(attempts) > 20 and attempts[-1] < deadline
+    assert NY_MORNING in attempts
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts) if later != NY_MORNING]
+    assert max(gaps) <= timedelta(minutes=30)
+
+
+@pytest.mark.parametrize(
+    ("channels", "current", "count", "expected"),
+    [
+        (["email", "sms"], None, 0, Turn("email", 0)),
+        (["email", "sms"], "email", 2, Turn("email", 2)),  # within its turn
+        (["email", "sms"], "email", 5, Turn("sms", 0)),  # its turn is over: the next, fresh
+        (["sms"], "email", 1, Turn("sms", 0)),  # email failed for good
+        (["email", "sms"], "sms", 5, Turn("email", 5)),  # every channel had its turn: round again
+        (["email", "sms"], "email", 6, Turn("sms", 6)),
+        (["email"], "email", 9, Turn("email", 9)),  # the only channel left keeps going
+        (["email"], "sms", 1, Turn("email", 5)),  # sms failed for good after email's turn
+        ([], "email", 3, None),
+    ],
+)
+def test_next_turn(channels, current, count, expected):
+    assert next_turn(channels, ("email", "sms"), current, count, 5) == expected
 
 
 # --- send_window (rule 8 at each attempt) -------------------------------------
@@ -352,3 +471,12 @@ def test_an_attempt_that_would_start_at_night_waits_for_the_morning():
 def test_an_attempt_at_night_whose_morning_is_past_the_deadline_expires():
     decision = window(NIGHT, NY_MORNING)
     assert (decision.action, decision.state, decision.reason) == ("end", "expired", "quiet_hours")
+
+
+@pytest.mark.parametrize(("now", "deadline_at"), [(DAY, DAY), (NIGHT, NY_MORNING)])
+def test_a_delivery_that_was_being_retried_expires_with_its_last_transient_failure(now, deadline_at):
+    from coupons.delivery_rules import send_window
+
+    decision = send_window(now=now, deadline_at=deadline_at, timezone="America/New_York", market=NA,
+                           last_transient_reason="http_503")
+    assert (decision.state, decision.reason) == ("expired", "http_503")

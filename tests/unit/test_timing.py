@@ -214,6 +214,20 @@ def test_retry_delay_grows_exponentially():
         assert 1.6 < later / earlier < 2.4
 
 
+@pytest.mark.parametrize("attempt", [7, 8, 20, 5000])
+def test_retry_delay_is_capped_at_30_minutes_after_jitter_and_still_spread(attempt):
+    # 60 × 2^6 s is over an hour: the cap holds the jittered delay to 30 minutes, and the
+    # waits stay spread (10–30 min), so deliveries refused together do not return together
+    samples = delays(attempt, 60, seed=attempt)
+
+    assert all(600 <= d <= 1800 for d in samples)
+    assert min(samples) < 800 and max(samples) > 1600
+
+
+def test_a_base_above_the_cap_is_held_to_it():
+    assert all(d <= 1800 for d in delays(1, 7200, seed=5))
+
+
 def test_retry_is_always_in_the_future():
     assert all(d > 0 for d in delays(1, 1, seed=3))
 
@@ -223,7 +237,7 @@ def test_same_seed_gives_the_same_retry_time():
 
 
 def test_retry_after_is_a_floor():
-    # A provider asking for an hour is never retried sooner
+    # A provider asking for an hour is never retried sooner, even past the backoff's cap
     assert all(d >= 3600 for d in delays(1, 60, seed=1, retry_after=3600))
 
 

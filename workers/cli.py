@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import select
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -336,6 +338,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A reader that goes away (`encore deliveries | head`) ends it
+    quietly with exit 1, as Python's documentation advises ("Note on SIGPIPE", signal
+    module): flush inside the try, then point stdout at devnull so the flush at exit
+    cannot fail again. SIGPIPE itself keeps Python's default (ignored): restoring the
+    system default would also kill a worker whose broker or database socket breaks."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # a socket's broken pipe (broker, database) is a real error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _stdout_reader_gone() -> bool:
+    """True when standard output is a pipe or socket whose reader has closed it
+    (POSIX poll reports POLLERR on the write end of such a pipe)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() on this platform, or no real stdout
+        return True
+
+
+def _run(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and argv[0] in ("worker", "beat"):

@@ -7,7 +7,7 @@ import json
 import os
 import select
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -52,11 +52,38 @@ def cmd_emit(args: argparse.Namespace) -> int:
         where = f"{source}: line {number}" if several else f"line {number}"
         print(f"{where}: {reason}", file=sys.stderr)
 
-    report = emit_lines(current_runtime(), _lines(args.files), utcnow, lambda ids: apply_events.delay(ids), on_reject)
+    doorbell = Doorbell(apply_events.delay)
+    report = emit_lines(current_runtime(), _lines(args.files), utcnow, doorbell, on_reject)
     print(f"accepted {report.accepted}, rejected {report.rejected}")
-    if report.enqueue_errors:
-        print("warning: the broker did not answer; stored events will be enqueued by the relay", file=sys.stderr)
+    if doorbell.failure:
+        print(f"encore emit: the broker did not answer ({doorbell.failure}); the {report.accepted} accepted events "
+              "are stored, and the relay (encore beat) enqueues them once the broker is back", file=sys.stderr)
+        return 1 if report.rejected else EXIT_STORED_NOT_ENQUEUED
     return 1 if report.rejected else 0
+
+
+EXIT_STORED_NOT_ENQUEUED = 3
+"""`encore emit`'s exit code when every line was accepted and stored but the broker did
+not take them (1 stays "some line was rejected", 2 a usage or settings error)."""
+
+
+class Doorbell:
+    """Rings the broker (a task's `delay`) until it fails once, then stays quiet: what it
+    announces is already stored in the database, and the relay enqueues it once the broker
+    is back. Trying again for every batch would only make the user wait for each failure.
+    `failure` is the first error's message, for the one line the user sees."""
+
+    def __init__(self, ring: Callable[..., object]) -> None:
+        self.ring = ring
+        self.failure: str | None = None
+
+    def __call__(self, *args: object) -> None:
+        if self.failure is not None:
+            return
+        try:
+            self.ring(*args)
+        except Exception as exc:  # noqa: BLE001 - whatever the transport raises, the rows are stored
+            self.failure = (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
@@ -168,15 +195,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("encore replay: --file takes exactly one id", file=sys.stderr)
         return 2
     failures = 0
+    apply_later, relay_later = Doorbell(apply_events.delay), Doorbell(relay.delay)
     for item_id in args.ids:
         with session_scope(current_runtime().database_url) as session:
             result = replay(session, item_id, utcnow(), fixed, current_runtime())
         print(f"{item_id}: {result.message}")
         failures += not result.ok
         if result.event_id:
-            apply_events.delay([result.event_id])
+            apply_later([result.event_id])
         if result.delivery_id:
-            relay.delay()
+            relay_later()
+    if apply_later.failure or relay_later.failure:
+        print(f"encore replay: the broker did not answer ({apply_later.failure or relay_later.failure}); what was "
+              "replayed is stored, and the relay (encore beat) picks it up once the broker is back", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -247,16 +278,9 @@ def cmd_campaigns_run(args: argparse.Namespace) -> int:
             print(message.text.rstrip())
         print("\nnothing was sent or stored")
         return 0
-    broker_down: list[Exception] = []
-
-    def ring_relay(_scheduled: int) -> None:
-        try:
-            relay.delay()
-        except Exception as exc:  # the rows are stored: beat's relay tick finds them
-            broker_down.append(exc)
-
+    ring_relay = Doorbell(lambda _scheduled: relay.delay())
     outcome = run_campaign(runtime, campaign, scheduled_at, utcnow, ring_relay)
-    if broker_down:
+    if ring_relay.failure:
         print("warning: the broker did not answer; beat's relay tick will send the planned deliveries",
               file=sys.stderr)
     with session_scope(runtime.database_url) as session:

@@ -314,6 +314,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(buyers=args.buyers)
 
 
+def cmd_procfile(args: argparse.Namespace) -> int:
+    """The Procfile: the one the wheel ships (`workers/Procfile`), else, in a source
+    checkout, the repository's own. `encore procfile > Procfile` gives a wheel's user one."""
+    sys.stdout.write(procfile_text())
+    return 0
+
+
+def procfile_text() -> str:
+    from importlib import resources
+
+    shipped = resources.files("workers") / "Procfile"
+    if shipped.is_file():
+        return shipped.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parents[1] / "Procfile").read_text(encoding="utf-8")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from workers.settings import load_settings
 
@@ -354,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="check settings, database, broker channel templates and campaign files; exit 1 if any fails")
     demo = commands.add_parser("demo", help="the whole pipeline on embedded defaults")
     demo.add_argument("--buyers", type=int, default=40, help="buyers in the sample livestream")
+    commands.add_parser("procfile", help="print the Procfile (one line per process to run in production)")
     serve = commands.add_parser("serve", help="the HTTP service: signed events, Shopify, redemption, "
                                 "unsubscribe, metrics, dashboard")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -404,7 +421,7 @@ def _run(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo,
                 "dead-letters": cmd_dead_letters, "replay": cmd_replay, "check": cmd_check,
-                "campaigns": cmd_campaigns, "serve": cmd_serve}
+                "campaigns": cmd_campaigns, "serve": cmd_serve, "procfile": cmd_procfile}
     try:
         return handlers[args.command](args)
     except (SettingsError, ChannelConfigError, MarketsFileError) as exc:

@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale, localedata
 from babel.core import get_global
-from babel.dates import format_date, format_time, get_datetime_format
-from babel.numbers import NumberPattern, format_percent
+from babel.dates import format_date, format_time, get_datetime_format, get_timezone_gmt, get_timezone_name
+from babel.numbers import NumberPattern, format_decimal, format_percent
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template, pass_eval_context
 from markupsafe import escape
 
@@ -128,7 +128,18 @@ def translations(language: str) -> dict[str, str]:
     path = resources.files("coupons") / "locales" / f"{language}.toml"
     with path.open("rb") as fh:
         data = tomllib.load(fh)
-    return {str(k): str(v) for k, v in data.items()}
+    return _flatten(data)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A table's strings under dotted keys: `[units] one = ...` is "units.one"."""
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
 
 
 # ---------------------------------------------------------------------------- formats
@@ -160,16 +171,47 @@ def _zone(name: str) -> Any:
 
 
 def _expiry_date(expires_at: datetime, zone: str, locale: Locale) -> str:
-    """The last moment the coupon is valid, as local date and time ("March 17, 2026
-    at 11:59 PM"): a coupon is valid through the end of the named day (see
-    `coupons.timing.coupon_expires_at`), and the message says so."""
+    """The last moment the coupon is valid, as local date and time with its zone
+    ("March 17, 2026, 11:59 PM EDT", "17 Maret 2026 23.59 WIB"): a coupon is valid
+    through the end of the named day (see `coupons.timing.coupon_expires_at`), and the
+    message says so, in a zone the customer can tell from another one."""
     if expires_at.tzinfo is None:
         expires_at = expires_at.replace(tzinfo=UTC)
     # expires_at is the first instant it is no longer valid; show the minute before.
     last = (expires_at - timedelta(microseconds=1)).astimezone(_zone(zone))
     pattern = str(get_datetime_format("long", locale=locale)).replace("'", "")
-    return (pattern.replace("{0}", format_time(last, format="short", locale=locale))
+    # The zone follows the time after a space, as in every shipped locale's CLDR long
+    # time format ("h:mm:ss a z", "HH.mm.ss z", "H นาฬิกา mm นาที ss วินาที z").
+    time_of_day = f"{format_time(last, format='short', locale=locale)} {_zone_label(last, locale)}"
+    return (pattern.replace("{0}", time_of_day)
             .replace("{1}", format_date(last.date(), format="long", locale=locale)))
+
+
+def _zone_label(moment: datetime, locale: Locale) -> str:
+    """The zone as the locale names it: its short name where that is in common use there
+    (EST, WIB, MEZ, BRT; CLDR via Babel), else the offset in the locale's own GMT format
+    (GMT+7, UTC+1, GMT+5:45), never Babel's bare "+0700"."""
+    name = get_timezone_name(moment, width="short", locale=locale)
+    if name != get_timezone_gmt(moment, width="short", locale=locale):
+        return name
+    offset = moment.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    hours, rest = divmod(abs(minutes), 60)
+    digits = "" if not minutes else f"{'-' if minutes < 0 else '+'}{hours}" + (f":{rest:02d}" if rest else "")
+    return str(locale.zone_formats["gmt"]) % digits
+
+
+PAIR = 2
+"""The second-half-price offer is about two units (rule 3)."""
+
+
+def _units(t: dict[str, str], locale: Locale, count: int, product: str) -> str:
+    """`count` units of `product`, in the form the language uses for that number (CLDR
+    plural categories, by Babel: English one/other, Arabic zero/one/two/few/many/other).
+    A product's name is the shop's and cannot be inflected ("two Travel Mug"), so each
+    form counts a noun of ours and names the product beside it."""
+    form = t.get(f"units.{locale.plural_form(count)}", t["units.other"])
+    return form.format(count=format_decimal(count, locale=locale), product=product)
 
 
 def _clean(value: str | None, limit: int | None = None) -> str | None:
@@ -187,12 +229,23 @@ def _clean(value: str | None, limit: int | None = None) -> str | None:
 # --------------------------------------------------------------------------- templates
 
 
+_MAY_END_A_SENTENCE = ("date", "product", "units", "shop")
+"""Values of a message's shape that can end with their own period ("11:59 p.m.",
+"Acme Inc."); the customer's name and code are never among them (see `_Shaped`)."""
+
+
 @pass_eval_context
 def _fill(eval_ctx: Any, text: str, values: dict[str, Any]) -> str:
     """Fill a translation's {placeholders}; in HTML both text and values are escaped.
 
-    Only our own translation strings are ever used as format strings.
+    Only our own translation strings are ever used as format strings. A value that ends
+    with a period where the sentence ends takes the sentence's period ("ends 11:59 p.m.",
+    not "p.m..").
     """
+    for key in _MAY_END_A_SENTENCE:
+        value = values.get(key)
+        if isinstance(value, str) and value.endswith(".") and f"{{{key}}}." in text:
+            text = text.replace(f"{{{key}}}.", f"{{{key}}}")
     if eval_ctx.autoescape:
         return escape(text).format(**values)
     return text.format(**values)
@@ -270,6 +323,7 @@ def render_message_uncached(ctx: MessageContext, channel: str) -> Message:
         "price": None,
         "regular_price": None,
         "percent": None,
+        "units": _units(t, locale, PAIR, product),
     }
 
     if offer.regular_price is not None and offer.regular_price > 0:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import select
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -50,11 +52,38 @@ def cmd_emit(args: argparse.Namespace) -> int:
         where = f"{source}: line {number}" if several else f"line {number}"
         print(f"{where}: {reason}", file=sys.stderr)
 
-    report = emit_lines(current_runtime(), _lines(args.files), utcnow, lambda ids: apply_events.delay(ids), on_reject)
+    doorbell = Doorbell(apply_events.delay)
+    report = emit_lines(current_runtime(), _lines(args.files), utcnow, doorbell, on_reject)
     print(f"accepted {report.accepted}, rejected {report.rejected}")
-    if report.enqueue_errors:
-        print("warning: the broker did not answer; stored events will be enqueued by the relay", file=sys.stderr)
+    if doorbell.failure:
+        print(f"encore emit: the broker did not answer ({doorbell.failure}); the {report.accepted} accepted events "
+              "are stored, and the relay (encore beat) enqueues them once the broker is back", file=sys.stderr)
+        return 1 if report.rejected else EXIT_STORED_NOT_ENQUEUED
     return 1 if report.rejected else 0
+
+
+EXIT_STORED_NOT_ENQUEUED = 3
+"""`encore emit`'s exit code when every line was accepted and stored but the broker did
+not take them (1 stays "some line was rejected", 2 a usage or settings error)."""
+
+
+class Doorbell:
+    """Rings the broker (a task's `delay`) until it fails once, then stays quiet: what it
+    announces is already stored in the database, and the relay enqueues it once the broker
+    is back. Trying again for every batch would only make the user wait for each failure.
+    `failure` is the first error's message, for the one line the user sees."""
+
+    def __init__(self, ring: Callable[..., object]) -> None:
+        self.ring = ring
+        self.failure: str | None = None
+
+    def __call__(self, *args: object) -> None:
+        if self.failure is not None:
+            return
+        try:
+            self.ring(*args)
+        except Exception as exc:  # noqa: BLE001 - whatever the transport raises, the rows are stored
+            self.failure = (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
@@ -166,15 +195,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("encore replay: --file takes exactly one id", file=sys.stderr)
         return 2
     failures = 0
+    apply_later, relay_later = Doorbell(apply_events.delay), Doorbell(relay.delay)
     for item_id in args.ids:
         with session_scope(current_runtime().database_url) as session:
             result = replay(session, item_id, utcnow(), fixed, current_runtime())
         print(f"{item_id}: {result.message}")
         failures += not result.ok
         if result.event_id:
-            apply_events.delay([result.event_id])
+            apply_later([result.event_id])
         if result.delivery_id:
-            relay.delay()
+            relay_later()
+    if apply_later.failure or relay_later.failure:
+        print(f"encore replay: the broker did not answer ({apply_later.failure or relay_later.failure}); what was "
+              "replayed is stored, and the relay (encore beat) picks it up once the broker is back", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -245,16 +278,9 @@ def cmd_campaigns_run(args: argparse.Namespace) -> int:
             print(message.text.rstrip())
         print("\nnothing was sent or stored")
         return 0
-    broker_down: list[Exception] = []
-
-    def ring_relay(_scheduled: int) -> None:
-        try:
-            relay.delay()
-        except Exception as exc:  # the rows are stored: beat's relay tick finds them
-            broker_down.append(exc)
-
+    ring_relay = Doorbell(lambda _scheduled: relay.delay())
     outcome = run_campaign(runtime, campaign, scheduled_at, utcnow, ring_relay)
-    if broker_down:
+    if ring_relay.failure:
         print("warning: the broker did not answer; beat's relay tick will send the planned deliveries",
               file=sys.stderr)
     with session_scope(runtime.database_url) as session:
@@ -286,6 +312,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from workers.demo import run_demo
 
     return run_demo(buyers=args.buyers)
+
+
+def cmd_procfile(args: argparse.Namespace) -> int:
+    """The Procfile: the one the wheel ships (`workers/Procfile`), else, in a source
+    checkout, the repository's own. `encore procfile > Procfile` gives a wheel's user one."""
+    sys.stdout.write(procfile_text())
+    return 0
+
+
+def procfile_text() -> str:
+    from importlib import resources
+
+    shipped = resources.files("workers") / "Procfile"
+    if shipped.is_file():
+        return shipped.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parents[1] / "Procfile").read_text(encoding="utf-8")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -328,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="check settings, database, broker channel templates and campaign files; exit 1 if any fails")
     demo = commands.add_parser("demo", help="the whole pipeline on embedded defaults")
     demo.add_argument("--buyers", type=int, default=40, help="buyers in the sample livestream")
+    commands.add_parser("procfile", help="print the Procfile (one line per process to run in production)")
     serve = commands.add_parser("serve", help="the HTTP service: signed events, Shopify, redemption, "
                                 "unsubscribe, metrics, dashboard")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -336,6 +379,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A reader that goes away (`encore deliveries | head`) ends it
+    quietly with exit 1, as Python's documentation advises ("Note on SIGPIPE", signal
+    module): flush inside the try, then point stdout at devnull so the flush at exit
+    cannot fail again. SIGPIPE itself keeps Python's default (ignored): restoring the
+    system default would also kill a worker whose broker or database socket breaks."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # a socket's broken pipe (broker, database) is a real error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _stdout_reader_gone() -> bool:
+    """True when standard output is a pipe or socket whose reader has closed it
+    (POSIX poll reports POLLERR on the write end of such a pipe)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() on this platform, or no real stdout
+        return True
+
+
+def _run(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and argv[0] in ("worker", "beat"):
@@ -349,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo,
                 "dead-letters": cmd_dead_letters, "replay": cmd_replay, "check": cmd_check,
-                "campaigns": cmd_campaigns, "serve": cmd_serve}
+                "campaigns": cmd_campaigns, "serve": cmd_serve, "procfile": cmd_procfile}
     try:
         return handlers[args.command](args)
     except (SettingsError, ChannelConfigError, MarketsFileError) as exc:

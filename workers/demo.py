@@ -38,6 +38,10 @@ SAMPLE_CUSTOMERS = [
 ]
 
 
+BROKEN_LINE = '{"id": "broken", "type": "order.paid", "occurred_at": "yesterday"}'
+"""Fed on purpose, to show how a bad line is rejected (and kept as a dead letter)."""
+
+
 def _customer(run: str, index: int, spec: tuple) -> dict:
     country, _currency, locale, name, consent, _product = spec
     example = phonenumbers.example_number_for_type(country, phonenumbers.PhoneNumberType.MOBILE)
@@ -56,7 +60,12 @@ def sample_events(run: str, buyers: int, now: datetime) -> list[str]:
     The shops' own customers live in their market's zone, so at most hours some of
     them are asleep and their coupons wait for the morning (quiet hours); the
     livestream's buyers are placed where it is early afternoon now, so the demo shows
-    messages going out whatever the hour it is run."""
+    messages going out whatever the hour it is run.
+
+    Plain orders are paid `now` and the livestream ends `now` (its orders came during
+    the half hour before): a coupon is due when its order is paid or its stream ends,
+    so the latency the demo reports (due → sent) is the pipeline's, not the age of
+    made-up orders."""
     events: list[dict | str] = []
     stream_id = f"{run}-live"
     for index in range(buyers):
@@ -74,13 +83,19 @@ def sample_events(run: str, buyers: int, now: datetime) -> list[str]:
             data = {"order_id": f"{run}-order-{index}-{n}", "currency": spec[1], "customer": customer, "items": [item]}
             if in_stream:
                 data["stream_id"] = stream_id
+            paid_at = now - timedelta(minutes=30 - n) if in_stream else now
             events.append({"id": f"{run}-evt-{index}-{n}", "type": "order.paid",
-                           "occurred_at": (now - timedelta(minutes=30 - n)).strftime("%Y-%m-%dT%H:%M:%SZ"), "data": data})
+                           "occurred_at": _rfc3339(paid_at), "data": data})
     events.append(events[0])  # a webhook delivered twice: acknowledged, ignored
-    events.append('{"id": "broken", "type": "order.paid", "occurred_at": "yesterday"}')
+    events.append(BROKEN_LINE)
     events.append({"id": f"{run}-evt-end", "type": "stream.ended",
-                   "occurred_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "data": {"stream_id": stream_id}})
+                   "occurred_at": _rfc3339(now), "data": {"stream_id": stream_id}})
     return [e if isinstance(e, str) else json.dumps(e, ensure_ascii=False) for e in events]
+
+
+def _rfc3339(when: datetime) -> str:
+    """Milliseconds kept: a time cut to the second would add up to a second of latency."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _channel_env(smtp: SmtpSink, http: HttpSink) -> dict[str, str]:
@@ -140,23 +155,34 @@ def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
     try:
         from tasks.intake import apply_events
 
+        if not _wait_until_ready(worker, log_path, timeout):
+            print(f"the worker did not start (exit {worker.returncode}); see {log_path}")
+            return 1
         run = datetime.now(UTC).strftime("d%H%M%S")
         lines = sample_events(run, buyers, utcnow())
-        rejected: list[str] = []
+        rejected: list[tuple[int, str]] = []
         report = emit_lines(runtime, (("demo", n, text) for n, text in enumerate(lines, 1)), utcnow,
-                            lambda ids: apply_events.delay(ids), lambda _s, n, reason: rejected.append(f"line {n}: {reason}"))
-        print(f"\nFed {len(lines)} events: accepted {report.accepted}, rejected {report.rejected}")
-        for line in rejected:
-            print(f"  rejected {line}")
+                            lambda ids: apply_events.delay(ids), lambda _s, n, reason: rejected.append((n, reason)))
+        with session_scope(runtime.database_url) as session:
+            new_events = _events_stored(session, run)
+        print(f"\nFed {len(lines)} lines: accepted {report.accepted}, rejected {report.rejected}")
+        repeats = report.accepted - new_events
+        print(f"  {new_events} new events stored" + (f", and {repeats} repeat of an event already received (a webhook "
+                                                     "delivered twice): acknowledged, stored once" if repeats else ""))
+        for number, reason in rejected:
+            on_purpose = " (broken on purpose, to show a rejection; `encore dead-letters` lists it)" \
+                if lines[number - 1] == BROKEN_LINE else ""
+            print(f"  rejected line {number}{on_purpose}: {reason}")
         started = time.monotonic()
         last = ""
         while True:
             with session_scope(runtime.database_url) as session:
                 snapshot = status(session)
                 left = _work_left(session, utcnow())
-            line = "  " + ", ".join(f"{k} {v}" for k, v in snapshot["deliveries"].items() if v) + f" | work left {left}"
+            states = ", ".join(f"{k} {v}" for k, v in snapshot["deliveries"].items() if v) or "no deliveries yet"
+            line = f"{states} | work left {left}"
             if line != last:
-                print(f"[{time.monotonic() - started:5.1f}s]{line}")
+                print(f"[{time.monotonic() - started:5.1f}s] {line}")
                 last = line
             if left == 0 and sum(snapshot["deliveries"].values()) > 0:
                 break
@@ -179,13 +205,36 @@ def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
         http.stop()
 
 
+def _wait_until_ready(worker: subprocess.Popen, log_path, timeout: float) -> bool:
+    """Wait for the worker's "ready." line, so the timings shown are the pipeline's,
+    not the worker's start-up; False if it exits or does not get ready in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and worker.poll() is None:
+        if " ready." in log_path.read_text(errors="replace"):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _events_stored(session, run: str) -> int:
+    """Events of this demo run now in the inbox (a repeated id is stored once)."""
+    from sqlalchemy import func, select
+
+    from store.models import InboxEvent
+
+    return session.scalar(select(func.count()).where(InboxEvent.id.startswith(f"{run}-"))) or 0
+
+
 def _summary(snapshot: dict, smtp: SmtpSink, http: HttpSink) -> None:
     deliveries = snapshot["deliveries"]
     print("\nSummary")
     print(f"  sent {deliveries['sent']}  scheduled {deliveries['scheduled']} (waiting for the end of the customer's "
           f"quiet hours)  suppressed {deliveries['suppressed']}  expired {deliveries['expired']}  failed {deliveries['failed']}")
     print(f"  provider stand-ins received: {smtp.count} emails, {http.count} SMS/chat messages")
-    print(f"  latency due → sent: p50 {snapshot['latency_seconds']['p50']}s, p99 {snapshot['latency_seconds']['p99']}s")
+    latency = snapshot["latency_seconds"]
+    print(f"  latency due → sent: p50 {latency['p50']:.1f}s, p99 {latency['p99']:.1f}s (a coupon is due when its "
+          "order is paid or its livestream ends,\n    or at the end of the customer's quiet hours; each step here waits "
+          "for the embedded broker, which is read about once a second)")
     shown = 0
     for mail in smtp.messages[:2]:
         print(f"\n── email to {mail['To']} ──\nSubject: {mail['Subject']}\n{mail.get_body(('plain',)).get_content().strip()}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import pytest
 
@@ -21,6 +23,7 @@ def encore(*args: str, cwd, stdin: str | None = None, env: dict | None = None, t
 
 def test_demo_runs_on_embedded_defaults_and_status_shows_what_it_did(tmp_path):
     # Given an empty folder and no settings at all
+    started = datetime.now(UTC)
     # When the demo runs
     demo = encore("demo", "--buyers", "16", cwd=tmp_path)
     # Then it succeeds, shows messages as customers see them, and leaves its results behind
@@ -29,9 +32,22 @@ def test_demo_runs_on_embedded_defaults_and_status_shows_what_it_did(tmp_path):
     status = json.loads(encore("status", "--json", cwd=tmp_path).stdout)
     assert set(status) == {"events", "deliveries", "on_time_rate", "latency_seconds"}
     assert status["deliveries"]["sent"] > 0
-    assert status["events"]["rejected"] == 1  # the demo's deliberately broken line
+    # ...its counts agree with `encore status`: a repeated event is accepted but stored once,
+    # and the one rejected line is said to be broken on purpose
+    fed = re.search(r"accepted (\d+), rejected (\d+)\n  (\d+) new events stored, and (\d+) repeat", demo.stdout)
+    accepted, rejected, new, repeats = map(int, fed.groups())
+    assert accepted == new + repeats and repeats == 1
+    assert status["events"] == {"accepted": new, "rejected": rejected} and rejected == 1
+    assert re.search(r"\n  rejected line \d+ \(broken on purpose", demo.stdout)
+    # ...every progress line says where the deliveries are (the first one too)
+    progress = [line for line in demo.stdout.splitlines() if line.startswith("[")]
+    assert progress and all(line.split("]", 1)[1].split("|")[0].strip() for line in progress), progress
+    # ...and its latency is the pipeline's: no coupon was due before the demo started
+    # (orders dated half an hour back made "p99 1,804 s" sit beside "on time 100%")
     rows = json.loads(encore("deliveries", "--json", cwd=tmp_path).stdout)
     assert len(rows) == sum(status["deliveries"].values())
+    assert all(datetime.fromisoformat(r["due_at"]) >= started for r in rows)
+    assert f"p99 {status['latency_seconds']['p99']:.1f}s" in demo.stdout
     sent = [r for r in rows if r["state"] == "sent"]
     required = {"customer_id", "code", "offer", "channel", "state", "reason", "trigger_at", "due_at",
                 "deadline_at", "sent_at", "attempts", "redeemed_at"}

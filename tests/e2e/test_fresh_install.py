@@ -6,7 +6,10 @@ wheel in a new venv; these tests cover the same promises faster, from the checko
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +129,38 @@ def test_readme_production_section_shows_the_procfile_as_it_is():
     blocks = re.findall(r"```procfile\n(.*?)```", section, re.S)
     assert blocks, "the Production section shows the Procfile in a ```procfile block"
     assert blocks[0] == (ROOT / "Procfile").read_text()
+
+
+def test_encore_procfile_prints_the_repositorys_procfile(tmp_path):
+    result = encore("procfile", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (ROOT / "Procfile").read_text()
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")}
+
+
+def test_pip_install_leaves_the_source_tree_as_it_was_and_installs_the_procfile(tmp_path):
+    # Given a clean copy of the sources (what git tracks, plus new files it does not ignore)
+    source = tmp_path / "source"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    before = _tree(source)
+    # When a user installs it with pip into a new venv (dependencies left out: only the build matters)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(source)],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    # Then the source tree holds exactly what it held (no build/, no *.egg-info/)
+    assert _tree(source) - before == set()
+    # ...and the installed package carries the Procfile, as in the repository
+    shipped = subprocess.run([str(venv / "bin" / "python"), "-c", "import importlib.resources as r; "
+                              "print(r.files('workers').joinpath('Procfile').read_text(), end='')"],
+                             cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert shipped == (ROOT / "Procfile").read_text()

@@ -7,7 +7,8 @@ never creates. So this script
 
 1. builds a wheel and installs it (non-editable, no test extra) into a new venv,
    so missing dependencies and missing package data (templates, locales, markets
-   file, migrations, campaign files, web assets) show up;
+   file, migrations, campaign files, web assets, the Procfile that `encore procfile`
+   prints) show up;
 2. in a new, empty folder, with only the settings the README's Production section
    names, starts every process the `Procfile` lists, exactly as written there;
 3. emits one order with that venv's `encore emit` and waits for the email at a
@@ -119,8 +120,7 @@ def build_venv(work: Path) -> Path:
     """A new venv with the wheel built from this checkout (no test extra); returns its bin/."""
     dist = work / "dist"
     log("building the wheel")
-    # From a clean copy: setuptools reuses a checkout's build/ folder, where a module
-    # deleted since would still be packaged.
+    # From a clean copy: only what the repository holds, nothing a developer left around.
     source = work / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
         ".git", ".venv*", "build", "dist", "*.egg-info", "var", "__pycache__", ".*_cache", ".hypothesis"))
@@ -148,6 +148,17 @@ for top in sys.argv[1:]:
 print("\\n".join(failed) or "every module imports")
 sys.exit(1 if failed else 0)
 """
+
+
+def wheel_procfile(bin_dir: Path, work: Path) -> None:
+    """A user of the wheel has no checkout: `encore procfile` must give them the Procfile
+    this smoke runs, byte for byte."""
+    shipped = subprocess.run(["encore", "procfile"], cwd=work, capture_output=True, text=True, timeout=120,
+                             env=user_env(bin_dir, {}))
+    if shipped.returncode != 0 or shipped.stdout != (ROOT / "Procfile").read_text():
+        raise SystemExit(f"FAILED: the wheel's `encore procfile` is not the repository's Procfile:\n"
+                         f"{shipped.stdout}{shipped.stderr[-2000:]}")
+    log("the wheel's `encore procfile` is the repository's Procfile")
 
 
 def import_every_module(bin_dir: Path, work: Path) -> None:
@@ -319,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="encore-smoke-"))
     try:
         bin_dir = build_venv(work)
+        wheel_procfile(bin_dir, work)
         import_every_module(bin_dir, work)
         run_production(bin_dir, work, REDIS_URL, "redis")
         if not args.skip_rabbit:

@@ -162,8 +162,20 @@ def test_every_language_file_has_the_same_keys_and_placeholders():
     for lang, data in files.items():
         assert set(data) == set(reference), f"{lang}: keys differ from en"
         for key, text in data.items():
+            if key == "units":  # one form per plural category: see the test below
+                continue
             assert isinstance(text, str) and text.strip(), f"{lang}.{key} is empty"
             assert _placeholders(text) == _placeholders(reference[key]), f"{lang}.{key}"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_every_language_counts_units_in_each_of_its_plural_forms(lang):
+    # A form per CLDR plural category of the language, as Babel knows them: a category
+    # that a Babel release adds shows up here by name, not as a wrong message
+    units = tomllib.loads((LOCALES_DIR / f"{lang}.toml").read_text("utf-8"))["units"]
+    assert set(units) == set(Locale.parse(lang).plural_form.tags) | {"other"}
+    for category, form in units.items():
+        assert "product" in _placeholders(form) and _placeholders(form) <= {"count", "product"}, f"{lang}.{category}"
 
 
 def test_translations_are_actually_translated():
@@ -266,6 +278,83 @@ def test_second_half_price_says_half_price():
     assert "metade do preço" in pt and "R$\xa020,00" in pt and "R$\xa040,00" in pt
 
 
+@pytest.mark.parametrize(("customer", "market", "tz", "expires_at", "shown"), [
+    # A zone's short name where the customer's locale commonly uses one...
+    ("en-US", "en", "America/New_York", EXPIRES_NY_WINTER := datetime(2026, 12, 2, 5, tzinfo=UTC), "11:59\u202fPM EST"),
+    ("en-US", "en", "America/New_York", datetime(2026, 7, 2, 4, tzinfo=UTC), "11:59\u202fPM EDT"),
+    ("en-CA", "en", "America/Toronto", EXPIRES_NY_WINTER, "11:59\u202fp.m. EST"),
+    ("id-ID", "id", "Asia/Jakarta", datetime(2026, 12, 1, 17, tzinfo=UTC), "1 Desember 2026 23.59 WIB"),
+    ("id-ID", "id", "Asia/Makassar", datetime(2026, 12, 1, 16, tzinfo=UTC), "1 Desember 2026 23.59 WITA"),
+    ("pt-BR", "pt", "America/Sao_Paulo", datetime(2026, 12, 2, 3, tzinfo=UTC), "1 de dezembro de 2026 23:59 BRT"),
+    ("de-DE", "de", "Europe/Berlin", datetime(2026, 12, 1, 23, tzinfo=UTC), "1. Dezember 2026, 23:59 MEZ"),
+    ("en-US", "en", "UTC", EXPIRES, "December 1, 2026, 11:59\u202fPM UTC"),
+    # ...else its offset in the locale's own GMT format, never a bare "+0700"
+    ("es-MX", "es", "America/Mexico_City", datetime(2026, 12, 2, 6, tzinfo=UTC), "1 de diciembre de 2026, 11:59\u202fp.m. GMT-6"),
+    ("th-TH", "th", "Asia/Bangkok", datetime(2026, 12, 1, 17, tzinfo=UTC), "23:59 น. GMT+7"),
+    ("vi-VN", "vi", "Asia/Ho_Chi_Minh", datetime(2026, 12, 1, 17, tzinfo=UTC), "23:59 GMT+7"),
+    ("ar-SA", "ar", "Asia/Riyadh", datetime(2026, 12, 1, 21, tzinfo=UTC), "11:59 م غرينتش+3"),
+    ("fr-FR", "fr", "Europe/Paris", datetime(2026, 12, 1, 23, tzinfo=UTC), "1 décembre 2026, 23:59 UTC+1"),
+    ("en-US", "en", "Asia/Kathmandu", datetime(2026, 12, 1, 18, 15, tzinfo=UTC), "11:59\u202fPM GMT+5:45"),
+    ("en-US", "en", "Etc/GMT+5", datetime(2026, 12, 2, 5, tzinfo=UTC), "11:59\u202fPM GMT-5"),
+])
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_the_expiry_time_names_the_customers_zone(customer, market, tz, expires_at, shown, channel):
+    # A customer reading "ends 11:59 PM" cannot tell whose 11:59 PM it is
+    m = render_message(ctx(customer, market, tz=tz, expires_at=expires_at), channel)
+    for part in all_parts(m):
+        assert shown in part
+        assert not re.search(r"[+-]\d{4}\b", part)
+
+
+@pytest.mark.parametrize(("customer", "market"), [("en-CA", "en"), ("es-MX", "es")])
+@pytest.mark.parametrize("framing", ["urgency", "loyalty"])
+def test_a_time_written_with_periods_does_not_double_the_sentences_period(customer, market, framing):
+    # "11:59 p.m." at the end of a sentence read "11:59 p.m.." in two locales
+    m = render_message(ctx(customer, market, framing=framing), "email")
+    for part in all_parts(m):
+        assert ".." not in part
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("offer", [refill(), percent_off(), second_half(regular="20.00")])
+def test_a_product_or_shop_name_ending_with_a_period_ends_the_sentence_once(lang, offer):
+    m = render_message(ctx(lang, "en", offer=replace(offer, product_name="Acme Inc."), shop="Acme Inc."), "email")
+    for part in all_parts(m):
+        assert ".." not in part
+    assert "Acme Inc." in m.text
+
+
+@pytest.mark.parametrize(("customer", "market", "phrase"), [
+    ("en-US", "en", "Buy 2 Clay Mask items and"),
+    ("es-MX", "es", "Compra 2 unidades de Clay Mask y"),
+    ("pt-BR", "pt", "Leve 2 unidades de Clay Mask e"),
+    ("fr-FR", "fr", "Achetez Clay Mask en 2 exemplaires et"),
+    ("de-DE", "de", "Kaufen Sie 2 Stück Clay Mask und"),
+    ("id-ID", "id", "Beli 2 Clay Mask dan"),
+    ("th-TH", "th", "ซื้อ Clay Mask 2 ชิ้น"),
+    ("vi-VN", "vi", "Mua 2 Clay Mask,"),
+    ("ar-SA", "ar", "اشترِ قطعتين من Clay Mask"),  # Arabic's dual: no numeral
+])
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_two_units_are_counted_in_the_languages_plural_form(customer, market, phrase, channel):
+    # "Buy two Travel Mug": a product's name cannot be inflected, so the count goes on a noun of ours
+    m = render_message(ctx(customer, market, offer=second_half()), channel)
+    assert phrase in m.text
+
+
+@pytest.mark.parametrize(("lang", "count", "units"), [
+    ("en", 1, "1 Clay Mask"), ("en", 3, "3 Clay Mask items"),
+    ("ar", 1, "قطعة واحدة من Clay Mask"), ("ar", 2, "قطعتين من Clay Mask"), ("ar", 3, "3 قطع من Clay Mask"),
+    ("ar", 11, "11 قطعة من Clay Mask"), ("ar", 100, "100 قطعة من Clay Mask"),
+    ("es", 1, "1 unidad de Clay Mask"), ("es", 1000000, "1.000.000 de unidades de Clay Mask"),
+    ("fr", 1, "Clay Mask en 1 exemplaire"), ("pt", 3, "3 unidades de Clay Mask"),
+])
+def test_each_count_takes_its_plural_category_form(lang, count, units):
+    from coupons.messages import _units, translations
+
+    assert _units(translations(lang), Locale.parse(lang), count, "Clay Mask") == units
+
+
 def test_expiry_date_is_shown_in_the_customers_timezone():
     late_utc = datetime(2026, 11, 30, 20, 0, tzinfo=UTC)  # 03:00 on 1 Dec in Jakarta
     m = render_message(ctx("id", "id", tz="Asia/Jakarta", expires_at=late_utc), "sms")
@@ -342,12 +431,12 @@ def test_missing_name_gets_a_neutral_greeting():
 def test_urgency_and_loyalty_wording_differ():
     urgency = render_message(ctx(framing="urgency"), "email")
     loyalty = render_message(ctx(framing="loyalty"), "email")
-    assert "Limited time: ends December 1, 2026, 11:59\u202fPM." in urgency.text
+    assert "Limited time: ends December 1, 2026, 11:59\u202fPM UTC." in urgency.text
     assert "Limited time" in urgency.subject and "December 1, 2026" in urgency.subject
     assert "loyal customers" in loyalty.text and "loyal customers" in loyalty.subject
     assert "Limited time" not in loyalty.text
     assert "loyal" not in urgency.text
-    assert "Valid until December 1, 2026, 11:59\u202fPM." in loyalty.text  # loyalty still names the expiry
+    assert "Valid until December 1, 2026, 11:59\u202fPM UTC." in loyalty.text  # loyalty still names the expiry
 
 
 def test_indonesian_loyalty_framing():

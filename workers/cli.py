@@ -58,13 +58,9 @@ def cmd_emit(args: argparse.Namespace) -> int:
     if doorbell.failure:
         print(f"encore emit: the broker did not answer ({doorbell.failure}); the {report.accepted} accepted events "
               "are stored, and the relay (encore beat) enqueues them once the broker is back", file=sys.stderr)
-        return 1 if report.rejected else EXIT_STORED_NOT_ENQUEUED
+    # SPEC section 4: 0 when no line was rejected. Lines the broker did not take are still
+    # accepted: stored, and enqueued by the relay (the line above says so).
     return 1 if report.rejected else 0
-
-
-EXIT_STORED_NOT_ENQUEUED = 3
-"""`encore emit`'s exit code when every line was accepted and stored but the broker did
-not take them (1 stays "some line was rejected", 2 a usage or settings error)."""
 
 
 class Doorbell:

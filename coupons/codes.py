@@ -53,9 +53,20 @@ def _written(number: int) -> str:
     return "-".join(symbols[i : i + GROUP_SIZE] for i in range(0, len(symbols), GROUP_SIZE))
 
 
+def _symbols(text: str) -> str:
+    """What a code is made of, as a customer may type it: any case, with or without separators."""
+    return "".join(ch for ch in text.upper() if ch not in " -_")
+
+
 def normalize_code(text: str) -> str | None:
     """The stored form of a code as a customer may type it, or None if it cannot be one."""
-    symbols = "".join(ch for ch in text.upper() if ch not in " -_")
+    symbols = _symbols(text)
     if len(symbols) != GROUPS * GROUP_SIZE or any(ch not in ALPHABET for ch in symbols):
         return None
     return "-".join(symbols[i : i + GROUP_SIZE] for i in range(0, len(symbols), GROUP_SIZE))
+
+
+def same_code(a: str, b: str) -> bool:
+    """Whether two texts name one code, by the rule redemption reads them with (also for
+    texts that cannot be a code, which then name the same unknown one)."""
+    return _symbols(a) == _symbols(b)

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import logging
 
-from coupons.events import EventError, parse_event
+from coupons.events import Event, EventError, parse_event
 from store.db import session_scope
 
 from .failures import store_dead_letter
@@ -34,20 +34,31 @@ class EmitReport:
 
 
 def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]], now: Callable[[], datetime],
-               enqueue: Callable[[list[str]], None], on_reject: Callable[[str, int, str], None]) -> EmitReport:
+               enqueue: Callable[[list[str]], None], on_reject: Callable[[str, int, str], None], *,
+               on_accept: Callable[[str, int, str], None] | None = None,
+               bom_on_first_line: bool = True) -> EmitReport:
     """`lines` yields (source, line number, text or bytes). Valid events are stored then
-    passed to `enqueue`; each rejected one is dead-lettered and reported to `on_reject`."""
+    passed to `enqueue` and reported to `on_accept` (source, number, event id); each
+    rejected one is dead-lettered and reported to `on_reject` (source, number, reason).
+
+    `POST /events` passes the elements of its array as lines: one path for both, so the
+    same text gets the same verdict and the same dead letter. A file's first line may
+    start with a byte order mark (editors write one); an array element may not
+    (`bom_on_first_line=False`)."""
     report = EmitReport()
-    batch: list = []
+    batch: list[tuple[str, int, Event]] = []
     rejects: list[tuple[str, int, str, str]] = []
 
     def flush() -> None:
         with session_scope(runtime.database_url) as session:
-            new_ids = store_events(session, batch, now())
+            new_ids = store_events(session, [event for _, _, event in batch], now())
             for source, number, text, reason in rejects:
                 store_dead_letter(session, f"emit:{source}:{number}", text, reason, now())
         report.accepted += len(batch)
         report.rejected += len(rejects)
+        if on_accept is not None:
+            for source, number, event in batch:
+                on_accept(source, number, event.id)
         for source, number, _, reason in rejects:
             on_reject(source, number, reason)
         if new_ids:
@@ -63,12 +74,12 @@ def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]], 
 
     received_at = now()
     for source, number, text in lines:
-        if number == 1 and text[:1] in ("\ufeff", b"\xef"):
+        if bom_on_first_line and number == 1 and text[:1] in ("\ufeff", b"\xef"):
             text = text.removeprefix("\ufeff") if isinstance(text, str) else text.removeprefix(b"\xef\xbb\xbf")
         if not text.strip():
             continue
         try:
-            batch.append(parse_event(text, received_at))
+            batch.append((source, number, parse_event(text, received_at)))
         except EventError as exc:
             raw = text.decode("utf-8", "backslashreplace") if isinstance(text, bytes) else text
             rejects.append((source, number, raw, str(exc)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
@@ -36,10 +37,27 @@ def failure_reason(exc: BaseException) -> str:
     return storable_text(f"{type(inner).__name__}: {first[:200]}")
 
 
+def _source_column(source: str) -> str:
+    """`source` as the String(64) column holds it (the middle left out)."""
+    return source if len(source) <= 64 else source[:20] + "…" + source[-43:]
+
+
 def store_dead_letter(session: Session, source: str, raw: str, reason: str, now: datetime) -> int:
-    if len(source) > 64:
-        source = source[:20] + "…" + source[-43:]
-    letter = DeadLetter(source=source, raw=storable_text(raw), reason=storable_text(reason), received_at=now)
+    letter = DeadLetter(source=_source_column(source), raw=storable_text(raw), reason=storable_text(reason),
+                        received_at=now)
     session.add(letter)
     session.flush()
     return letter.id
+
+
+def store_dead_letter_once(session: Session, source: str, raw: str, reason: str, now: datetime) -> int | None:
+    """A dead letter for a delivery a sender repeats (a webhook retried under the same id):
+    stored the first time only, so retries do not pile up copies. `source` names the
+    delivery; None when it is already kept. On PostgreSQL a transaction lock on it makes
+    two copies arriving at once store one letter."""
+    source = _source_column(source)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(7151, hashtext(:source))"), {"source": source})
+    if session.scalar(select(DeadLetter.id).where(DeadLetter.source == source).limit(1)) is not None:
+        return None
+    return store_dead_letter(session, source, raw, reason, now)

@@ -8,7 +8,7 @@ Starlette's thread pool, through the same session scope as the command line.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -24,11 +24,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from coupons.events import decode_line, load_json, validate_event
+from coupons.codes import same_code
+from coupons.events import EventError, decode_line, load_json, split_array, validate_event
 from coupons.messages import resolve_language, translations
 from coupons.unsubscribe import BadToken, read_token
 from services.emit import emit_lines
-from services.intake import apply_events, store_dead_letter, store_events
+from services.failures import store_dead_letter, store_dead_letter_once
+from services.intake import apply_events, store_events
 from services.redemption import ALREADY_REDEEMED, EXPIRED, REDEEMED, UNKNOWN, VOID, redeem
 from services.runtime import Clock, Runtime, utcnow
 from store.db import engine_for, session_scope
@@ -37,8 +39,9 @@ from store.models import Customer
 from . import charts
 from .aggregates import STREAMS_SHOWN, dashboard
 from .metrics import make_registry
-from .requests import MAX_BODY_BYTES, SIGNATURE_HEADER, BodyTooLarge, read_body, signature_ok
-from .shopify import order_paid_event, shopify_signature_ok
+from .requests import MAX_BODY_BYTES, SIGNATURE_HEADER, BodyTimeout, BodyTooLarge, read_body, signature_ok
+from .shopify import TOPIC as SHOPIFY_TOPIC
+from .shopify import Ignored, order_paid_event, shopify_signature_ok
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +59,24 @@ class Rejection(BaseModel):
 class EventsResult(BaseModel):
     accepted: list[str] = Field(description="Ids of the events stored (a repeated id counts as accepted).")
     rejected: list[Rejection]
+    error: str | None = Field(None, description="Set when the body as a whole was rejected: a single event that "
+                              "is not valid, or a body that is neither an event nor a JSON array.")
 
 
 class ErrorBody(BaseModel):
     error: str
 
 
+class ShopifyResult(EventsResult):
+    ignored: str | None = Field(None, description="Why the order makes no coupon (a test order, a cancelled "
+                                "order, no paid line); nothing was stored.")
+
+
 class RedeemRequest(BaseModel):
-    order_id: str = Field(min_length=1, description="The order the code was used on.")
+    code: str = Field(min_length=1, description="The code being redeemed, the same as in the path (any case, "
+                      "with or without dashes). The signature covers the body only, so the code must be in it: a "
+                      "captured request then redeems nothing else.")
+    order_id: str = Field(min_length=1, max_length=256, description="The order the code was used on.")
 
 
 class RedemptionResult(BaseModel):
@@ -92,6 +105,8 @@ _SIGNED = {"parameters": [{"name": SIGNATURE_HEADER, "in": "header", "required":
                            "description": "`sha256=` + hex HMAC-SHA256 of the raw body, key ENCORE_WEBHOOK_SECRET",
                            "schema": {"type": "string"}}]}
 _ERRORS = {401: {"model": ErrorBody, "description": "Missing or wrong signature; nothing was stored."},
+           408: {"model": ErrorBody, "description": "The body did not arrive within ENCORE_BODY_TIMEOUT_SECONDS "
+                 "of the headers; nothing was stored and the connection is closed."},
            413: {"model": ErrorBody, "description": "Body larger than 1 MiB."}}
 
 
@@ -107,14 +122,28 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _too_large() -> JSONResponse:
-    return _error(413, f"body: larger than {MAX_BODY_BYTES // 1024 // 1024} MiB")
+async def _read(request: Request, timeout: float) -> bytes | Response:
+    """The raw body, or the answer when it is over 1 MiB (413) or not all there within
+    `timeout` seconds (408, and the connection is closed: uvicorn closes it after a
+    response that says so)."""
+    try:
+        return await read_body(request, timeout=timeout)
+    except BodyTooLarge:
+        return _error(413, f"body: larger than {MAX_BODY_BYTES // 1024 // 1024} MiB")
+    except BodyTimeout:
+        return JSONResponse({"error": f"body: not received within {timeout:g} s"}, status_code=408,
+                            headers={"Connection": "close"})
 
 
 def _decode(body: bytes) -> Any:
     """The body as JSON, decoded exactly as `encore emit` decodes a line (strict UTF-8,
     then JSON); an EventError (a ValueError) names the problem."""
     return load_json(decode_line(body))
+
+
+def _body_rejected(message: str) -> JSONResponse:
+    return JSONResponse({"accepted": [], "rejected": [{"index": 0, "error": message}], "error": message},
+                        status_code=400)
 
 
 @cache
@@ -152,23 +181,22 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
         redoc_url=None,
     )
 
-    def accept(elements: list[Any], source: str) -> tuple[list[str], list[dict]]:
-        """Store the valid events (then enqueue them) and dead-letter the others, as `encore emit` does."""
+    def accept(elements: list[bytes]) -> tuple[list[str], list[dict]]:
+        """Each element's bytes through the path of one `encore emit` line: validated, stored
+        as sent (then enqueued), or dead-lettered as sent with the same reason."""
+        accepted: list[str] = []
         rejected: list[dict] = []
-        lines = [(source, index, json.dumps(element, ensure_ascii=False)) for index, element in enumerate(elements)]
-        emit_lines(runtime, lines, clock, enqueue,
-                   lambda _source, index, reason: rejected.append({"index": index, "error": reason}))
-        bad = {r["index"] for r in rejected}
-        accepted = [str(element["id"]) for index, element in enumerate(elements) if index not in bad]
+        emit_lines(runtime, (("http", index, element) for index, element in enumerate(elements)), clock, enqueue,
+                   lambda _source, index, reason: rejected.append({"index": index, "error": reason}),
+                   on_accept=lambda _source, _index, event_id: accepted.append(event_id), bom_on_first_line=False)
         return accepted, rejected
 
     async def signed_body(request: Request) -> bytes | Response:
-        """The raw body when it is within the size limit and signed with the webhook
-        secret; otherwise the 413 or 401 answer to give (nothing has been stored)."""
-        try:
-            body = await read_body(request)
-        except BodyTooLarge:
-            return _too_large()
+        """The raw body when it is within the size limit and deadline and signed with the
+        webhook secret; otherwise the 413, 408 or 401 answer to give (nothing has been stored)."""
+        body = await _read(request, settings.body_timeout_seconds)
+        if isinstance(body, Response):
+            return body
         if not signature_ok(secret, body, request.headers.get(SIGNATURE_HEADER)):
             return _error(401, f"{SIGNATURE_HEADER}: missing or wrong signature")
         return body
@@ -187,68 +215,102 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
         body = await signed_body(request)
         if isinstance(body, Response):
             return body
-        try:
-            decoded = _decode(body)
-        except ValueError as exc:
-            decoded, message = None, str(exc)
-        else:
-            message = "body: must be an event object or a JSON array of events"
-        if isinstance(decoded, dict):
-            elements = [decoded]
-        elif isinstance(decoded, list):
-            elements = decoded
-        else:  # kept as a dead letter, like a bad line of `encore emit`
+        try:  # the elements' bytes, never decoded and encoded again
+            elements = split_array(body)
+        except EventError as exc:  # an array whose elements cannot be told apart: kept whole
+            await run_in_threadpool(_dead_letter, "http", body, str(exc))
+            return _body_rejected(str(exc))
+        if elements is None and not body.strip(b" \t\n\r"):
+            message = "body: empty; send one event or a JSON array of events"
             await run_in_threadpool(_dead_letter, "http", body, message)
-            return JSONResponse({"accepted": [], "rejected": [{"index": 0, "error": message}], "error": message},
-                                status_code=400)
-        accepted, rejected = await run_in_threadpool(accept, elements, "http")
+            return _body_rejected(message)
+        accepted, rejected = await run_in_threadpool(accept, [body] if elements is None else elements)
+        if elements is None and rejected:  # one event, not valid: the body is
+            return _body_rejected(rejected[0]["error"])
         return JSONResponse({"accepted": accepted, "rejected": rejected}, status_code=400 if rejected else 202)
 
     # ------------------------------------------------- POST /webhooks/shopify/orders-paid
 
-    @app.post("/webhooks/shopify/orders-paid", tags=["shopify"], response_model=EventsResult,
+    @app.post("/webhooks/shopify/orders-paid", tags=["shopify"], response_model=ShopifyResult,
               summary="Shopify's orders/paid webhook",
               description="Verified with `X-Shopify-Hmac-Sha256` (base64 HMAC-SHA256 of the body, key "
-                          "ENCORE_SHOPIFY_SECRET); idempotent on `X-Shopify-Webhook-Id`. Mapped to `order.paid`; "
-                          "an Encore code among the order's `discount_codes` redeems its coupon.",
-              responses={200: {"description": "Stored (or a repeat of a webhook already stored)."},
-                         400: {"model": ErrorBody, "description": "The order cannot be mapped (the error names "
-                               "the field); kept as a dead letter."},
+                          "ENCORE_SHOPIFY_SECRET); only the topic `orders/paid` is taken; idempotent on "
+                          "`X-Shopify-Webhook-Id` and on the order. Mapped to `order.paid`; an Encore code among the "
+                          "order's `discount_codes` redeems its coupon. Test orders, cancelled orders and orders "
+                          "with no paid line are acknowledged and make no coupon; free lines are left out; a guest "
+                          "checkout is the customer `shopify:guest:<first 16 hex digits of SHA-256(lowercased "
+                          "email)>`.",
+              responses={200: {"description": "Stored, a repeat of a webhook already stored, or ignored "
+                                              "(`ignored` says why)."},
+                         400: {"model": ErrorBody, "description": "A topic other than orders/paid (nothing "
+                               "stored), or an order that cannot be mapped (the error names the field; kept as one "
+                               "dead letter however often Shopify retries it)."},
                          401: {"model": ErrorBody, "description": "Missing or wrong HMAC, or no "
                                "ENCORE_SHOPIFY_SECRET set; nothing was stored."},
-                         413: _ERRORS[413]},
+                         408: _ERRORS[408], 413: _ERRORS[413]},
               openapi_extra={"parameters": [
                   {"name": "X-Shopify-Hmac-Sha256", "in": "header", "required": True, "schema": {"type": "string"}},
+                  {"name": "X-Shopify-Topic", "in": "header", "required": True,
+                   "schema": {"type": "string", "enum": [SHOPIFY_TOPIC]}},
                   {"name": "X-Shopify-Webhook-Id", "in": "header", "required": False, "schema": {"type": "string"}}],
                   **_json_body({"type": "object", "properties": {
                       "id": {"type": "integer"}, "currency": {"type": "string"},
-                      "processed_at": {"type": "string"}, "customer": {"type": "object"},
+                      "processed_at": {"type": "string"}, "test": {"type": "boolean"},
+                      "cancelled_at": {"type": ["string", "null"]}, "email": {"type": ["string", "null"]},
+                      "customer": {"type": ["object", "null"]},
                       "line_items": {"type": "array", "items": {"type": "object"}},
                       "discount_codes": {"type": "array", "items": {"type": "object"}}}},
                       "The order, exactly as Shopify sends it.")})
     async def shopify_orders_paid(request: Request) -> Response:
-        try:
-            body = await read_body(request)
-        except BodyTooLarge:
-            return _too_large()
+        body = await _read(request, settings.body_timeout_seconds)
+        if isinstance(body, Response):
+            return body
         shopify_secret = settings.shopify_secret
         if not shopify_secret:
             return _error(401, "ENCORE_SHOPIFY_SECRET is not set: Shopify webhooks cannot be verified")
         if not shopify_signature_ok(shopify_secret, body, request.headers.get("x-shopify-hmac-sha256")):
             return _error(401, "X-Shopify-Hmac-Sha256: missing or wrong signature")
+        topic = (request.headers.get("x-shopify-topic") or "").strip()
+        if topic != SHOPIFY_TOPIC:  # orders/create and orders/updated come before or without payment
+            return _error(400, f"X-Shopify-Topic: only {SHOPIFY_TOPIC} is taken here, got {topic!r}; subscribe "
+                               "this address to the Order payment event only")
+        webhook_id = (request.headers.get("x-shopify-webhook-id") or "").strip() or None
+        outcome, detail = await run_in_threadpool(take_shopify_order, body, webhook_id)
+        if outcome == "rejected":
+            return _error(400, detail)
+        if outcome == "ignored":
+            log.info("shopify webhook %s: %s", webhook_id, detail)  # ids only: no customer data in logs
+            return JSONResponse({"accepted": [], "rejected": [], "ignored": detail}, status_code=200)
+        return JSONResponse({"accepted": [detail], "rejected": []}, status_code=200)
+
+    def take_shopify_order(body: bytes, webhook_id: str | None) -> tuple[str, str]:
+        """("accepted", event id), ("ignored", why) or ("rejected", the error naming the field).
+        A rejected order is kept as a dead letter with Shopify's bytes, once per webhook:
+        Shopify retries it unchanged, and each retry must not add another copy."""
+        now = clock()
         try:
-            event = order_paid_event(_decode(body), request.headers.get("x-shopify-webhook-id"))
-        except ValueError as exc:  # ShopifyPayloadError is one
-            await run_in_threadpool(_dead_letter, "shopify", body, str(exc))
-            return _error(400, str(exc))
-        accepted, rejected = await run_in_threadpool(accept, [event], "shopify")
-        if rejected:
-            return _error(400, rejected[0]["error"])
-        return JSONResponse({"accepted": accepted, "rejected": []}, status_code=200)
+            mapped = order_paid_event(_decode(body), webhook_id)
+            if isinstance(mapped, Ignored):
+                return "ignored", mapped.reason
+            event = validate_event(mapped, now)
+        except ValueError as exc:  # EventError and ShopifyPayloadError are ones
+            delivery = webhook_id or "body:" + hashlib.sha256(body).hexdigest()[:16]
+            with session_scope(database_url) as session:
+                store_dead_letter_once(session, f"shopify:{delivery}", body.decode("utf-8", "backslashreplace"),
+                                       str(exc), now)
+            return "rejected", str(exc)
+        with session_scope(database_url) as session:
+            new_ids = store_events(session, [event], now)
+        if new_ids:
+            try:
+                enqueue(new_ids)
+            except Exception:  # stored already: the relay enqueues it after the lease
+                log.warning("enqueueing Shopify event %s failed; the relay will retry", event.id, exc_info=True)
+        return "accepted", event.id
 
     def _dead_letter(source: str, body: bytes, reason: str) -> None:
         with session_scope(database_url) as session:
-            store_dead_letter(session, source, body.decode("utf-8", "replace"), reason, clock())
+            store_dead_letter(session, source, body.decode("utf-8", "backslashreplace"), reason, clock())
 
     # ------------------------------------------------------- POST /coupons/{code}/redeem
 
@@ -258,14 +320,18 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
 
     @app.post("/coupons/{code}/redeem", tags=["coupons"], response_model=RedemptionResult,
               summary="Redeem a coupon code (rule 13)",
-              description="A code redeems once; of concurrent redemptions exactly one succeeds. Case-insensitive.",
+              description="A code redeems once; of concurrent redemptions exactly one succeeds. Case-insensitive. "
+                          "The signed body names the code too, and must name the one in the path.",
               responses={200: {"description": "Redeemed now."},
-                         400: {"model": ErrorBody, "description": "The body is not `{\"order_id\": \"...\"}`."},
+                         400: {"model": ErrorBody, "description": "The body is not `{\"code\": \"...\", "
+                               "\"order_id\": \"...\"}` with the code of the path; nothing changed."},
                          404: {"model": RedemptionResult, "description": "Unknown code."},
                          409: {"model": RedemptionResult, "description": "Already redeemed."},
                          410: {"model": RedemptionResult, "description": "Expired, or void (refunded)."},
                          **_ERRORS},
-              openapi_extra={**_SIGNED, **_json_body(RedeemRequest.model_json_schema(), "The order it was used on.")})
+              openapi_extra={**_SIGNED, **_json_body(RedeemRequest.model_json_schema(),
+                                                     "The code (the same as in the path) and the order it was used "
+                                                     "on.")})
     async def redeem_coupon(code: str, request: Request) -> Response:
         body = await signed_body(request)
         if isinstance(body, Response):
@@ -274,7 +340,14 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
             decoded = _decode(body)
         except ValueError as exc:
             return _error(400, str(exc))
-        order_id = decoded.get("order_id") if isinstance(decoded, dict) else None
+        if not isinstance(decoded, dict):
+            return _error(400, 'body: must be an object {"code": "...", "order_id": "..."}')
+        signed_code = decoded.get("code")
+        if not isinstance(signed_code, str) or not signed_code.strip():
+            return _error(400, "code: required, the code being redeemed (the same as in the path)")
+        if not same_code(signed_code, code):
+            return _error(400, "code: must be the code in the path (the signature covers the body, not the path)")
+        order_id = decoded.get("order_id")
         if not isinstance(order_id, str) or not order_id.strip() or len(order_id) > 256:
             return _error(400, "order_id: required, a non-empty string (at most 256 characters)")
 
@@ -344,16 +417,16 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
               description="Not signed with the webhook secret: the token itself is signed and names the customer "
                           "and the channel. Acts as `customer.opted_out` for that channel at once, also for "
                           "deliveries already scheduled.",
-              responses={200: {"description": "Unsubscribed."}, 413: {"description": "Body larger than 1 MiB."},
+              responses={200: {"description": "Unsubscribed."}, 408: {"description": _ERRORS[408]["description"]},
+                         413: {"description": "Body larger than 1 MiB."},
                          **unsubscribe_responses},
               openapi_extra={"requestBody": {"required": False, "content": {
                   "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
                       "List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}}})
     async def unsubscribe(token: str, request: Request) -> Response:
-        try:
-            await read_body(request)  # RFC 8058's "List-Unsubscribe=One-Click"; the token is what counts
-        except BodyTooLarge:
-            return _too_large()
+        body = await _read(request, settings.body_timeout_seconds)  # RFC 8058's "List-Unsubscribe=One-Click"
+        if isinstance(body, Response):  # the token is what counts, but the body must arrive
+            return body
         status, page = await run_in_threadpool(_page, token, request, done=True)
         return HTMLResponse(page, status_code=status)
 
@@ -440,8 +513,21 @@ class _HideUnsubscribeTokens(logging.Filter):
         return True
 
 
+MAX_CONNECTIONS = 500
+"""Connections (or requests in flight) one `encore serve` process takes before it answers
+503: below the usual limit of 1,024 open files, so a flood of connections gets a clear
+answer instead of failing `accept()`; far above what shops and Shopify send at once."""
+MAX_HEADER_BYTES = 16 * 1024
+"""A request line and headers larger than this are answered 400 (h11's default, pinned)."""
+KEEP_ALIVE_SECONDS = 5
+"""An idle connection between two requests is closed after this (uvicorn's default, pinned)."""
+
+
 def serve(host: str, port: int) -> int:
-    """`encore serve`: migrate, then run uvicorn until interrupted."""
+    """`encore serve`: migrate, then run uvicorn until interrupted.
+
+    uvicorn's own limits are set here (README "Slow and greedy clients"); the body
+    deadline is the app's (`read_body`), as uvicorn has none."""
     import uvicorn
 
     from services.runtime import current_runtime
@@ -449,7 +535,10 @@ def serve(host: str, port: int) -> int:
     runtime = current_runtime()
     app = create_app(runtime)
     engine_for(runtime.database_url)  # create or upgrade the schema before the first request
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=True, server_header=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=True, server_header=False,
+                            http="h11", timeout_keep_alive=KEEP_ALIVE_SECONDS, limit_concurrency=MAX_CONNECTIONS,
+                            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                            timeout_graceful_shutdown=int(runtime.settings.body_timeout_seconds) + 1)
     logging.getLogger("uvicorn.access").addFilter(_HideUnsubscribeTokens())
     uvicorn.Server(config).run()
     return 0

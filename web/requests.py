@@ -1,8 +1,9 @@
-"""Reading and verifying request bodies: a size limit enforced while reading, and
-signatures compared in constant time over the exact bytes received."""
+"""Reading and verifying request bodies: a size limit and a deadline enforced while
+reading, and signatures compared in constant time over the exact bytes received."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 
@@ -18,8 +19,16 @@ class BodyTooLarge(Exception):
     pass
 
 
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The raw body, or BodyTooLarge as soon as it passes `limit` (declared or read)."""
+class BodyTimeout(Exception):
+    """The client did not send its whole body in time (a stalled or trickling client)."""
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES, timeout: float | None = None) -> bytes:
+    """The raw body; BodyTooLarge as soon as it passes `limit` (declared or read), and
+    BodyTimeout when all of it has not arrived `timeout` seconds after the call.
+
+    uvicorn bounds only the wait between requests (keep-alive), never a request's body:
+    this deadline is the one that frees the connection of a client that stops half-way."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -28,10 +37,14 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
         except ValueError:
             pass  # the server rejects a malformed Content-Length itself
     received = bytearray()
-    async for chunk in request.stream():
-        received += chunk
-        if len(received) > limit:
-            raise BodyTooLarge
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                received += chunk
+                if len(received) > limit:
+                    raise BodyTooLarge
+    except TimeoutError:
+        raise BodyTimeout from None
     return bytes(received)
 
 

@@ -6,7 +6,14 @@ always with the same `X-Shopify-Webhook-Id`, which becomes the event id.
 
 The mapping is pure (a dict in, a dict out); the result then goes through the same
 validation as every other event, so a bad email or currency is rejected exactly as
-`encore emit` would reject it.
+`encore emit` would reject it. Orders a real store sends that make no coupon (test
+orders, cancelled ones, nothing but free lines) map to `Ignored`: acknowledged, so
+Shopify does not retry them, and not stored.
+
+Shopify's documentation relied on: the REST Order resource (the orders/paid payload:
+`test`, `cancelled_at`, `customer`, `email`, `buyer_accepts_marketing`, `line_items[]`)
+and the webhook delivery headers (`X-Shopify-Topic`, `X-Shopify-Webhook-Id`,
+`X-Shopify-Hmac-Sha256`); README "HTTP service" cites the pages.
 """
 
 from __future__ import annotations
@@ -15,9 +22,22 @@ import base64
 import hashlib
 import hmac
 import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+TOPIC = "orders/paid"
+"""The only `X-Shopify-Topic` taken: orders/create and orders/updated come before or
+without payment."""
+
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """An order that makes no coupon, by design: acknowledged (200) and not stored."""
+
+    reason: str
 
 
 class ShopifyPayloadError(ValueError):
@@ -50,14 +70,41 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _subscribed(consent: Any) -> bool:
-    return _obj(consent).get("state") == "subscribed"
+def _email_consent(customer: dict, payload: dict) -> bool:
+    """Email marketing consent: the customer's `email_marketing_consent`, else its older
+    `accepts_marketing`, else (a guest) the order's `buyer_accepts_marketing`."""
+    consent = customer.get("email_marketing_consent")
+    if isinstance(consent, dict):
+        return consent.get("state") == "subscribed"
+    if "accepts_marketing" in customer:
+        return customer.get("accepts_marketing") is True
+    return payload.get("buyer_accepts_marketing") is True
 
 
-def order_paid_event(payload: Any, webhook_id: str | None) -> dict:
-    """The `order.paid` event for one Shopify order; raises ShopifyPayloadError."""
+def _is_zero(price: Any) -> bool:
+    """A line priced 0 (a free sample or gift); a price that is not a number is left to validation."""
+    if isinstance(price, bool) or not isinstance(price, (str, int, float)):
+        return False
+    try:
+        return Decimal(str(price).strip()) == 0
+    except InvalidOperation:
+        return False
+
+
+def guest_customer_id(email: str) -> str:
+    """SPEC section 6: a checkout without a customer account is known by its email only."""
+    return "shopify:guest:" + hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()[:16]
+
+
+def order_paid_event(payload: Any, webhook_id: str | None) -> dict | Ignored:
+    """The `order.paid` event for one Shopify order, or why it makes no coupon; raises
+    ShopifyPayloadError when it cannot be mapped."""
     if not isinstance(payload, dict):
         raise ShopifyPayloadError("body", "must be a Shopify order object")
+    if payload.get("test") is True:
+        return Ignored("a test order (\"test\": true) makes no coupon")
+    if _text(payload.get("cancelled_at")) is not None:
+        return Ignored("a cancelled order (cancelled_at is set) makes no coupon")
     order_id = _text(payload.get("id"))
     if order_id is None:
         raise ShopifyPayloadError("id", "required (the Shopify order id)")
@@ -66,8 +113,13 @@ def order_paid_event(payload: Any, webhook_id: str | None) -> dict:
         raise ShopifyPayloadError("processed_at", "required (or created_at)")
     customer = _obj(payload.get("customer"))
     customer_id = _text(customer.get("id"))
-    if customer_id is None:
-        raise ShopifyPayloadError("customer.id", "required (guest checkouts carry no customer)")
+    email = _text(customer.get("email")) or _text(payload.get("email")) or _text(payload.get("contact_email"))
+    if customer_id is not None:
+        person_id = f"shopify:{customer_id}"
+    elif email is not None:
+        person_id = guest_customer_id(email)
+    else:
+        raise ShopifyPayloadError("email", "required for a guest checkout (no customer): the guest is known by it")
     shipping, billing = _obj(payload.get("shipping_address")), _obj(payload.get("billing_address"))
     default_address = _obj(customer.get("default_address"))
     country = next((c for c in (_text(a.get("country_code")) for a in (shipping, billing, default_address)) if c), None)
@@ -75,17 +127,15 @@ def order_paid_event(payload: Any, webhook_id: str | None) -> dict:
         raise ShopifyPayloadError("shipping_address.country_code", "required (or billing_address.country_code)")
 
     consent = []
-    email_consent = customer.get("email_marketing_consent")
-    if _subscribed(email_consent) or (email_consent is None and customer.get("accepts_marketing") is True):
+    if _email_consent(customer, payload):
         consent.append("email")
-    if _subscribed(customer.get("sms_marketing_consent")):
+    if _obj(customer.get("sms_marketing_consent")).get("state") == "subscribed":
         consent.append("sms")
     name = " ".join(p for p in (_text(customer.get("first_name")), _text(customer.get("last_name"))) if p)
     name = name or _text(billing.get("name")) or _text(shipping.get("name"))
-    person: dict[str, Any] = {"id": f"shopify:{customer_id}", "country": country, "consent": consent}
+    person: dict[str, Any] = {"id": person_id, "country": country, "consent": consent}
     if name:
         person["name"] = name
-    email = _text(customer.get("email")) or _text(payload.get("email")) or _text(payload.get("contact_email"))
     if email:
         person["email"] = email
     sms_phone = _text(_obj(customer.get("sms_marketing_consent")).get("phone"))
@@ -109,6 +159,8 @@ def order_paid_event(payload: Any, webhook_id: str | None) -> dict:
         quantity = line.get("current_quantity", line.get("quantity"))
         if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity == 0:
             continue  # removed from the order after checkout
+        if _is_zero(line.get("price")):
+            continue  # a free line: left out, the order's other lines still count
         sku = _text(line.get("sku")) or (f"variant:{_text(line.get('variant_id'))}" if _text(line.get("variant_id"))
                                          else None) or (f"product:{_text(line.get('product_id'))}"
                                                         if _text(line.get("product_id")) else None)
@@ -117,7 +169,7 @@ def order_paid_event(payload: Any, webhook_id: str | None) -> dict:
         items.append({"sku": sku, "name": _text(line.get("title")) or _text(line.get("name")) or sku,
                       "unit_price": line.get("price"), "quantity": quantity})
     if not items:
-        raise ShopifyPayloadError("line_items", "every line item was removed")
+        return Ignored("no paid line (every line is free or was removed) makes no coupon")
     discounts = payload.get("discount_codes")
     discounts = discounts if isinstance(discounts, list) else []
     codes = [code for code in (_text(_obj(d).get("code")) for d in discounts) if code]

@@ -21,6 +21,13 @@ DEFAULT_SEND_CONCURRENCY = 16
 sends ~100 msg/s; more mostly adds idle connections at the provider. Providers cap
 connections per client too, so it is a setting, per channel."""
 MAX_SEND_CONCURRENCY = 256
+MIN_SECRET_LENGTH = 16
+"""ENCORE_WEBHOOK_SECRET signs every request and every unsubscribe link: a shorter or
+blank one can be guessed (SPEC section 6)."""
+DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
+"""How long `encore serve` waits for a request's whole body after its headers. uvicorn
+has no such limit: without it a client that stops half-way holds its connection (and a
+slot under the concurrency limit) forever. 30 s moves 1 MiB at 35 kB/s."""
 
 
 class SettingsError(ValueError):
@@ -44,6 +51,7 @@ class Settings:
     campaigns_dir: str | None = None
     public_url: str | None = None
     send_concurrency: dict[str, int] = field(default_factory=dict)
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
 
     def concurrency_for(self, channel: str) -> int:
         """Sends of `channel` one worker process may have in flight at once."""
@@ -127,6 +135,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         for channel in CHANNELS
         if env.get(f"ENCORE_RATE_LIMIT_{channel.upper()}")
     }
+    webhook_secret = _webhook_secret(env)
     public_url = _public_url(env)
     default_concurrency = _whole(env, "ENCORE_SEND_CONCURRENCY", DEFAULT_SEND_CONCURRENCY)
     send_concurrency = {
@@ -146,13 +155,25 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         lease_seconds=_number(env, "ENCORE_LEASE_SECONDS", DEFAULT_LEASE_SECONDS, minimum=1.0),
         max_attempts_per_channel=int(_number(env, "ENCORE_MAX_ATTEMPTS_PER_CHANNEL", 5, minimum=1)),
         refill_ratio=Decimal(str(ratio)),
-        webhook_secret=env.get("ENCORE_WEBHOOK_SECRET") or None,
+        webhook_secret=webhook_secret,
         shopify_secret=env.get("ENCORE_SHOPIFY_SECRET") or None,
         rate_limits=rate_limits,
         campaigns_dir=env.get("ENCORE_CAMPAIGNS_DIR") or None,
         public_url=public_url,
         send_concurrency=send_concurrency,
+        body_timeout_seconds=_number(env, "ENCORE_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS, minimum=0.1),
     )
+
+
+def _webhook_secret(env: dict[str, str]) -> str | None:
+    """ENCORE_WEBHOOK_SECRET, refused at start (every process) when it is too weak to sign
+    with; unset or empty means none."""
+    secret = env.get("ENCORE_WEBHOOK_SECRET") or None
+    if secret is not None and len(secret.strip()) < MIN_SECRET_LENGTH:
+        raise SettingsError(f"ENCORE_WEBHOOK_SECRET: must be at least {MIN_SECRET_LENGTH} characters, not counting "
+                            f"blanks (it has {len(secret.strip())}); use a long random string, e.g. the output of "
+                            "`openssl rand -hex 32`")
+    return secret
 
 
 def _public_url(env: dict[str, str]) -> str | None:

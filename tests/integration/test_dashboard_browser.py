@@ -54,7 +54,7 @@ def test_the_dashboard_renders_its_charts_in_chromium_after_a_demo(tmp_path):
         rows = json.loads(subprocess.run([sys.executable, "-m", "workers.cli", "deliveries", "--json"], cwd=tmp_path,
                                          env=env, capture_output=True, text=True, timeout=60).stdout)
         code = next(r["code"] for r in rows if r["state"] == "sent")
-        body = json.dumps({"order_id": "shop-order-1"}).encode()
+        body = json.dumps({"code": code, "order_id": "shop-order-1"}).encode()
         assert httpx.post(f"{serve.url}/coupons/{code}/redeem", content=body,
                           headers=signed_headers(body)).status_code == 200
 

@@ -125,12 +125,17 @@ def test_a_body_that_is_not_json_is_400_naming_the_problem_and_kept_as_a_dead_le
     response = web.post("/events", b'{"id": "e1", "type": ')
     assert response.status_code == 400
     assert response.json()["rejected"][0]["error"].startswith("not valid JSON")
-    assert web.post("/events", b"42").json()["error"] == "body: must be an event object or a JSON array of events"
+    assert web.post("/events", b"42").json()["error"] == "an event must be a JSON object"
     assert web.post("/events", b'{"id": "\xff"}').json()["error"].startswith("not valid UTF-8")
+    # An array whose elements cannot be told apart is kept whole
+    assert web.post("/events", b'[{"id": "e2"},').json()["error"].startswith("not valid JSON")
+    assert web.post("/events", b"").json()["error"].startswith("body: empty")
     assert web.count(InboxEvent) == 0
     with web.services.session() as session:
         letters = session.scalars(select(DeadLetter).order_by(DeadLetter.id)).all()
-    assert [(d.source, d.raw) for d in letters][:2] == [("http", '{"id": "e1", "type": '), ("http", "42")]
+    assert [(d.source, d.raw) for d in letters] == [
+        ("emit:http:0", '{"id": "e1", "type": '), ("emit:http:0", "42"), ("emit:http:0", '{"id": "\\xff"}'),
+        ("http", '[{"id": "e2"},'), ("http", "")]
 
 
 def test_a_body_over_1_mib_is_413_and_nothing_is_stored(web):
@@ -144,6 +149,78 @@ def test_a_body_over_1_mib_is_413_and_nothing_is_stored(web):
     response = web.client.post("/events", content=chunks, headers=signed_headers(body))
     assert response.status_code == 413
     assert web.count(InboxEvent) == 0
+
+
+def test_one_event_with_a_5000_digit_quantity_loses_only_itself(web):
+    # Given three orders where the middle one's quantity has 5,000 digits
+    good = [json.dumps(daytime_order(f"ok-{n}", web.services, customer_id=f"c{n}")).encode() for n in (0, 2)]
+    huge = json.dumps(daytime_order("huge", web.services, customer_id="c1")).encode().replace(
+        b'"quantity": 1', b'"quantity": ' + b"9" * 5000)
+    # When they arrive in one signed array
+    response = web.post("/events", b"[" + b", ".join([good[0], huge, good[1]]) + b"]")
+    # Then only that one is refused, naming the field, and the other two are stored and planned
+    assert response.status_code == 400, response.text
+    assert response.json() == {"accepted": ["ok-0", "ok-2"], "rejected": [
+        {"index": 1, "error": "data.items[0].quantity: must be at most 1,000,000,000"}]}
+    assert sorted(d["customer_id"] for d in web.services.deliveries()) == ["c0", "c2"]
+    with web.services.session() as session:
+        [letter] = session.scalars(select(DeadLetter)).all()
+    assert letter.raw == huge.decode()
+
+
+def test_the_dead_letter_keeps_the_element_as_sent_duplicate_keys_and_all(web):
+    # An element with its id twice: decoding keeps the last, so a re-encoded copy would lose the first
+    element = (b'{"id": "first-id", "id": "second-id", "type": "order.paid", "occurred_at": "2026-03-10T12:00:00Z",'
+               b' "data": {"order_id": "o-1"}}')
+    ok = json.dumps(daytime_order("ok", web.services)).encode()
+    body = b'[\n  ' + ok + b',\n  ' + element + b'\n]'
+    response = web.post("/events", body)
+    assert response.json()["rejected"] == [{"index": 1, "error": "data.currency: required"}]
+    with web.services.session() as session:
+        [letter] = session.scalars(select(DeadLetter)).all()
+        stored = session.get(InboxEvent, "ok")
+    assert letter.raw == element.decode()  # byte for byte, the first "id" included
+    assert stored.payload == ok.decode()  # accepted events are stored as sent too
+
+
+def test_a_bad_line_gets_the_same_reason_from_emit_and_from_http(web):
+    now = web.services.clock()
+    surrogate = json.dumps(daytime_order("s", web.services, customer_id="c1", name="Ann \ud800"))
+    lines = [
+        json.dumps(daytime_order("q", web.services)).replace('"quantity": 1', '"quantity": ' + "9" * 5000),
+        surrogate,
+        json.dumps(daytime_order("n", web.services)).replace('"20.00"', "NaN"),
+        json.dumps(daytime_order("i", web.services)).replace('"20.00"', "1e999"),
+        "[" * 100_000 + "]" * 100_000,
+        "\ufeff" + json.dumps(daytime_order("b", web.services)),
+        '{"id": "p", "type": "order.paid", "occurred_at": "' + now.strftime("%Y-%m-%dT%H:%M:%SZ") + '"}',
+    ]
+    via_emit = [reason for _, reason in web.services.emit(*["\n"] + lines)]  # a blank first line: no BOM rule
+    body = ("[" + ",".join(lines) + "]").encode()
+    via_http = web.post("/events", body).json()["rejected"]
+    assert [r["index"] for r in via_http] == list(range(len(lines)))
+    assert [r["error"] for r in via_http] == via_emit
+    assert via_emit[0] == "data.items[0].quantity: must be at most 1,000,000,000"
+    assert via_emit[4] == "not valid JSON (nested too deeply)"
+    assert via_emit[5].startswith("not valid JSON (Unexpected UTF-8 BOM")
+
+
+def test_good_siblings_are_kept_around_every_kind_of_bad_element(web):
+    good = [json.dumps(daytime_order(f"ok-{n}", web.services, customer_id=f"c{n}")).encode() for n in range(3)]
+    bad = [b"[" * 100_000 + b"]" * 100_000,  # nesting no decoder follows
+           json.dumps(daytime_order("x1", web.services)).encode().replace(b'"20.00"', b"NaN"),
+           json.dumps(daytime_order("x2", web.services)).encode().replace(b'"20.00"', b"1e999"),
+           json.dumps(daytime_order("x3", web.services)).encode().replace(b'"Ann"', b'"\\udc00"'),
+           b"\xef\xbb\xbf" + json.dumps(daytime_order("x4", web.services)).encode(),
+           json.dumps(daytime_order("x5", web.services)).encode().replace(b"Ann", b"A\xffn"),
+           b'{"id": "x6", "type": ]']
+    elements = [good[0], *bad[:4], good[1], *bad[4:], good[2]]
+    response = web.post("/events", b"[" + b",".join(elements) + b"]")
+    assert response.status_code == 400
+    assert response.json()["accepted"] == ["ok-0", "ok-1", "ok-2"]
+    assert [r["index"] for r in response.json()["rejected"]] == [1, 2, 3, 4, 6, 7, 8]
+    assert web.count(DeadLetter) == len(bad)
+    assert sorted(d["customer_id"] for d in web.services.deliveries()) == ["c0", "c1", "c2"]
 
 
 def test_an_order_paid_with_an_encore_code_in_discount_codes_redeems_it(web):
@@ -190,17 +267,20 @@ def test_a_shopify_webhook_with_a_wrong_hmac_or_no_secret_is_401(make_web):
     assert web.count(InboxEvent) == 0
 
 
-def test_a_shopify_order_without_any_address_country_is_400_and_dead_lettered(web):
+def test_a_shopify_order_without_any_address_country_is_400_and_dead_lettered_once(web):
     payload = shopify_order(processed_at=web.services.clock(), shipping=False)
     payload["billing_address"] = None
     payload["customer"]["default_address"] = None
     body = json.dumps(payload).encode()
-    response = web.client.post("/webhooks/shopify/orders-paid", content=body, headers=shopify_headers(body, "w2"))
-    assert response.status_code == 400
-    assert response.json()["error"].startswith("shipping_address.country_code: required")
+    # Shopify retries a failed webhook, unchanged and under the same id: each retry is refused again
+    for _ in range(3):
+        response = web.client.post("/webhooks/shopify/orders-paid", content=body, headers=shopify_headers(body, "w2"))
+        assert response.status_code == 400
+        assert response.json()["error"].startswith("shipping_address.country_code: required")
+    # but the operator finds one dead letter, with Shopify's bytes, not one per retry
     with web.services.session() as session:
         [letter] = session.scalars(select(DeadLetter)).all()
-    assert letter.source == "shopify" and json.loads(letter.raw)["id"] == payload["id"]
+    assert (letter.source, letter.raw) == ("shopify:w2", body.decode())
 
 
 def test_shipping_country_wins_over_billing_and_billing_is_the_fallback(web):
@@ -224,6 +304,72 @@ def test_a_later_shopify_order_carrying_the_code_redeems_the_coupon(web):
     assert redeemed.redeemed_at is not None and redeemed.redeemed_order_id == "shopify:2"
 
 
+def post_shopify(web, payload: dict, webhook_id: str, **headers: str):
+    body = json.dumps(payload).encode()
+    return web.client.post("/webhooks/shopify/orders-paid", content=body,
+                           headers={**shopify_headers(body, webhook_id), **headers})
+
+
+def test_a_paid_order_with_a_free_sample_makes_a_coupon_from_the_paid_line(web):
+    lines = [{"sku": "SAMPLE", "title": "Free sample", "price": "0.00", "quantity": 2},
+             {"sku": "SERUM", "title": "Serum", "price": "40.00", "quantity": 1}]
+    response = post_shopify(web, shopify_order(processed_at=web.services.clock(), line_items=lines), "w-free")
+    assert response.status_code == 200, response.text
+    [row] = web.services.deliveries()
+    assert row["offer"]["sku"] == "SERUM"  # not second_half_price on the sample bought twice
+
+
+@pytest.mark.parametrize("change", [
+    lambda p: p.update(test=True),
+    lambda p: p.update(cancelled_at="2026-03-10T11:00:00-05:00", cancel_reason="customer"),
+    lambda p: p.update(line_items=[{"sku": "SAMPLE", "title": "Sample", "price": "0.00", "quantity": 1}]),
+], ids=["test order", "cancelled", "only free lines"])
+def test_orders_that_make_no_coupon_are_acknowledged_and_store_nothing(web, change):
+    payload = shopify_order(processed_at=web.services.clock())
+    change(payload)
+    response = post_shopify(web, payload, "w-none")
+    # 200, so Shopify does not retry it; the answer says why nothing was made
+    assert response.status_code == 200 and response.json()["accepted"] == [] and response.json()["ignored"]
+    assert (web.count(InboxEvent), web.count(DeadLetter), web.coupon()) == (0, 0, [])
+
+
+def test_only_the_orders_paid_topic_is_taken(web):
+    payload = shopify_order(processed_at=web.services.clock())
+    for topic in ("orders/create", "orders/updated", ""):
+        response = post_shopify(web, payload, f"w-{topic}", **{"X-Shopify-Topic": topic})
+        assert response.status_code == 400 and response.json()["error"].startswith("X-Shopify-Topic:")
+    assert (web.count(InboxEvent), web.count(DeadLetter), web.coupon()) == (0, 0, [])
+
+
+def test_a_guest_checkout_gets_its_coupon_as_the_customer_its_email_names(web):
+    import hashlib
+
+    payload = shopify_order(processed_at=web.services.clock(), email="Guest.Buyer@Example.com")
+    payload["customer"] = None
+    payload["buyer_accepts_marketing"] = True
+    for _ in range(2):  # and a retry is the same event
+        assert post_shopify(web, payload, "w-guest").status_code == 200
+    [row] = web.services.deliveries()
+    assert row["customer_id"] == "shopify:guest:" + hashlib.sha256(b"guest.buyer@example.com").hexdigest()[:16]
+    web.services.relay_and_send()
+    assert web.services.smtp.count == 1
+
+
+def test_a_guest_checkout_without_an_email_is_one_dead_letter_however_often_it_is_retried(web):
+    payload = shopify_order(processed_at=web.services.clock(), email=None)
+    payload["customer"] = None
+    for _ in range(3):
+        response = post_shopify(web, payload, "w-anonymous")
+        assert response.status_code == 400 and response.json()["error"].startswith("email: required")
+    with web.services.session() as session:
+        [letter] = session.scalars(select(DeadLetter)).all()
+    assert letter.source == "shopify:w-anonymous"
+    # a different webhook (another order) is another letter
+    payload["id"] += 1
+    post_shopify(web, payload, "w-anonymous-2")
+    assert web.count(DeadLetter) == 2
+
+
 # ------------------------------------------------------------------------ redemption
 
 
@@ -231,23 +377,45 @@ def test_redemption_answers_200_then_409_404_and_410_after_expiry(web):
     web.post("/events", daytime_order("e1", web.services, customer_id="c1"))
     web.post("/events", daytime_order("e2", web.services, customer_id="c2"))
     first, second = web.coupon()
-    ok = web.post(f"/coupons/{first.code.lower()}/redeem", {"order_id": "o-9"})
+    ok = web.post(f"/coupons/{first.code.lower()}/redeem", {"code": first.code, "order_id": "o-9"})
     assert ok.status_code == 200 and ok.json()["status"] == "redeemed"
-    again = web.post(f"/coupons/{first.code}/redeem", {"order_id": "o-10"})
+    again = web.post(f"/coupons/{first.code}/redeem", {"code": first.code.lower(), "order_id": "o-10"})
     assert again.status_code == 409 and again.json()["reason"] == "already redeemed"
-    assert web.post("/coupons/NOSUCHCODE2345/redeem", {"order_id": "o-9"}).status_code == 404
+    assert web.post("/coupons/NOSUCHCODE2345/redeem", {"code": "NOSUCHCODE2345", "order_id": "o-9"}).status_code \
+        == 404
     web.services.clock.advance(days=8)  # US coupons are valid 7 days
-    late = web.post(f"/coupons/{second.code}/redeem", {"order_id": "o-11"})
+    late = web.post(f"/coupons/{second.code}/redeem", {"code": second.code, "order_id": "o-11"})
     assert late.status_code == 410 and late.json()["status"] == "expired"
 
 
 def test_redemption_is_signed_and_needs_an_order_id(web):
     web.post("/events", daytime_order("e1", web.services))
     [coupon] = web.coupon()
-    assert web.post(f"/coupons/{coupon.code}/redeem", {"order_id": "o"}, sign=False).status_code == 401
-    missing = web.post(f"/coupons/{coupon.code}/redeem", {"order": "o"})
+    assert web.post(f"/coupons/{coupon.code}/redeem", {"code": coupon.code, "order_id": "o"},
+                    sign=False).status_code == 401
+    missing = web.post(f"/coupons/{coupon.code}/redeem", {"code": coupon.code, "order": "o"})
     assert missing.status_code == 400 and missing.json()["error"].startswith("order_id:")
     assert web.coupon()[0].redeemed_at is None
+
+
+def test_a_captured_redemption_redeems_no_other_code(web):
+    web.post("/events", daytime_order("e1", web.services, customer_id="c1"))
+    web.post("/events", daytime_order("e2", web.services, customer_id="c2"))
+    first, second = web.coupon()
+    # Given a signed redemption of the first code, captured on the wire
+    body = json.dumps({"code": first.code, "order_id": "o-1"}).encode()
+    headers = signed_headers(body)
+    # When it is replayed against the second code's URL
+    replayed = web.client.post(f"/coupons/{second.code}/redeem", content=body, headers=headers)
+    # Then it is refused and neither code changes
+    assert replayed.status_code == 400 and replayed.json()["error"].startswith("code: must be the code in the path")
+    assert all(c.redeemed_at is None for c in web.coupon())
+    # A body without the code is refused too
+    assert web.post(f"/coupons/{second.code}/redeem", {"order_id": "o-2"}).json()["error"].startswith("code:")
+    # While the code may be written as a customer types it, in the path and in the body
+    typed = first.code.replace("-", "").lower()
+    assert web.post(f"/coupons/{typed}/redeem", {"code": first.code.lower(), "order_id": "o-1"}).status_code == 200
+    assert [c.code for c in web.coupon() if c.redeemed_at is not None] == [first.code]
 
 
 # ----------------------------------------------------------------------- unsubscribe
@@ -385,7 +553,7 @@ def test_the_dashboard_draws_every_chart_from_the_data(web):
                          daytime_order("e3", web.services, customer_id="c3", consent=[])])
     web.services.relay_and_send()
     code = web.coupon()[0].code
-    web.post(f"/coupons/{code}/redeem", {"order_id": "o-1"})
+    web.post(f"/coupons/{code}/redeem", {"code": code, "order_id": "o-1"})
     page = web.client.get("/")
     assert page.status_code == 200
     charts = dict(re.findall(r'data-chart="([\w-]+)" data-points="(\d+)"', page.text))
@@ -426,8 +594,17 @@ def test_settings_refuse_a_public_url_without_the_webhook_secret():
 
     with pytest.raises(SettingsError, match="ENCORE_WEBHOOK_SECRET"):
         load_settings({"ENCORE_PUBLIC_URL": "https://encore.example.com"})
-    assert load_settings({"ENCORE_PUBLIC_URL": "https://e.example.com/", "ENCORE_WEBHOOK_SECRET": "s"}).public_url \
-        == "https://e.example.com"
+    assert load_settings({"ENCORE_PUBLIC_URL": "https://e.example.com/", "ENCORE_WEBHOOK_SECRET": WEBHOOK_SECRET}
+                         ).public_url == "https://e.example.com"
+
+
+@pytest.mark.parametrize("secret", [" ", "x", " " * 20, "short-secret-15", " 15-chars-secret "])
+def test_settings_refuse_a_webhook_secret_under_16_characters_or_made_of_blanks(secret):
+    from workers.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="ENCORE_WEBHOOK_SECRET: must be at least 16 characters"):
+        load_settings({"ENCORE_WEBHOOK_SECRET": secret})
+    assert load_settings({"ENCORE_WEBHOOK_SECRET": "sixteen-chars-16"}).webhook_secret == "sixteen-chars-16"
 
 
 def test_expired_coupon_after_clock_moves_is_not_redeemed_via_order(web):

@@ -110,3 +110,50 @@ def test_a_text_holding_a_raw_surrogate_is_a_line_level_reason():
 def test_a_valid_surrogate_pair_is_one_character_and_accepted():
     event = parse_event(changed("data.customer.name", "Ann \U0001F600"), RECEIVED)
     assert event.data.customer.name == "Ann \U0001F600"
+
+
+# --- a request's array, split into the bytes of its elements --------------------------------------
+
+@pytest.mark.parametrize("body, elements", [
+    (b"[]", []),
+    (b" \r\n[ \t]\n", []),
+    # commas and brackets inside strings, escaped quotes, nesting: one element each
+    (b'[{"a": "x,]}\\"y", "b": [1, {"c": "]"}]}, 2 ,"s"]', [b'{"a": "x,]}\\"y", "b": [1, {"c": "]"}]}', b"2",
+                                                          b'"s"']),
+    # duplicate keys and spacing are kept as sent
+    (b'[ {"id": "a", "id": "b"} ]', [b'{"id": "a", "id": "b"}']),
+    # a broken element still ends at the comma outside its brackets; parsing it rejects it alone
+    (b'[{"a": ]}, {"b": 1}}, 1 2, 3]', [b'{"a": ]}', b'{"b": 1}}', b"1 2", b"3"]),
+    # bytes that are not UTF-8 stay inside their element
+    (b'["\xff\xfe", {"a": "\xc3\xa9"}]', [b'"\xff\xfe"', b'{"a": "\xc3\xa9"}']),
+])
+def test_an_array_is_split_into_its_elements_as_sent(body, elements):
+    from coupons.events import split_array
+
+    assert split_array(body) == elements
+
+
+def test_deep_nesting_costs_the_splitter_nothing():
+    from coupons.events import split_array
+
+    deep = b"[" * 200_000 + b"]" * 200_000
+    assert split_array(b"[" + deep + b', {"ok": 1}]') == [deep, b'{"ok": 1}']
+
+
+@pytest.mark.parametrize("body", [b'{"id": "e"}', b"42", b"", b"  ", b"\xef\xbb\xbf[1]"])
+def test_a_body_that_is_not_an_array_is_not_split(body):
+    from coupons.events import split_array
+
+    assert split_array(body) is None
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"[1,,2]", "Expecting value"), (b"[1,]", "Expecting value"), (b"[", "Expecting value"),
+    (b"[1", "Expecting ',' delimiter"), (b'["open', "Unterminated string"), (b"[1] 2", "Extra data"),
+    (b'[{"a": [1}', "Expecting ',' delimiter"),
+])
+def test_an_array_whose_elements_cannot_be_told_apart_is_refused_in_the_decoders_words(body, reason):
+    from coupons.events import split_array
+
+    with pytest.raises(EventError, match=f"^not valid JSON \\({reason}"):
+        split_array(body)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from coupons.events import validate_event
 from tests.support import SHOPIFY_SECRET, shopify_headers, shopify_order
-from web.shopify import ShopifyPayloadError, order_paid_event, shopify_signature_ok
+from web.shopify import Ignored, ShopifyPayloadError, order_paid_event, shopify_signature_ok
 
 WHEN = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -38,6 +38,46 @@ def test_a_line_without_sku_uses_its_variant_and_removed_lines_are_dropped():
     assert [(i.sku, i.quantity) for i in event.data.items] == [("variant:5", 2)]
 
 
+def test_a_free_line_is_left_out_and_the_paid_lines_still_make_the_order():
+    lines = [{"sku": "SERUM", "title": "Serum", "price": "40.00", "quantity": 1},
+             {"sku": "SAMPLE", "title": "Free sample", "price": "0.00", "quantity": 1},
+             {"sku": "GIFT", "title": "Gift", "price": 0, "quantity": 1}]
+    event = validate_event(order_paid_event(shopify_order(processed_at=WHEN, line_items=lines), "w"))
+    assert [i.sku for i in event.data.items] == ["SERUM"]
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda p: p.update(test=True), "test order"),
+    (lambda p: p.update(cancelled_at="2026-03-10T13:00:00-05:00"), "cancelled order"),
+    (lambda p: p.update(line_items=[{"sku": "SAMPLE", "title": "Sample", "price": "0.00", "quantity": 1}]),
+     "no paid line"),
+    (lambda p: p.update(line_items=[{"sku": "GONE", "title": "Gone", "price": "5.00", "quantity": 1,
+                                     "current_quantity": 0}]), "no paid line"),
+    # whatever else is missing: a test order is never worth a dead letter
+    (lambda p: p.update(test=True, customer=None, email=None, currency=None), "test order"),
+])
+def test_orders_that_make_no_coupon_are_ignored_not_rejected(change, why):
+    payload = shopify_order(processed_at=WHEN)
+    change(payload)
+    result = order_paid_event(payload, "w")
+    assert isinstance(result, Ignored) and why in result.reason
+
+
+def test_a_guest_checkout_is_known_by_the_hash_of_its_lowercased_email():
+    payload = shopify_order(processed_at=WHEN, email="Ann.Guest@Example.COM")
+    payload["customer"] = None
+    payload["buyer_accepts_marketing"] = True
+    event = validate_event(order_paid_event(payload, "w"))
+    digest = hashlib.sha256(b"ann.guest@example.com").hexdigest()[:16]
+    assert event.data.customer.id == f"shopify:guest:{digest}"
+    assert event.data.customer.email == "Ann.Guest@example.com"  # the domain normalised by validation
+    assert event.data.customer.name == "John Smith"  # from the billing address
+    assert event.data.customer.consent == ["email"]  # the order's buyer_accepts_marketing
+    # the same buyer with another spelling of the address is the same customer
+    payload["email"] = " ann.guest@example.com "
+    assert validate_event(order_paid_event(payload, "w2")).data.customer.id == f"shopify:guest:{digest}"
+
+
 def test_a_phone_that_is_not_e164_is_left_out_rather_than_rejecting_the_order():
     payload = shopify_order(processed_at=WHEN, phone="(555) 625-1199", sms_consent="subscribed")
     event = validate_event(order_paid_event(payload, "w"))
@@ -45,7 +85,7 @@ def test_a_phone_that_is_not_e164_is_left_out_rather_than_rejecting_the_order():
 
 
 @pytest.mark.parametrize("change, field", [
-    (lambda p: p.pop("customer"), "customer.id"),
+    (lambda p: p.update(customer=None, email=None), "email"),  # a guest known by nothing
     (lambda p: p.update(line_items=[]), "line_items"),
     (lambda p: p.pop("currency"), "currency"),
     (lambda p: p.update(processed_at=None, created_at=None), "processed_at"),

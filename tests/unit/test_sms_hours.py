@@ -278,13 +278,13 @@ PROPERTY_ZONES = US_ZONES + ["America/Santiago", "Australia/Lord_Howe", "Europe/
 
 
 def _transitions(zone: str) -> list[datetime]:
-    """The instants in 2026-2027 at which `zone` changes its UTC offset (hourly scan)."""
+    """About when (to 3 hours) `zone` changes its UTC offset in 2026-2027."""
     info = ZoneInfo(zone)
     found = []
     instant = utc(2026, 1, 1)
     previous = instant.astimezone(info).utcoffset()
     while instant < utc(2028, 1, 1):
-        instant += timedelta(hours=1)
+        instant += timedelta(hours=3)
         offset = instant.astimezone(info).utcoffset()
         if offset != previous:
             found.append(instant)

@@ -17,11 +17,12 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .markets import country_zones
 from .model import CHANNELS
 from .money import known_currencies
+from .sms_hours import SUBDIVISION_CODE
 
 MAX_EVENT_BYTES = 256 * 1024
 MAX_QUANTITY = 10**9
@@ -193,6 +194,7 @@ class CustomerData(_Strict):
     whatsapp: Annotated[str, BeforeValidator(_e164)] | None = None
     line_id: Id | None = None
     telegram_id: Id | None = None
+    region: Annotated[str, BeforeValidator(_strict_str)] | None = None  # ISO 3166-2, for US SMS hours (rule 17)
     consent: Annotated[list[str], BeforeValidator(_channels)]
 
     @field_validator("country")
@@ -215,6 +217,19 @@ class CustomerData(_Strict):
         if value is not None and value not in _timezones():
             raise ValueError("must be an IANA time zone like Asia/Jakarta")
         return value
+
+    @field_validator("region")
+    @classmethod
+    def _subdivision(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        code = value.strip().upper()
+        if not SUBDIVISION_CODE.fullmatch(code):
+            raise ValueError("must be an ISO 3166-2 subdivision code like US-FL")
+        country = info.data.get("country")
+        if country is not None and not code.startswith(country + "-"):
+            raise ValueError(f"must be a subdivision of the customer's country {country} (starting {country}-)")
+        return code
 
 
 class ItemData(_Strict):

@@ -16,6 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .model import CHANNELS, Framing
+from .sms_hours import SmsHours, SmsHoursError, parse_sms_hours
 
 SHIPPED_MARKETS_FILE = "markets.toml"
 SHIPPED_COUNTRY_ZONES_FILE = "country_timezones.toml"
@@ -42,6 +43,8 @@ class Market:
     country_timezones: dict[str, str] = field(default_factory=dict)
     country_languages: dict[str, str] = field(default_factory=dict)
     is_default: bool = False
+    sms_hours: dict[str, SmsHours] = field(default_factory=dict)
+    """Country → when marketing texts may go out there (rule 17); none for most countries."""
 
     def language_for(self, country: str) -> str:
         return self.country_languages.get(country, self.language)
@@ -141,18 +144,25 @@ def _parse_market(name: str, raw: dict) -> Market:
         timezones[country] = zone
         if "language" in spec:
             languages[country] = spec["language"]
+    quiet_start = _parse_time(quiet[0], f"{name}.quiet_hours[0]")
+    quiet_end = _parse_time(quiet[1], f"{name}.quiet_hours[1]")
+    try:
+        sms_hours = parse_sms_hours(name, raw.get("sms_hours"), quiet_start, quiet_end)
+    except SmsHoursError as exc:
+        raise MarketsFileError(str(exc)) from None
     return Market(
         name=name,
         depth_percent=depth,
         framing=framing,
         valid_days=valid_days,
         channels=channels,
-        quiet_start=_parse_time(quiet[0], f"{name}.quiet_hours[0]"),
-        quiet_end=_parse_time(quiet[1], f"{name}.quiet_hours[1]"),
+        quiet_start=quiet_start,
+        quiet_end=quiet_end,
         language=str(raw.get("language", "en")),
         country_timezones=timezones,
         country_languages=languages,
         is_default=bool(raw.get("default", False)),
+        sms_hours=sms_hours,
     )
 
 
@@ -177,7 +187,13 @@ def parse_markets(text: str) -> Markets:
             if country in seen:
                 raise MarketsFileError(f"{market.name}.countries.{country}: already in {seen[country]}")
             seen[country] = market.name
-    return Markets(markets)
+    parsed = Markets(markets)
+    for market in markets.values():
+        for country in market.sms_hours:
+            if parsed.for_country(country) is not market:
+                raise MarketsFileError(f"{market.name}.sms_hours.{country}: {country} is in market "
+                                       f"{parsed.for_country(country).name}; its SMS hours belong there")
+    return parsed
 
 
 @lru_cache(maxsize=8)

@@ -116,6 +116,20 @@ def test_full_order_paid_keeps_every_field():
     assert data.items[0].refill_sku == "serum-r"
 
 
+@pytest.mark.parametrize(("given", "kept"), [("US-FL", "US-FL"), ("us-tx", "US-TX"), (" US-RI ", "US-RI"),
+                                             (None, None)])
+def test_customer_region_is_an_optional_subdivision_kept_in_upper_case(given, kept):
+    # the US SMS hours look a state up by this code (rule 17)
+    raw = order_paid(data__customer__region=given) if given is not None else order_paid()
+
+    assert parse_event(json.dumps(raw)).data.customer.region == kept
+
+
+def test_a_region_of_another_country_names_the_customers_country():
+    assert reject(order_paid(data__customer__region="CA-ON")) == (
+        "data.customer.region: must be a subdivision of the customer's country US (starting US-)")
+
+
 def test_prices_keep_their_decimals_exactly():
     raw = order_paid(data__items__0__unit_price="19.99")
 
@@ -198,6 +212,12 @@ def test_country_is_upper_cased_for_market_lookup():
         ({"data__customer__country": DROP}, "data.customer.country"),
         ({"data__customer__timezone": "Mars/Olympus_Mons"}, "data.customer.timezone"),
         ({"data__customer__timezone": "GMT+7"}, "data.customer.timezone"),
+        ({"data__customer__region": "FL"}, "data.customer.region"),
+        ({"data__customer__region": "Florida"}, "data.customer.region"),
+        ({"data__customer__region": "US_FL"}, "data.customer.region"),
+        ({"data__customer__region": "US-FLOR"}, "data.customer.region"),
+        ({"data__customer__region": "CA-ON"}, "data.customer.region"),
+        ({"data__customer__region": 12}, "data.customer.region"),
         ({"data__customer__locale": "english please"}, "data.customer.locale"),
         ({"data__customer__locale": "e"}, "data.customer.locale"),
         ({"data__customer__locale": "en\n"}, "data.customer.locale"),

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .experiments import Experiment, ExperimentFieldError, parse_experiment
 from .model import CHANNELS, Framing
 
 SHIPPED_MARKETS_FILE = "markets.toml"
@@ -42,6 +43,7 @@ class Market:
     country_timezones: dict[str, str] = field(default_factory=dict)
     country_languages: dict[str, str] = field(default_factory=dict)
     is_default: bool = False
+    experiment: Experiment | None = None  # SPEC section 9: holdout and variants
 
     def language_for(self, country: str) -> str:
         return self.country_languages.get(country, self.language)
@@ -141,6 +143,10 @@ def _parse_market(name: str, raw: dict) -> Market:
         timezones[country] = zone
         if "language" in spec:
             languages[country] = spec["language"]
+    try:
+        experiment = parse_experiment(raw, f"market:{name}")
+    except ExperimentFieldError as exc:
+        raise MarketsFileError(f"{name}.{exc.field}: {exc.reason}") from None
     return Market(
         name=name,
         depth_percent=depth,
@@ -153,6 +159,7 @@ def _parse_market(name: str, raw: dict) -> Market:
         country_timezones=timezones,
         country_languages=languages,
         is_default=bool(raw.get("default", False)),
+        experiment=experiment,
     )
 
 

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from .experiments import Experiment, ExperimentFieldError, parse_experiment
 from .markets import Market
 from .model import Item, Offer
 from .offers import DEFAULT_REFILL_RATIO, SECOND_ITEM_PERCENT, choose_offer
@@ -37,7 +38,7 @@ MAX_DAYS = 3650
 RUN_WINDOW = timedelta(hours=24)
 """A run may start up to this long after its scheduled time (its deliveries' deadline)."""
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
-_FIELDS = ("name", "schedule", "timezone", "markets", "audience", "days", "offer", "enabled")
+_FIELDS = ("name", "schedule", "timezone", "markets", "audience", "days", "offer", "enabled", "holdout", "variants")
 
 
 class CampaignFileError(ValueError):
@@ -70,6 +71,7 @@ class Campaign:
     offer: ExplicitOffer | None  # None: "auto" (rule 3)
     enabled: bool
     file: str
+    experiment: Experiment | None = None  # SPEC section 9: holdout and variants
 
     def trigger_key(self, scheduled_at: datetime) -> str:
         return campaign_trigger_key(self.name, scheduled_at)
@@ -144,11 +146,26 @@ def parse_campaign(text: str, file: str, market_names: Collection[str]) -> Campa
     if not isinstance(enabled, bool):
         raise fail("enabled", "must be true or false")
 
+    offer = _parse_offer(raw.get("offer", "auto"), audience, fail)
     return Campaign(
         name=name, schedule=schedule, timezone=timezone, markets=tuple(dict.fromkeys(markets)),
-        audience=audience, days=days, offer=_parse_offer(raw.get("offer", "auto"), audience, fail),
-        enabled=enabled, file=file,
+        audience=audience, days=days, offer=offer, enabled=enabled, file=file,
+        experiment=_parse_experiment(raw, name, audience, offer, fail),
     )
+
+
+def _parse_experiment(raw: dict, name: str, audience: str, offer: ExplicitOffer | None, fail) -> Experiment | None:
+    try:
+        experiment = parse_experiment(raw, f"campaign:{name}")
+    except ExperimentFieldError as exc:
+        raise fail(exc.field, exc.reason) from None
+    # A depth only changes a percent_off offer: say so rather than run a variant that changes nothing.
+    fixed = "the refill" if audience == "replenishment_due" else (
+        "half price on a second" if offer is not None and offer.type == "second_half_price" else None)
+    for index, variant in enumerate(experiment.variants if experiment else ()):
+        if fixed and variant.depth_percent is not None:
+            raise fail(f"variants[{index}].depth_percent", f"this campaign offers {fixed}, which has no depth")
+    return experiment
 
 
 def _parse_offer(raw: object, audience: str, fail) -> ExplicitOffer | None:

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .experiments import Experiment, ExperimentFieldError, parse_experiment
 from .model import CHANNELS, Framing
 from .sms_hours import SmsHours, SmsHoursError, parse_sms_hours
 
@@ -45,6 +46,7 @@ class Market:
     is_default: bool = False
     sms_hours: dict[str, SmsHours] = field(default_factory=dict)
     """Country → when marketing texts may go out there (rule 17); none for most countries."""
+    experiment: Experiment | None = None  # SPEC section 9: holdout and variants
 
     def language_for(self, country: str) -> str:
         return self.country_languages.get(country, self.language)
@@ -150,6 +152,10 @@ def _parse_market(name: str, raw: dict) -> Market:
         sms_hours = parse_sms_hours(name, raw.get("sms_hours"), quiet_start, quiet_end)
     except SmsHoursError as exc:
         raise MarketsFileError(str(exc)) from None
+    try:
+        experiment = parse_experiment(raw, f"market:{name}")
+    except ExperimentFieldError as exc:
+        raise MarketsFileError(f"{name}.{exc.field}: {exc.reason}") from None
     return Market(
         name=name,
         depth_percent=depth,
@@ -163,6 +169,7 @@ def _parse_market(name: str, raw: dict) -> Market:
         country_languages=languages,
         is_default=bool(raw.get("default", False)),
         sms_hours=sms_hours,
+        experiment=experiment,
     )
 
 

@@ -36,7 +36,7 @@ BULK_ADD_LIMIT = 250  # discountRedeemCodeBulkAdd: "Maximum: 250 codes"
 OWNER_BATCH = 50  # codeDiscountNodeByCode look-ups per request (GraphQL aliases)
 OWNER_BATCH_WITH_IDS = 25
 VARIANT_PAGE = 25
-BULK_RESULTS_PAGE = 100
+BULK_RESULTS_PAGE = 250
 
 SHOP = "query EncoreShop { shop { name myshopifyDomain currencyCode } }"
 VARIANTS_BY_SKU = """query EncoreVariantsBySku($first: Int!, $query: String!, $after: String) {
@@ -77,7 +77,7 @@ BULK_STATUS = """query EncoreBulkStatus($id: ID!) {
 BULK_RESULTS = """query EncoreBulkResults($id: ID!, $first: Int!, $after: String) {
   discountRedeemCodeBulkCreation(id: $id) {
     codes(first: $first, after: $after) {
-      nodes { code errors { code field message } discountRedeemCode { id } }
+      nodes { code errors { code field message } }
       pageInfo { hasNextPage endCursor }
     }
   }
@@ -100,7 +100,7 @@ DEFAULT_COST = {
     "EncoreCreateBxgy": 10,
     "EncoreBulkAdd": 10,
     "EncoreBulkStatus": 1,
-    "EncoreBulkResults": 3 + BULK_RESULTS_PAGE * 3,
+    "EncoreBulkResults": 3 + BULK_RESULTS_PAGE * 2,
     "EncoreDeleteCodes": 10,
     "EncoreJob": 1,
 }
@@ -483,7 +483,7 @@ class ShopifyPlatform:
             for node in codes["nodes"]:
                 if node.get("errors"):
                     failed[node["code"]] = node["errors"]
-                elif node.get("discountRedeemCode"):
+                else:
                     tally.sync(node["code"])
             if not codes["pageInfo"]["hasNextPage"]:
                 break

@@ -381,7 +381,8 @@ class ShopifyAdmin:
         handler = type("Handler", (_Handler,), {"admin": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="shopify-standin", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="shopify-standin", daemon=True)
         self._thread.start()
         return self
 
@@ -924,12 +925,10 @@ def _scalar(schema: GraphQLSchema, name: str, parse_value: Callable, serialize: 
             return parse_value(node.value)
         raise GraphQLError(f"{name} cannot represent a {node.kind} literal")
 
-    # graphql-core 3.2 names the hooks parse_value/parse_literal/serialize; 3.3 renames
-    # them coerce_input_value/coerce_input_literal/coerce_output_value: set both.
-    for attribute, hook in (("parse_value", parse_value), ("coerce_input_value", parse_value),
-                            ("parse_literal", parse_literal), ("coerce_input_literal", parse_literal),
-                            ("serialize", serialize), ("coerce_output_value", serialize)):
-        setattr(scalar, attribute, hook)
+    # graphql-core 3.3's names for parse_value, parse_literal and serialize.
+    scalar.coerce_input_value = parse_value  # type: ignore[attr-defined]
+    scalar.coerce_input_literal = parse_literal  # type: ignore[attr-defined]
+    scalar.coerce_output_value = serialize  # type: ignore[attr-defined]
 
 
 def _parse_datetime(value: Any) -> datetime:
@@ -1112,6 +1111,7 @@ def _read_value(query: str, position: int) -> tuple[str, int]:
 class _Handler(BaseHTTPRequestHandler):
     admin: ShopifyAdmin
     protocol_version = "HTTP/1.1"  # keep-alive, as Shopify offers
+    disable_nagle_algorithm = True  # headers and body leave at once, not 40 ms apart
 
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)

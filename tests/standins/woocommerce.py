@@ -191,6 +191,7 @@ class WooCommerceStandIn:
         self._calls: list[Call] = []
         self._faults: list[int] = []
         self._fault_status: int | None = None
+        self._answers_to_lose: list[str] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -202,7 +203,8 @@ class WooCommerceStandIn:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> WooCommerceStandIn:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="woocommerce-standin", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="woocommerce-standin", daemon=True)
         self._thread.start()
         return self
 
@@ -245,6 +247,21 @@ class WooCommerceStandIn:
         finally:
             with self._lock:
                 self._fault_status = None
+
+    def lose_next_answer(self, route: str) -> None:
+        """The next request to `route` (such as "coupons/batch") is carried out but its
+        answer never arrives (the connection closes first), as when a worker dies or the
+        network cuts between the shop's work and its reply."""
+        with self._lock:
+            self._answers_to_lose.append(route)
+
+    def add_coupon(self, code: str, **fields: Any) -> int:
+        """A coupon the seller made in the shop's admin (`fields` as the REST API takes them)."""
+        with self._lock:
+            created = self._create_coupon({"code": code, **fields})
+            if "error" in created:
+                raise ValueError(created["error"]["message"])
+            return int(created["id"])
 
     def revoke_key(self) -> None:
         """The seller revoked the REST API key: it no longer authenticates."""
@@ -321,6 +338,7 @@ class WooCommerceStandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -329,6 +347,9 @@ class WooCommerceStandIn:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 status, payload, headers = shop._answer(self.command, self.path, dict(self.headers.items()), body)
+                if status == 0:  # an answer lost on its way
+                    self.close_connection = True
+                    return
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", headers.pop("Content-Type", "application/json; charset=UTF-8"))
@@ -366,6 +387,9 @@ class WooCommerceStandIn:
             reply = decided
         with self._lock:
             self._calls.append(Call(method, route, query, items, reply.status))
+            if route in self._answers_to_lose:
+                self._answers_to_lose.remove(route)
+                return 0, b"", {}
         return reply.status, reply.body, dict(reply.headers)
 
     def _route(self, method: str, path: str, route: str, query: dict[str, str], headers: dict[str, str],

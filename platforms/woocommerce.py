@@ -173,7 +173,7 @@ class WooCommercePlatform:
         """`GET data/currencies/current`: read-only, needs the key's read permission and a
         shop manager's capability, and names the currency Encore's refill amounts assume."""
         try:
-            currency = self._store_currency()
+            currency = self._fetch_currency()
         except PlatformError as error:
             raise PlatformError(f"WooCommerce at {self._domain}: {error.message}", transient=error.transient) from None
         return f"WooCommerce at {self._domain}: key accepted, store currency {currency}"
@@ -284,13 +284,15 @@ class WooCommercePlatform:
         return product
 
     def _store_currency(self) -> str:
-        if self._currency is None:
-            answer = self._request("GET", "data/currencies/current")
-            code = answer.get("code") if isinstance(answer, dict) else None
-            if not isinstance(code, str) or not code:
-                raise PlatformError("GET data/currencies/current named no currency", transient=False)
-            self._currency = code
-        return self._currency
+        return self._currency or self._fetch_currency()
+
+    def _fetch_currency(self) -> str:
+        answer = self._request("GET", "data/currencies/current")
+        code = answer.get("code") if isinstance(answer, dict) else None
+        if not isinstance(code, str) or not code:
+            raise PlatformError("GET data/currencies/current named no currency", transient=False)
+        self._currency = code
+        return code
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -316,7 +318,9 @@ class WooCommercePlatform:
                                              headers=headers, timeout=self._timeout)
         except requests.Timeout:
             raise PlatformError(f"{what}: no answer within {self._timeout:g} s", transient=True) from None
-        except requests.ConnectionError as error:
+        except requests.exceptions.SSLError as error:  # a certificate problem does not mend by waiting
+            raise PlatformError(f"{what}: TLS failed ({error})", transient=False) from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
             raise PlatformError(f"{what}: connection failed ({error})", transient=True) from None
         except requests.RequestException as error:
             raise PlatformError(f"{what}: {error}", transient=False) from None

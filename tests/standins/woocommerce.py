@@ -59,6 +59,8 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 from zoneinfo import ZoneInfo
 
+from channels.sinks import ServedInThread
+
 PREFIX = "/wp-json/wc/v3/"
 BATCH_LIMIT = 100
 COUPON_TYPES = ("percent", "fixed_cart", "fixed_product")
@@ -192,9 +194,9 @@ class WooCommerceStandIn:
         self._faults: list[int] = []
         self._fault_status: int | None = None
         self._answers_to_lose: list[str] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._serving = ServedInThread(ThreadingHTTPServer(("127.0.0.1", port), self._handler_class()),
+                                       "woocommerce-standin")
+        self._server = self._serving.server
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -203,16 +205,11 @@ class WooCommerceStandIn:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> WooCommerceStandIn:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="woocommerce-standin", daemon=True)
-        self._thread.start()
+        self._serving.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._serving.stop()
 
     def __enter__(self) -> WooCommerceStandIn:
         return self.start()

@@ -32,6 +32,7 @@ SHAPE_META_KEY = "encore_shape"
 CODE_EXISTS = "woocommerce_rest_coupon_code_already_exists"
 COUPON_GONE = "woocommerce_rest_shop_coupon_invalid_id"
 PRODUCT_CACHE = timedelta(minutes=10)
+LEFT_OUT = "the batch answer left this code out"
 TRANSIENT_STATUSES = frozenset({408, 429})
 
 
@@ -152,19 +153,19 @@ class WooCommercePlatform:
                 if coupon is None or _shape_of(coupon) is None:
                     tally.synced(code)
                 else:
-                    ours[int(coupon["id"])] = code
+                    ours[_int(coupon.get("id"))] = code
             for chunk in _chunks(list(ours), BATCH_LIMIT):
                 answer = self._request("POST", "coupons/batch", body={"delete": chunk})
                 for item in _batch_items(answer, "delete"):
                     deleted = ours.get(_int(item.get("id")))
-                    error = item.get("error")
                     if deleted is None:
                         continue
+                    error = item.get("error")
                     if error is None or _error_code(error) == COUPON_GONE:
                         tally.synced(deleted)
                     else:
                         tally.failed(deleted, _item_reason(error), transient=_item_transient(error))
-            tally.fail_undecided(PlatformError("the batch answer left this code out", transient=True))
+            tally.fail_undecided(PlatformError(LEFT_OUT, transient=True))
         except PlatformError as error:
             tally.fail_undecided(error)
         return tally.outcome()
@@ -228,7 +229,7 @@ class WooCommercePlatform:
         for code in existing:
             self._recognise(shape, code, tally)
         for code in chunk:
-            tally.failed(code, "the batch answer left this code out", transient=True)
+            tally.failed(code, LEFT_OUT, transient=True)
 
     def _create_batch(self, coupons: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One batch call; halves the batch when a shop lowered WooCommerce's limit of 100."""

@@ -158,13 +158,18 @@ def test_date_expires_gmt_is_ignored_and_a_date_without_offset_is_site_time(cloc
     site's zone: the traps a client must avoid."""
     with WooCommerceStandIn(consumer_key=KEY, consumer_secret=SECRET, clock=clock, behind_tls=True,
                             site_timezone="Asia/Jakarta") as jakarta:
+        jakarta.add_product("SERUM", "40.00")
         batch(jakarta, {"create": [coupon("GMT-ONLY", date_expires_gmt="2026-03-20T00:00:00"),
                                    coupon("LOCAL", date_expires="2026-03-20T07:00:00"),
-                                   coupon("OFFSET", date_expires="2026-03-20T00:00:00+02:00")]})
+                                   coupon("OFFSET", date_expires="2026-03-20T00:00:00+02:00"),
+                                   coupon("GARBLED", date_expires="in two weeks")]})
 
         assert jakarta.coupon("GMT-ONLY").date_expires is None
         assert jakarta.coupon("LOCAL").date_expires == datetime(2026, 3, 20, 0, 0, tzinfo=UTC)
         assert jakarta.coupon("OFFSET").date_expires == datetime(2026, 3, 19, 22, 0, tzinfo=UTC)
+        # strtotime() fails and PHP carries on with 0: the coupon is created already expired.
+        with pytest.raises(CouponRefused, match="expired"):
+            jakarta.checkout("GARBLED", [("SERUM", 1)])
 
 
 def test_a_batch_delete_removes_for_good_and_names_unknown_ids(shop):

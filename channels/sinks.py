@@ -300,6 +300,27 @@ class _Script:
     forever: bool
 
 
+class ServedInThread:
+    """An HTTP server answering from a daemon thread between start() and stop()."""
+
+    def __init__(self, server: ThreadingHTTPServer, name: str) -> None:
+        self.server = server
+        self.server.daemon_threads = True
+        self._name = name
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+
 class HttpSink:
     """A real HTTP server on 127.0.0.1 that records requests and answers as told.
 
@@ -350,23 +371,16 @@ class HttpSink:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._serving = ServedInThread(ThreadingHTTPServer((host, port), Handler), "http-sink")
+        self._server = self._serving.server
         self.host = host
 
     def start(self) -> HttpSink:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._serving.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        self._serving.stop()
 
     def __enter__(self) -> HttpSink:
         return self.start()

@@ -14,20 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from channels.sinks import HttpSink, SmtpSink
-
-
-class FakeClock:
-    """A clock the test moves by hand; call it to read the time."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
+from tests.support import FakeClock
 
 
 @pytest.fixture()

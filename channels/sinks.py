@@ -25,7 +25,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs
 
 from aiosmtpd.controller import Controller
@@ -274,7 +274,41 @@ class _Script:
     forever: bool
 
 
-class HttpSink:
+class LocalHttpServer:
+    """A threaded HTTP server on its own thread: `start`/`stop` or a `with` block, and
+    the port it got (0 asks the system for a free one)."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = LOCALHOST, port: int = 0) -> None:
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+        self.host = host
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+
+class HttpSink(LocalHttpServer):
     """A real HTTP server on 127.0.0.1 that records requests and answers as told.
 
     `respond("/sms/", [503, 503])` answers the next two requests under /sms/ with
@@ -324,33 +358,7 @@ class HttpSink:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-        self.host = host
-
-    def start(self) -> HttpSink:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> HttpSink:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
+        super().__init__(Handler, host, port)
 
     @property
     def address(self) -> str:

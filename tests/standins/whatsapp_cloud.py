@@ -39,10 +39,10 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from channels.sinks import LOCALHOST, _Collector
+from channels.sinks import LOCALHOST, LocalHttpServer, _Collector
 
 TOKEN = "EAAJBstandin0token"
 PHONE_NUMBER_ID = "106540352242922"
@@ -136,7 +136,7 @@ class _Fault:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class WhatsAppCloudStandIn:
+class WhatsAppCloudStandIn(LocalHttpServer):
     """The Cloud API's messages endpoint for one phone number id and token."""
 
     def __init__(self, templates: list[Template] | None = None, *, token: str = TOKEN,
@@ -198,35 +198,11 @@ class WhatsAppCloudStandIn:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-        self.host = host
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> WhatsAppCloudStandIn:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
-        return self
+        super().__init__(Handler, host, port)
 
     def stop(self) -> None:
-        self._released.set()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> WhatsAppCloudStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
+        self._released.set()  # a held request must not keep shutdown waiting
+        super().stop()
 
     @property
     def api_url(self) -> str:

@@ -204,7 +204,7 @@ def classify_cloud_api_answer(status: int, payload: bytes, retry_after: str | No
         messages = body.get("messages") if isinstance(body, dict) else None
         message_id = messages[0].get("id") if isinstance(messages, list) and messages and isinstance(
             messages[0], dict) else None
-        return SendResult(True, False, "sent", f"wamid {message_id}" if message_id else "")
+        return SendResult(True, False, "sent", message_id if isinstance(message_id, str) else "")
     error = body.get("error") if isinstance(body, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
     if type(code) is int:

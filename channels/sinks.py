@@ -274,15 +274,33 @@ class _Script:
     forever: bool
 
 
+class _CountingServer(ThreadingHTTPServer):
+    daemon_threads = True
+    connections = 0
+
+    def process_request(self, request, client_address) -> None:
+        # Called once per accepted connection, on the serving thread.
+        self.connections += 1
+        super().process_request(request, client_address)
+
+
 class LocalHttpServer:
-    """A threaded HTTP server on its own thread: `start`/`stop` or a `with` block, and
-    the port it got (0 asks the system for a free one)."""
+    """A threaded HTTP server on its own thread: `start`/`stop` or a `with` block, the
+    port it got (0 asks the system for a free one) and the TCP connections it accepted
+    (how a test sees keep-alive)."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = LOCALHOST, port: int = 0) -> None:
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _CountingServer((host, port), handler)
         self._thread: threading.Thread | None = None
         self.host = host
+
+    @property
+    def connections(self) -> int:
+        return self._server.connections
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> Self:
         self._thread = threading.Thread(
@@ -326,15 +344,8 @@ class HttpSink(LocalHttpServer):
         self.before_answer: Callable[[str], None] | None = None
         sink = self
 
-        self.connections = 0  # TCP connections accepted: how a test sees keep-alive
-
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                with sink._scripts_lock:
-                    sink.connections += 1
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -364,10 +375,6 @@ class HttpSink(LocalHttpServer):
     def address(self) -> str:
         """host:port, for Apprise templates such as f"json://{sink.address}/sms/{{phone}}"."""
         return f"{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
 
     @property
     def requests(self) -> list[ReceivedRequest]:

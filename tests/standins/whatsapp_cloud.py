@@ -150,7 +150,6 @@ class WhatsAppCloudStandIn(LocalHttpServer):
         self._accepted = _Collector()
         self.refused: list[tuple[int, str]] = []  # (code, details) of every refusal, in order
         self.requests = 0
-        self.connections = 0  # TCP connections accepted: how a test sees keep-alive
         self._next_faults: deque[_Fault] = deque()
         self._raw_answers: deque[tuple[int, dict[str, str], bytes]] = deque()
         self._recipient_faults: dict[str, _Fault] = {}
@@ -161,11 +160,6 @@ class WhatsAppCloudStandIn(LocalHttpServer):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                with stand_in._lock:
-                    stand_in.connections += 1
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -207,7 +201,7 @@ class WhatsAppCloudStandIn(LocalHttpServer):
     @property
     def api_url(self) -> str:
         """What ENCORE_WHATSAPP_API_URL points at."""
-        return f"http://{self.host}:{self.port}"
+        return self.url
 
     @property
     def channel_url(self) -> str:

@@ -25,7 +25,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs
 
 from aiosmtpd.controller import Controller
@@ -300,28 +300,59 @@ class _Script:
     forever: bool
 
 
-class ServedInThread:
-    """An HTTP server answering from a daemon thread between start() and stop()."""
+class _CountingServer(ThreadingHTTPServer):
+    daemon_threads = True
+    connections = 0
 
-    def __init__(self, server: ThreadingHTTPServer, name: str) -> None:
-        self.server = server
-        self.server.daemon_threads = True
-        self._name = name
+    def process_request(self, request, client_address) -> None:
+        # Called once per accepted connection, on the serving thread.
+        self.connections += 1
+        super().process_request(request, client_address)
+
+
+class LocalHttpServer:
+    """A threaded HTTP server on its own thread: `start`/`stop` or a `with` block, the
+    port it got (0 asks the system for a free one) and the TCP connections it accepted
+    (how a test sees keep-alive)."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str = LOCALHOST, port: int = 0) -> None:
+        self._server = _CountingServer((host, port), handler)
         self._thread: threading.Thread | None = None
+        self.host = host
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=self._name, daemon=True)
+    @property
+    def connections(self) -> int:
+        return self._server.connections
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
+        return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._server.shutdown()
+        self._server.server_close()
         if self._thread is not None:
             self._thread.join()
 
+    def __enter__(self) -> Self:
+        return self.start()
 
-class HttpSink:
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+
+class HttpSink(LocalHttpServer):
     """A real HTTP server on 127.0.0.1 that records requests and answers as told.
 
     `respond("/sms/", [503, 503])` answers the next two requests under /sms/ with
@@ -339,15 +370,8 @@ class HttpSink:
         self.before_answer: Callable[[str], None] | None = None
         sink = self
 
-        self.connections = 0  # TCP connections accepted: how a test sees keep-alive
-
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                with sink._scripts_lock:
-                    sink.connections += 1
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -371,35 +395,12 @@ class HttpSink:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._serving = ServedInThread(ThreadingHTTPServer((host, port), Handler), "http-sink")
-        self._server = self._serving.server
-        self.host = host
-
-    def start(self) -> HttpSink:
-        self._serving.start()
-        return self
-
-    def stop(self) -> None:
-        self._serving.stop()
-
-    def __enter__(self) -> HttpSink:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
+        super().__init__(Handler, host, port)
 
     @property
     def address(self) -> str:
         """host:port, for Apprise templates such as f"json://{sink.address}/sms/{{phone}}"."""
         return f"{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
 
     @property
     def requests(self) -> list[ReceivedRequest]:

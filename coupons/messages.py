@@ -303,11 +303,28 @@ def render_message(ctx: MessageContext, channel: str) -> Message:
     return shaped.fill(name, ctx.code, url)
 
 
-def render_message_uncached(ctx: MessageContext, channel: str) -> Message:
-    """`render_message` straight through the templates, every time."""
+@dataclass(frozen=True)
+class FilledValues:
+    """What the {placeholders} of a language's strings take for one customer on one
+    channel: `values` holds name, product, shop, code, date, price, regular_price and
+    percent (None where the offer has none), `offer_key` names the offer's sentence.
+
+    The rendered messages and the WhatsApp template parameters (`coupons.whatsapp`)
+    both say the offer from these, so the two never disagree."""
+
+    language: str
+    values: dict[str, Any]
+    offer_key: str
+
+    def say(self, key: str) -> str:
+        """One of the language's strings, filled in (plain text, not escaped)."""
+        return translations(self.language)[key].format(**self.values)
+
+
+def fill_values(ctx: MessageContext, channel: str) -> FilledValues:
+    """The placeholder values of `ctx` on `channel` (SMS shortens long names)."""
     _check_channel(channel)
     language = ctx.language if ctx.language in LANGUAGES else _resolve(ctx.locale, "")[0]
-    t = translations(language)
     locale = _babel_locale(ctx.locale or language, language)
     offer = ctx.offer
     sms = channel == "sms"
@@ -323,7 +340,7 @@ def render_message_uncached(ctx: MessageContext, channel: str) -> Message:
         "price": None,
         "regular_price": None,
         "percent": None,
-        "units": _units(t, locale, PAIR, product),
+        "units": _units(translations(language), locale, PAIR, product),
     }
 
     if offer.regular_price is not None and offer.regular_price > 0:
@@ -353,6 +370,17 @@ def render_message_uncached(ctx: MessageContext, channel: str) -> Message:
         raise ValueError(f"unknown offer type: {offer.type!r}")
     if values["regular_price"] is not None and values["price"] is not None:
         offer_key += "_with_regular" if offer.type == "refill" else "_with_price"
+    return FilledValues(language=language, values=values, offer_key=offer_key)
+
+
+def render_message_uncached(ctx: MessageContext, channel: str) -> Message:
+    """`render_message` straight through the templates, every time."""
+    filled = fill_values(ctx, channel)
+    language, values, offer_key = filled.language, filled.values, filled.offer_key
+    t = translations(language)
+    locale = _babel_locale(ctx.locale or language, language)
+    name = values["name"]
+    sms = channel == "sms"
 
     urgency = ctx.framing == "urgency"
     context: dict[str, Any] = {

@@ -74,13 +74,30 @@ class Offer:
 
 
 @dataclass(frozen=True)
+class WhatsAppTemplateMessage:
+    """A coupon as the WhatsApp Cloud API takes it outside a conversation: the
+    seller's approved template, its body parameters in order ({{1}}, {{2}}, ...) and
+    the code for its copy-code button (built by `coupons.whatsapp.template_message`)."""
+
+    name: str  # the approved template's name at Meta
+    language: str  # its language code at Meta, e.g. "en_US", "id"
+    body: tuple[str, ...]  # the text of each body parameter, already cleaned
+    coupon_code: str  # alphanumeric, at most 15 characters
+    button_index: int = 0  # the copy-code button's place among the template's buttons
+
+
+@dataclass(frozen=True)
 class Message:
-    """A rendered message; `subject`, `html` and `headers` only for email."""
+    """A rendered message; `subject`, `html` and `headers` only for email.
+
+    `whatsapp_template` is set for WhatsApp when the seller's templates file gives
+    one: a sender for the Cloud API sends that template, any other sender the text."""
 
     text: str
     subject: str | None = None
     html: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    whatsapp_template: WhatsAppTemplateMessage | None = None
 
 
 @dataclass(frozen=True)

@@ -54,12 +54,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, ROUND_HALF_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 from zoneinfo import ZoneInfo
 
-from channels.sinks import ServedInThread
+from channels.sinks import LocalHttpServer
 
 PREFIX = "/wp-json/wc/v3/"
 BATCH_LIMIT = 100
@@ -160,7 +160,7 @@ class _Line:
     price: Decimal  # the line's price in cents (unit price x quantity), as WC_Discounts keeps it
 
 
-class WooCommerceStandIn:
+class WooCommerceStandIn(LocalHttpServer):
     """Start with `with WooCommerceStandIn(...) as shop:`; `shop.url` is the site URL."""
 
     def __init__(
@@ -194,28 +194,9 @@ class WooCommerceStandIn:
         self._faults: list[int] = []
         self._fault_status: int | None = None
         self._answers_to_lose: list[str] = []
-        self._serving = ServedInThread(ThreadingHTTPServer(("127.0.0.1", port), self._handler_class()),
-                                       "woocommerce-standin")
-        self._server = self._serving.server
+        super().__init__(self._handler_class(), "127.0.0.1", port)
 
     # -- lifecycle ---------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> WooCommerceStandIn:
-        self._serving.start()
-        return self
-
-    def stop(self) -> None:
-        self._serving.stop()
-
-    def __enter__(self) -> WooCommerceStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def serve_forever(self) -> None:
         self._server.serve_forever()

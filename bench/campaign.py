@@ -102,7 +102,7 @@ def child(url: str, campaigns_dir: str, now_iso: str) -> int:
     from coupons.campaigns import latest_run_at
     from services.campaigns import load_all, run_campaign
     from services.runtime import build_runtime, utcnow
-    from workers.settings import load_settings
+    from config.settings import load_settings
 
     runtime = build_runtime(load_settings({
         "ENCORE_DATABASE_URL": url, "ENCORE_CAMPAIGNS_DIR": campaigns_dir,

@@ -60,7 +60,7 @@ from store.models import (
 
 from .failures import failure_reason
 from .planner import PLAN_CHUNK, PlanRequest, customer_value, customer_zone, dialect_insert, plan_isolated
-from workers.settings import Settings
+from config.settings import Settings
 
 from .runtime import Runtime
 

@@ -52,7 +52,7 @@ def _failed(part: str, exc: Exception) -> CheckLine:
 def check_all(env: dict[str, str] | None = None) -> Iterator[CheckLine]:
     """One line per part; a part that cannot be checked because an earlier one failed says so."""
     from coupons.markets import load_markets
-    from workers.settings import load_settings, prepare_data_dir
+    from config.settings import load_settings, prepare_data_dir
 
     try:
         settings = load_settings(env)

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from channels.adapter import validate_channel_template
 from coupons.markets import Markets, load_markets
-from workers.settings import Settings, load_settings, prepare_data_dir
+from config.settings import Settings, load_settings, prepare_data_dir
 
 
 @dataclass(frozen=True)

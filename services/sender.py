@@ -63,7 +63,7 @@ from store.models import (
     Order,
     UTCDateTime,
 )
-from workers.settings import Settings
+from config.settings import Settings
 
 from .expiry import last_transient_reason
 from .failures import failure_reason

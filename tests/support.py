@@ -191,7 +191,7 @@ def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, 
                   relay_tick: float = 0.5, concurrency: int = 2) -> Iterator[Stack]:
     import services.runtime as runtime_module
     from workers.app import configure
-    from workers.settings import load_settings
+    from config.settings import load_settings
 
     smtp = SmtpSink()
     http = HttpSink()

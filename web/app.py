@@ -164,7 +164,7 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
     """The service for `runtime`. `enqueue` rings the intake doorbell (Celery by default)."""
     settings = runtime.settings
     if not settings.webhook_secret:
-        from workers.settings import SettingsError
+        from config.settings import SettingsError
 
         raise SettingsError("ENCORE_WEBHOOK_SECRET: not set; `encore serve` needs it to verify signed requests")
     secret = settings.webhook_secret

@@ -12,7 +12,7 @@ from kombu import pools
 from sqlalchemy.exc import OperationalError
 
 from schedules.beat import BEAT_SCHEDULE
-from workers.settings import Settings, load_settings
+from config.settings import Settings, load_settings
 
 QUEUES = ("intake", "plan", "send", "relay")
 TASK_MODULES = ("tasks.intake", "tasks.plan", "tasks.relay", "tasks.send", "tasks.campaigns", "tasks.expiry")

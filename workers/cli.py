@@ -13,7 +13,7 @@ from typing import TextIO
 
 from channels.adapter import ChannelConfigError
 from coupons.markets import MarketsFileError
-from workers.settings import SettingsError
+from config.settings import SettingsError
 
 
 def _lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
@@ -327,7 +327,7 @@ def procfile_text() -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from workers.settings import load_settings
+    from config.settings import load_settings
 
     if not load_settings().webhook_secret:
         print("encore serve: ENCORE_WEBHOOK_SECRET is not set; every request that changes something is signed "

@@ -133,7 +133,7 @@ def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
     from services.runtime import current_runtime, utcnow
     from store.db import session_scope
     from workers.app import configure
-    from workers.settings import load_settings
+    from config.settings import load_settings
 
     smtp, http = SmtpSink().start(), HttpSink().start()
     os.environ.update(_channel_env(smtp, http))

@@ -60,7 +60,7 @@ def test_events_stored_during_a_broker_outage_are_enqueued_by_the_relay_once_it_
     from services.runtime import build_runtime
     from tasks.relay import INTAKE_QUEUE, queued_messages, relay_once
     from workers.app import configure
-    from workers.settings import load_settings
+    from config.settings import load_settings
 
     # Given three orders emitted while the broker refused connections
     assert encore("emit", "-", cwd=tmp_path, stdin=three_orders(),

@@ -23,7 +23,7 @@ def folder(tmp_path_factory):
     from services.intake import apply_events
     from services.runtime import build_runtime
     from store.db import session_scope
-    from workers.settings import load_settings
+    from config.settings import load_settings
 
     folder = tmp_path_factory.mktemp("pipes")
     runtime = build_runtime(load_settings({"ENCORE_DATA_DIR": str(folder / "var")}))

@@ -112,7 +112,7 @@ class Services:
 def make_services(database_url, clock, sinks, tmp_path):
     """Build an in-process Encore; keyword arguments override ENCORE_* settings."""
     from services.runtime import build_runtime
-    from workers.settings import load_settings
+    from config.settings import load_settings
 
     smtp, http = sinks
 

@@ -14,7 +14,7 @@ def broker(redis_url):
     import redis
 
     from workers.app import configure
-    from workers.settings import load_settings
+    from config.settings import load_settings
 
     configure(load_settings({"ENCORE_BROKER_URL": redis_url}))
     yield redis.Redis.from_url(redis_url)

@@ -590,7 +590,7 @@ def test_openapi_describes_every_route_with_its_status_codes(web):
 
 
 def test_settings_refuse_a_public_url_without_the_webhook_secret():
-    from workers.settings import SettingsError, load_settings
+    from config.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match="ENCORE_WEBHOOK_SECRET"):
         load_settings({"ENCORE_PUBLIC_URL": "https://encore.example.com"})
@@ -600,7 +600,7 @@ def test_settings_refuse_a_public_url_without_the_webhook_secret():
 
 @pytest.mark.parametrize("secret", [" ", "x", " " * 20, "short-secret-15", " 15-chars-secret "])
 def test_settings_refuse_a_webhook_secret_under_16_characters_or_made_of_blanks(secret):
-    from workers.settings import SettingsError, load_settings
+    from config.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match="ENCORE_WEBHOOK_SECRET: must be at least 16 characters"):
         load_settings({"ENCORE_WEBHOOK_SECRET": secret})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.settings import DEFAULT_SEND_CONCURRENCY, SettingsError, load_settings
+from config.settings import DEFAULT_SEND_CONCURRENCY, SettingsError, load_settings
 
 
 def test_every_channel_sends_the_default_number_at_once_when_nothing_is_set():

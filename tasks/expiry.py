@@ -3,7 +3,7 @@
 from services.expiry import expire_overdue as expire_overdue_service
 from services.runtime import current_runtime, utcnow
 from store.db import session_scope
-from workers.app import RETRY_ON_DATABASE_ERRORS, app
+from tasks.app import RETRY_ON_DATABASE_ERRORS, app
 
 
 @app.task(name="tasks.relay.expire_overdue", **RETRY_ON_DATABASE_ERRORS)

@@ -3,7 +3,7 @@
 from services.intake import apply_events as apply_events_service
 from services.runtime import current_runtime, utcnow
 from store.db import session_scope
-from workers.app import RETRY_ON_DATABASE_ERRORS, app
+from tasks.app import RETRY_ON_DATABASE_ERRORS, app
 
 
 @app.task(name="tasks.intake.apply_events", **RETRY_ON_DATABASE_ERRORS)

@@ -9,7 +9,7 @@ from services.planner import (
 )
 from services.runtime import current_runtime, utcnow
 from store.db import session_scope
-from workers.app import RETRY_ON_DATABASE_ERRORS, app
+from tasks.app import RETRY_ON_DATABASE_ERRORS, app
 
 
 @app.task(name="tasks.plan.plan_stream", **RETRY_ON_DATABASE_ERRORS)

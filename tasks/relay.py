@@ -12,7 +12,7 @@ from services.relay import (
 )
 from services.runtime import Clock, Runtime, current_runtime, utcnow
 from store.db import session_scope
-from workers.app import RETRY_ON_DATABASE_ERRORS, app
+from tasks.app import RETRY_ON_DATABASE_ERRORS, app
 
 EVENT_BATCH = 500
 SEND_QUEUE = "send"

@@ -2,7 +2,7 @@
 
 from services.runtime import current_runtime
 from services.sender import send_deliveries as send_deliveries_service
-from workers.app import RETRY_ON_DATABASE_ERRORS, app
+from tasks.app import RETRY_ON_DATABASE_ERRORS, app
 
 
 @app.task(name="tasks.send.send_deliveries", **RETRY_ON_DATABASE_ERRORS)

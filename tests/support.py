@@ -190,7 +190,7 @@ class WorkerProcess:
 def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, env: dict | None = None,
                   relay_tick: float = 0.5, concurrency: int = 2) -> Iterator[Stack]:
     import services.runtime as runtime_module
-    from workers.app import configure
+    from tasks.app import configure
     from config.settings import load_settings
 
     smtp = SmtpSink()

@@ -84,7 +84,7 @@ class Doorbell:
 
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
     from services.runtime import current_runtime
-    from workers.app import QUEUES, app
+    from tasks.app import QUEUES, app
 
     current_runtime()  # fail fast on bad settings, before Celery starts
 
@@ -95,7 +95,7 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
     from services.runtime import current_runtime
-    from workers.app import app
+    from tasks.app import app
 
     runtime = current_runtime()
     from services.campaigns import load_all

@@ -132,7 +132,7 @@ def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
     from services.reports import status
     from services.runtime import current_runtime, utcnow
     from store.db import session_scope
-    from workers.app import configure
+    from tasks.app import configure
     from config.settings import load_settings
 
     smtp, http = SmtpSink().start(), HttpSink().start()

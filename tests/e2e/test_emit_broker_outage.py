@@ -59,7 +59,7 @@ def test_events_stored_during_a_broker_outage_are_enqueued_by_the_relay_once_it_
                                                                                         refused_broker):
     from services.runtime import build_runtime
     from tasks.relay import INTAKE_QUEUE, queued_messages, relay_once
-    from workers.app import configure
+    from tasks.app import configure
     from config.settings import load_settings
 
     # Given three orders emitted while the broker refused connections

@@ -13,7 +13,7 @@ def broker(redis_url):
     """The Celery app pointed at the test's Redis, with no worker consuming; restored after."""
     import redis
 
-    from workers.app import configure
+    from tasks.app import configure
     from config.settings import load_settings
 
     configure(load_settings({"ENCORE_BROKER_URL": redis_url}))

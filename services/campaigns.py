@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -57,9 +57,11 @@ from store.models import (
     Order,
     OrderItem,
 )
+from store.bulk import dialect_insert
+from store.rows import customer_value
 
 from .failures import failure_reason
-from .planner import PLAN_CHUNK, PlanRequest, customer_value, customer_zone, dialect_insert, plan_isolated
+from .planner import PLAN_CHUNK, PlanRequest, customer_zone, plan_isolated
 from config.settings import Settings
 
 from .runtime import Runtime
@@ -72,19 +74,6 @@ renewed per chunk; after it a dead runner's run is resumed by the next tick."""
 SAMPLE_MESSAGES = 3
 CAMPAIGN_CHUNK = PLAN_CHUNK
 """Customers per transaction of a run, as for streams (1,000)."""
-
-
-# ------------------------------------------------------------------ intake
-
-
-def order_item_rows(order_id: str, customer_id: str, currency: str, occurred_at: datetime,
-                    items: Iterable[dict]) -> list[dict]:
-    """The `order_items` rows of one stored order (written at intake, beside the order)."""
-    return [dict(order_id=order_id, customer_id=customer_id, line_key=item.get("refill_sku") or item["sku"],
-                 sku=item["sku"], refill_sku=item.get("refill_sku"), name=item["name"],
-                 unit_price=str(item["unit_price"]), quantity=int(item["quantity"]), currency=currency,
-                 occurred_at=occurred_at)
-            for item in items]
 
 
 # ------------------------------------------------------------------ files

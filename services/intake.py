@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from coupons import consent
 from coupons.events import Event, load_json, validate_event
 from coupons.model import CHANNELS
-from store.bulk import insert_new
+from store.bulk import dialect_insert, insert_new
 from store.models import (
     CANCELLED,
     SCHEDULED,
@@ -36,10 +36,10 @@ from store.models import (
     PendingRefund,
     Stream,
 )
+from store.rows import order_item_rows
 
-from .campaigns import order_item_rows
 from .failures import failure_reason, store_dead_letter
-from .planner import PlanRequest, dialect_insert, plan_isolated, stream_requests
+from .planner import PlanRequest, plan_isolated, stream_requests
 from .redemption import redeem
 from .runtime import Runtime
 

@@ -23,7 +23,6 @@ from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row, Text, cast, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -34,8 +33,9 @@ from coupons.model import Customer as CustomerValue
 from coupons.model import ADDRESS_FIELD, Item, Offer
 from coupons.offers import choose_offer
 from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, stream_fallback_at
-from store.bulk import fill_where_null, insert_new, insert_new_rows, one_of
+from store.bulk import dialect_insert, fill_where_null, insert_new, insert_new_rows, one_of
 from store.models import SCHEDULED, SENDING, SENT, Coupon, Customer, Delivery, Order, Stream
+from store.rows import customer_value
 
 from .failures import failure_reason, store_dead_letter
 from .runtime import Runtime
@@ -56,22 +56,6 @@ class PlanRequest:
     # A campaign's coupon: its offer is chosen by the campaign, and no order stands behind it.
     offer: Offer | None = None
     campaign: str | None = None
-
-
-def customer_value(row: Customer | Row, consent: frozenset[str] | None = None) -> CustomerValue:
-    """The customer as the domain sees it, from an ORM object or a row with its column
-    names. `consent`: the row's, when the caller decoded it already (the planner, once
-    per distinct text)."""
-    return CustomerValue(
-        id=row.id, country=row.country, name=row.name, locale=row.locale, timezone=row.timezone,
-        email=row.email, phone=row.phone, whatsapp=row.whatsapp, line_id=row.line_id,
-        telegram_id=row.telegram_id, consent=frozenset(row.consent or ()) if consent is None else consent,
-    )
-
-
-def dialect_insert(session: Session):
-    """INSERT with ON CONFLICT for whichever database we are on."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _recent_triggers(session: Session, customer_ids: list[str], earliest: datetime,

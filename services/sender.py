@@ -63,11 +63,11 @@ from store.models import (
     Order,
     UTCDateTime,
 )
+from store.rows import customer_value
 from config.settings import Settings
 
 from .expiry import last_transient_reason
 from .failures import failure_reason
-from .planner import customer_value
 from .runtime import Clock, Runtime, utcnow
 
 log = logging.getLogger(__name__)

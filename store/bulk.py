@@ -1,6 +1,6 @@
 """Many rows in one statement: insert them, skipping the ones whose key exists, and say
 which went in (`insert_new`, `insert_new_rows`); fill a column by key (`fill_where_null`);
-select by a list of keys (`one_of`).
+select by a list of keys (`one_of`); INSERT … ON CONFLICT on either database (`dialect_insert`).
 
 On PostgreSQL the rows travel as one array per column (`INSERT … SELECT * FROM
 unnest(:ids, :names, …)`), in psycopg's binary format: one short statement with a
@@ -22,6 +22,11 @@ from typing import Any
 from sqlalchemy import JSON, ColumnElement, DateTime, Integer, Row, String, Text, TypeDecorator, any_, bindparam, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+
+
+def dialect_insert(session: Session):
+    """INSERT with ON CONFLICT for whichever database we are on."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _array_type(column) -> str:

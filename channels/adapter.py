@@ -30,6 +30,7 @@ from apprise.plugins import N_MGR
 from apprise.utils.parse import GET_SCHEMA_RE, is_email
 
 from coupons.model import ADDRESS_FIELD, CHANNELS, Message
+from coupons.errors import ConfigError
 from coupons.privacy import mask_personal_data
 
 from . import http_headers
@@ -80,7 +81,7 @@ EMAIL_SCHEMES = ("mailto", "mailtos")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
-class ChannelConfigError(ValueError):
+class ChannelConfigError(ConfigError, ValueError):
     """A channel template Encore cannot use; the message names the setting."""
 
 

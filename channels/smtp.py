@@ -28,6 +28,7 @@ from email.utils import format_datetime, formataddr, make_msgid
 from io import BytesIO
 from typing import Any
 
+from coupons.errors import ConfigError
 from coupons.model import Message
 
 from .classify import SENT, SendResult, from_smtp_code
@@ -306,7 +307,7 @@ class _NoSmtpUtf8(Exception):
     pass
 
 
-class SmtpCheckError(Exception):
+class SmtpCheckError(ConfigError):
     """`check_smtp` could not complete a session; the message says what failed and where."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from coupons.errors import ConfigError
 from coupons.model import CHANNELS
 
 DEFAULT_RETRY_BASE_SECONDS = 60.0
@@ -30,7 +31,7 @@ has no such limit: without it a client that stops half-way holds its connection 
 slot under the concurrency limit) forever. 30 s moves 1 MiB at 35 kB/s."""
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError, ValueError):
     """A setting is unusable; the message names the variable."""
 
 

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from .errors import ConfigError
 from .experiments import Experiment, ExperimentFieldError, parse_experiment
 from .markets import Market
 from .model import Item, Offer
@@ -41,7 +42,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 _FIELDS = ("name", "schedule", "timezone", "markets", "audience", "days", "offer", "enabled", "holdout", "variants")
 
 
-class CampaignFileError(ValueError):
+class CampaignFileError(ConfigError, ValueError):
     """A campaign file that cannot be used; names the file and the field at fault."""
 
     def __init__(self, file: str, field: str | None, reason: str):

@@ -19,6 +19,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from .errors import EventError
 from .markets import country_zones
 from .model import CHANNELS
 from .money import known_currencies
@@ -42,15 +43,6 @@ ID_MAX = 256
 """Ids other than the event id are stored in String(256) columns (store/models.py)."""
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 _BCP47 = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
-
-
-class EventError(ValueError):
-    """A rejected event; `field` is the dotted path, `reason` the rule it broke."""
-
-    def __init__(self, field: str, reason: str):
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}" if field else reason)
 
 
 @lru_cache(maxsize=1)

@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
+from .errors import ConfigError
 from .model import Framing, Offer
 
 BUCKETS = 10_000
@@ -61,7 +62,7 @@ _TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
 _VARIANT_KEYS = ("name", "weight", "depth_percent", "framing", "template")
 
 
-class ExperimentFieldError(ValueError):
+class ExperimentFieldError(ConfigError, ValueError):
     """A bad `holdout` or `variants` entry; `field` is relative to the owning table
     (`variants[1].weight`), so the markets and campaign loaders can prefix it."""
 

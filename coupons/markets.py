@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .errors import ConfigError
 from .experiments import Experiment, ExperimentFieldError, parse_experiment
 from .model import CHANNELS, Framing
 from .sms_hours import SmsHours, SmsHoursError, parse_sms_hours
@@ -23,11 +24,11 @@ SHIPPED_MARKETS_FILE = "markets.toml"
 SHIPPED_COUNTRY_ZONES_FILE = "country_timezones.toml"
 
 
-class MarketsFileError(ValueError):
+class MarketsFileError(ConfigError, ValueError):
     """The markets file is unusable; the message names the market and key."""
 
 
-class CountryZonesFileError(ValueError):
+class CountryZonesFileError(ConfigError, ValueError):
     """The country time zones file is unusable; the message names the country."""
 
 

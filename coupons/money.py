@@ -21,16 +21,18 @@ from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from importlib import resources
 
+from .errors import ConfigError, RenderError
+
 SHIPPED_CURRENCIES_FILE = "currencies.toml"
 MAX_DIGITS = 4
 """No currency has more decimals (ISO 4217's largest minor unit is 4, CLF)."""
 
 
-class CurrencyTableError(ValueError):
+class CurrencyTableError(ConfigError, ValueError):
     """The currencies file is unusable; the message names the currency and field."""
 
 
-class UnknownCurrency(ValueError):
+class UnknownCurrency(RenderError):
     """A currency the table does not list: no amount in it can be rounded or shown."""
 
 

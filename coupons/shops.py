@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from .errors import ConfigError, ShopError
+
 Platform = Literal["shopify", "woocommerce", "none"]
 PLATFORMS: tuple[Platform, ...] = ("shopify", "woocommerce", "none")
 DEFAULT_SHOP = "default"
@@ -64,14 +66,14 @@ _SECRET_KEYS = {
 """Keys someone might write a secret under → the `*_env` key that names its variable instead."""
 
 
-class ShopsFileError(ValueError):
+class ShopsFileError(ConfigError, ValueError):
     """The shops file is unusable; the message names the file, the shop and the field."""
 
 
 Fail = Callable[[str, str], ShopsFileError]
 
 
-class UnknownShopError(ValueError):
+class UnknownShopError(ShopError, ValueError):
     """A shop name that the shops file does not define."""
 
 

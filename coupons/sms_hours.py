@@ -25,6 +25,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from .errors import ConfigError, EncoreError
+
 if TYPE_CHECKING:
     from .markets import Market
 
@@ -52,11 +54,11 @@ changes its offset twice within 6 hours."""
 _DAY = timedelta(days=1)
 
 
-class SmsHoursError(ValueError):
+class SmsHoursError(ConfigError, ValueError):
     """An unusable `sms_hours` table; the message names the market, country and key."""
 
 
-class NoSmsTime(ValueError):
+class NoSmsTime(EncoreError, ValueError):
     """No instant within `SEARCH_DAYS` allows a text (the windows and the quiet hours
     leave no time at all); a parsed markets file never leads here."""
 

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .errors import EncoreError
 from .model import CHANNELS
 
 _KEY_LABEL = b"encore unsubscribe v1"
@@ -29,7 +30,7 @@ class Unsubscribe:
     channel: str
 
 
-class BadToken(ValueError):
+class BadToken(EncoreError, ValueError):
     """The token was not minted by this Encore (forged, altered or truncated)."""
 
 

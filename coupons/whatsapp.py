@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from coupons.errors import ConfigError
 from coupons.messages import LANGUAGES, fill_values
 from coupons.model import MessageContext, WhatsAppTemplateMessage
 
@@ -56,7 +57,7 @@ _PHONE_FORMATTING = re.compile(r"[\s\-().]")
 _TEMPLATE_FIELDS = ("name", "language", "body", "button_index")
 
 
-class WhatsAppTemplatesError(ValueError):
+class WhatsAppTemplatesError(ConfigError, ValueError):
     """The templates file cannot be used; the message names the file, the language
     and the field."""
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from coupons.errors import ShopError
 from coupons.model import OfferType
 
 KEY_PREFIX = "encore-"
@@ -75,7 +76,7 @@ class SyncOutcome:
     permanent: Mapping[str, str]  # code -> the shop's own message (unknown SKU, token refused, ...)
 
 
-class PlatformError(Exception):
+class PlatformError(ShopError):
     """A whole call failed. `transient` says whether trying again later can help;
     `message` names the shop's answer in one line."""
 

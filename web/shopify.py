@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from coupons.errors import EventError
+
 TOPIC = "orders/paid"
 """The only `X-Shopify-Topic` taken: orders/create and orders/updated come before or
 without payment."""
@@ -40,12 +42,8 @@ class Ignored:
     reason: str
 
 
-class ShopifyPayloadError(ValueError):
+class ShopifyPayloadError(EventError):
     """The payload lacks something an `order.paid` needs; the message names the field."""
-
-    def __init__(self, field: str, reason: str):
-        self.field = field
-        super().__init__(f"{field}: {reason}")
 
 
 def shopify_signature_ok(secret: str, body: bytes, header: str | None) -> bool:

@@ -11,9 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from channels.adapter import ChannelConfigError
-from coupons.markets import MarketsFileError
-from config.settings import SettingsError
+from coupons.errors import ConfigError, EncoreError
 
 
 def _lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
@@ -409,20 +407,26 @@ def _run(argv: list[str] | None) -> int:
     if argv and argv[0] in ("worker", "beat"):
         args, extra = parser.parse_known_args(argv)
         runner = cmd_worker if argv[0] == "worker" else cmd_beat
-        try:
-            return runner(args, extra)
-        except (SettingsError, ChannelConfigError, MarketsFileError) as exc:
-            print(f"encore: {exc}", file=sys.stderr)
-            return 2
+        return _refusals_reported(lambda: runner(args, extra))
     args = parser.parse_args(argv)
     handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo,
                 "dead-letters": cmd_dead_letters, "replay": cmd_replay, "check": cmd_check,
                 "campaigns": cmd_campaigns, "serve": cmd_serve, "procfile": cmd_procfile}
+    return _refusals_reported(lambda: handlers[args.command](args))
+
+
+def _refusals_reported(command: Callable[[], int]) -> int:
+    """Run `command`; what Encore refuses on purpose is one line naming the field or
+    setting at fault, not a traceback: exit 2 for configuration the operator must fix,
+    1 for anything else refused."""
     try:
-        return handlers[args.command](args)
-    except (SettingsError, ChannelConfigError, MarketsFileError) as exc:
+        return command()
+    except ConfigError as exc:
         print(f"encore: {exc}", file=sys.stderr)
         return 2
+    except EncoreError as exc:
+        print(f"encore: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

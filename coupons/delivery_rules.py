@@ -15,13 +15,14 @@ from datetime import datetime, timedelta
 
 from .markets import Market
 from .model import Customer
+from .states import DeliveryState, Reason, SendAction
 from .timing import FREQUENCY_CAP, deadline_for, outside_quiet_hours, retry_due_at
 
 
 @dataclass(frozen=True)
 class Plan:
-    state: str  # scheduled | expired | suppressed
-    reason: str | None
+    state: DeliveryState  # scheduled | expired | suppressed
+    reason: Reason | None
     due_at: datetime
     deadline_at: datetime
 
@@ -52,27 +53,28 @@ def plan_delivery(*, trigger_at: datetime, now: datetime, customer: Customer, ma
     timezone = customer.timezone or market.timezone_for(customer.country)
     due_at = outside_quiet_hours(trigger_at, timezone, market.quiet_start, market.quiet_end)
     if now >= deadline_at or due_at >= deadline_at:
-        return Plan("expired", "late_event" if now >= deadline_at else "deadline", due_at, deadline_at)
+        return Plan(DeliveryState.EXPIRED, Reason.LATE_EVENT if now >= deadline_at else Reason.DEADLINE, due_at,
+                    deadline_at)
     if capped:
-        return Plan("suppressed", "frequency_cap", due_at, deadline_at)
+        return Plan(DeliveryState.SUPPRESSED, Reason.FREQUENCY_CAP, due_at, deadline_at)
     if not usable_channels(customer, market, configured, opted_out):
-        return Plan("suppressed", "no_channel", due_at, deadline_at)
-    return Plan("scheduled", None, due_at, deadline_at)
+        return Plan(DeliveryState.SUPPRESSED, Reason.NO_CHANNEL, due_at, deadline_at)
+    return Plan(DeliveryState.SCHEDULED, None, due_at, deadline_at)
 
 
 @dataclass(frozen=True)
 class SendDecision:
-    """`action` is send | reschedule | sent_elsewhere | end; `state`/`reason` for end.
+    """`action` is send | reschedule | end; `state`/`reason` for end.
 
     For send: `channel`, the attempts already made in its turn (`channel_attempts`, 0 for
     a channel not tried yet) and every channel usable now (`channels`, market order), which
     `after_attempt` needs to know what follows a failure."""
 
-    action: str
+    action: SendAction
     channel: str | None = None
     due_at: datetime | None = None
-    state: str | None = None
-    reason: str | None = None
+    state: DeliveryState | None = None
+    reason: str | None = None  # a Reason, or the last provider's reason
     channel_attempts: int = 0
     channels: tuple[str, ...] = ()
 
@@ -127,23 +129,24 @@ def decide_send(*, now: datetime, deadline_at: datetime, customer: Customer, mar
     where the last attempt stands (`next_turn`); `last_transient_reason` is the reason of
     the delivery's last transient failure, which an expiry keeps (rule 12)."""
     if all_orders_refunded:
-        return SendDecision("end", state="cancelled", reason="refunded")
+        return SendDecision(SendAction.END, state=DeliveryState.CANCELLED, reason=Reason.REFUNDED)
     if now >= deadline_at:
-        return SendDecision("end", state="expired", reason=last_transient_reason or "deadline")
+        return SendDecision(SendAction.END, state=DeliveryState.EXPIRED, reason=last_transient_reason or Reason.DEADLINE)
     if last_sent_to_customer_at is not None and now - last_sent_to_customer_at < FREQUENCY_CAP:
-        return SendDecision("end", state="suppressed", reason="frequency_cap")
+        return SendDecision(SendAction.END, state=DeliveryState.SUPPRESSED, reason=Reason.FREQUENCY_CAP)
     channels = usable_channels(customer, market, configured, opted_out, failed_channels)
     turn = next_turn(channels, market.channels, current_channel, channel_attempts, max_attempts)
     if turn is None:
         if failed_channels:
-            return SendDecision("end", state="failed", reason=last_reason or "channels_exhausted")
-        return SendDecision("end", state="suppressed", reason="no_channel")
+            return SendDecision(SendAction.END, state=DeliveryState.FAILED,
+                                reason=last_reason or Reason.CHANNELS_EXHAUSTED)
+        return SendDecision(SendAction.END, state=DeliveryState.SUPPRESSED, reason=Reason.NO_CHANNEL)
     timezone = customer.timezone or market.timezone_for(customer.country)
     window = send_window(now=now, deadline_at=deadline_at, timezone=timezone, market=market,
                          margin=timedelta(0), last_transient_reason=last_transient_reason)
-    if window.action != "send":
+    if window.action != SendAction.SEND:
         return window
-    return SendDecision("send", channel=turn.channel, channel_attempts=turn.attempts, channels=tuple(channels))
+    return SendDecision(SendAction.SEND, channel=turn.channel, channel_attempts=turn.attempts, channels=tuple(channels))
 
 
 ATTEMPT_MARGIN = timedelta(seconds=1)
@@ -160,21 +163,22 @@ def send_window(*, now: datetime, deadline_at: datetime, timezone: str, market: 
     every attempt, in-call retries included: a slow batch must not carry a decision taken
     minutes earlier past the deadline or into the night."""
     if now >= deadline_at - margin:
-        return SendDecision("end", state="expired", reason=last_transient_reason or "deadline")
+        return SendDecision(SendAction.END, state=DeliveryState.EXPIRED, reason=last_transient_reason or Reason.DEADLINE)
     allowed_at = outside_quiet_hours(now, timezone, market.quiet_start, market.quiet_end)
     if allowed_at > now:
         if allowed_at >= deadline_at - margin:
-            return SendDecision("end", state="expired", reason=last_transient_reason or "quiet_hours")
-        return SendDecision("reschedule", due_at=allowed_at)
-    return SendDecision("send")
+            return SendDecision(SendAction.END, state=DeliveryState.EXPIRED,
+                                reason=last_transient_reason or Reason.QUIET_HOURS)
+        return SendDecision(SendAction.RESCHEDULE, due_at=allowed_at)
+    return SendDecision(SendAction.SEND)
 
 
 @dataclass(frozen=True)
 class AttemptOutcome:
     """The delivery's next state after one attempt on `channel`."""
 
-    state: str  # sent | scheduled | failed
-    reason: str | None
+    state: DeliveryState  # sent | scheduled | failed
+    reason: str | None  # the provider's reason
     due_at: datetime | None = None
     failed_channels: list[str] = field(default_factory=list)
     channel_attempts: int = 0
@@ -195,22 +199,22 @@ def after_attempt(*, now: datetime, deadline_at: datetime, channel: str, ok: boo
     once; with none, the delivery waits for its deadline and ends `expired` there, with
     the reason of its last transient failure (the sender and the expiry sweep do that)."""
     if ok:
-        return AttemptOutcome("sent", None, channel_attempts=channel_attempts, failed_channels=list(failed_channels))
+        return AttemptOutcome(DeliveryState.SENT, None, channel_attempts=channel_attempts, failed_channels=list(failed_channels))
     failed = list(failed_channels) if transient else [*failed_channels, channel]
     left = [c for c in channels if c not in failed]
     turn = next_turn(left, market.channels, channel, channel_attempts, max_attempts)
     if turn is None:
-        return AttemptOutcome("failed", reason, None, failed, channel_attempts)
+        return AttemptOutcome(DeliveryState.FAILED, reason, None, failed, channel_attempts)
     if turn.attempts == 0:
-        return AttemptOutcome("scheduled", reason, now, failed, channel_attempts)
+        return AttemptOutcome(DeliveryState.SCHEDULED, reason, now, failed, channel_attempts)
     # A provider's Retry-After speaks for its own channel only.
     hint = retry_after if transient and turn.channel == channel else None
     retry_at = retry_due_at(now, turn.attempts, retry_base_seconds, rng, hint)
     retry_at = outside_quiet_hours(retry_at, timezone, market.quiet_start, market.quiet_end)
     if retry_at < deadline_at - ATTEMPT_MARGIN:
-        return AttemptOutcome("scheduled", reason, retry_at, failed, channel_attempts)
+        return AttemptOutcome(DeliveryState.SCHEDULED, reason, retry_at, failed, channel_attempts)
     turn_over = max(channel_attempts, max_attempts)
     untried = next_turn(left, market.channels, channel, turn_over, max_attempts)
     if untried is not None and untried.attempts == 0:
-        return AttemptOutcome("scheduled", reason, now, failed, turn_over)
-    return AttemptOutcome("scheduled", reason, deadline_at, failed, channel_attempts)
+        return AttemptOutcome(DeliveryState.SCHEDULED, reason, now, failed, turn_over)
+    return AttemptOutcome(DeliveryState.SCHEDULED, reason, deadline_at, failed, channel_attempts)

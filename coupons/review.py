@@ -39,14 +39,9 @@ from decimal import Decimal
 from .campaigns import iso_utc
 from .experiments import CONTROL
 from .money import amount_text
+from .states import DeliveryState, Reason
 from .stats import newcombe_difference
 
-SENT = "sent"
-EXPIRED = "expired"
-LATE_EVENT = "late_event"
-"""The reason of a delivery that expired on arrival: its event was older than its deadline."""
-HOLDOUT = "holdout"
-"""The reason of a held-out customer's delivery (state `suppressed`)."""
 RATE_DIGITS = 6
 
 
@@ -55,11 +50,11 @@ RATE_DIGITS = 6
 
 def counts_toward_on_time(state: str, reason: str | None) -> bool:
     """A finished delivery that Encore could have sent on time."""
-    return state == SENT or (state == EXPIRED and reason != LATE_EVENT)
+    return state == DeliveryState.SENT or (state == DeliveryState.EXPIRED and reason != Reason.LATE_EVENT)
 
 
 def sent_on_time(state: str, sent_at: datetime | None, deadline_at: datetime) -> bool:
-    return state == SENT and sent_at is not None and sent_at <= deadline_at
+    return state == DeliveryState.SENT and sent_at is not None and sent_at <= deadline_at
 
 
 def on_time_rate(on_time: int, finished: int) -> float:
@@ -145,7 +140,7 @@ class StreamFacts:
 def on_time_of(deliveries: Iterable[DeliveryRow]) -> OnTime:
     finished = on_time = late = 0
     for row in deliveries:
-        if row.state == EXPIRED and row.reason == LATE_EVENT:
+        if row.state == DeliveryState.EXPIRED and row.reason == Reason.LATE_EVENT:
             late += 1
         elif counts_toward_on_time(row.state, row.reason):
             finished += 1
@@ -169,7 +164,7 @@ def _figures(deliveries: Sequence[DeliveryRow], orders_by_id: dict[str, OrderRow
     redeemed = [row.redeemed_order_id for row in coupons if row.redeemed_order_id is not None]
     return {
         "coupons": len(coupons),
-        "sent": sum(row.state == SENT for row in coupons),
+        "sent": sum(row.state == DeliveryState.SENT for row in coupons),
         "sent_on_time": timing.on_time,
         "on_time_rate": timing.rate,
         "late_events": timing.late_events,
@@ -224,7 +219,7 @@ def stream_review(facts: StreamFacts, previous: StreamFacts | None = None) -> di
     own `previous` is null) beside it."""
     orders_by_id = {order.id: order for order in facts.orders}
     deliveries = list(facts.deliveries)
-    sent_times = [row.sent_at for row in deliveries if row.state == SENT and row.sent_at is not None]
+    sent_times = [row.sent_at for row in deliveries if row.state == DeliveryState.SENT and row.sent_at is not None]
     last_sent = max(sent_times, default=None)
     buyers_in: dict[str, set[str]] = {}
     for buyer in facts.buyers:

@@ -46,17 +46,8 @@ from coupons.delivery_rules import usable_channels
 from coupons.messages import render_message, resolve_language
 from coupons.model import Item, Message, MessageContext, Offer
 from coupons.timing import coupon_expires_at
-from store.models import (
-    RUN_DONE,
-    RUN_MISSED,
-    RUN_RUNNING,
-    CampaignRun,
-    Coupon,
-    Customer,
-    Delivery,
-    Order,
-    OrderItem,
-)
+from coupons.states import DeliveryState, RunState
+from store.models import CampaignRun, Coupon, Customer, Delivery, Order, OrderItem
 from store.bulk import dialect_insert
 from store.rows import customer_value
 
@@ -279,23 +270,23 @@ def claim_run(session: Session, campaign: Campaign, scheduled_at: datetime, now:
     missed = not within_run_window(scheduled_at, now)
     inserted = session.execute(
         dialect_insert(session)(CampaignRun).values(
-            campaign=campaign.name, scheduled_at=scheduled_at, state=RUN_MISSED if missed else RUN_RUNNING,
+            campaign=campaign.name, scheduled_at=scheduled_at, state=RunState.MISSED if missed else RunState.RUNNING,
             started_at=now, finished_at=now if missed else None, lease_until=None if missed else now + RUN_LEASE,
             after_customer="", planned=0,
         ).on_conflict_do_nothing(index_elements=["campaign", "scheduled_at"]).returning(CampaignRun.id)
     ).scalar()
     if inserted is not None:
-        return RUN_MISSED if missed else "claimed"
+        return RunState.MISSED if missed else "claimed"
     taken = session.execute(
         update(CampaignRun).where(CampaignRun.campaign == campaign.name, CampaignRun.scheduled_at == scheduled_at,
-                                  CampaignRun.state == RUN_RUNNING,
+                                  CampaignRun.state == RunState.RUNNING,
                                   or_(CampaignRun.lease_until.is_(None), CampaignRun.lease_until < now))
         .values(lease_until=now + RUN_LEASE)
     ).rowcount
     if taken:
         return "claimed"
     run = find_run(session, campaign.name, scheduled_at)
-    return "busy" if run is None or run.state == RUN_RUNNING else run.state
+    return "busy" if run is None or run.state == RunState.RUNNING else run.state
 
 
 def run_chunk(session: Session, runtime: Runtime, campaign: Campaign, scheduled_at: datetime,
@@ -306,11 +297,11 @@ def run_chunk(session: Session, runtime: Runtime, campaign: Campaign, scheduled_
     the same customers (the coupons' unique key would stop them anyway)."""
     run = session.scalar(select(CampaignRun).where(
         CampaignRun.campaign == campaign.name, CampaignRun.scheduled_at == scheduled_at).with_for_update())
-    if run is None or run.state != RUN_RUNNING:
+    if run is None or run.state != RunState.RUNNING:
         return None
     block = customer_block(session, runtime, campaign, run.after_customer, CAMPAIGN_CHUNK)
     if not block:
-        run.state, run.finished_at, run.lease_until = RUN_DONE, now, None
+        run.state, run.finished_at, run.lease_until = RunState.DONE, now, None
         return None
     customer_ids = audience_in_block(session, campaign, scheduled_at, block)
     trigger_key = campaign.trigger_key(scheduled_at)
@@ -349,12 +340,12 @@ def run_campaign(runtime: Runtime, campaign: Campaign, scheduled_at: datetime, c
     with session_scope(runtime.database_url) as session:
         claim = claim_run(session, campaign, scheduled_at, clock())
     if claim != "claimed":
-        return "already_done" if claim == RUN_DONE else claim
+        return "already_done" if claim == RunState.DONE else claim
     while True:
         with session_scope(runtime.database_url) as session:
             scheduled = run_chunk(session, runtime, campaign, scheduled_at, clock())
         if scheduled is None:
-            return RUN_DONE
+            return RunState.DONE
         if scheduled:
             on_planned(scheduled)
 
@@ -375,7 +366,7 @@ def due_runs(session: Session, campaigns: list[Campaign], now: datetime) -> list
             continue
         scheduled_at = latest_run_at(campaign, now)
         run = find_run(session, campaign.name, scheduled_at)
-        if run is not None and (run.state != RUN_RUNNING or (run.lease_until and run.lease_until >= now)):
+        if run is not None and (run.state != RunState.RUNNING or (run.lease_until and run.lease_until >= now)):
             continue
         if run is None and not within_run_window(scheduled_at, now):
             claim_run(session, campaign, scheduled_at, now)  # records it missed
@@ -400,7 +391,7 @@ def run_counts(session: Session, campaign_name: str, scheduled_at: datetime, pla
         select(Delivery.state, Delivery.reason, func.count()).join(Coupon, Coupon.id == Delivery.coupon_id)
         .where(Coupon.trigger_key == key).group_by(Delivery.state, Delivery.reason)
     ):
-        if state == "suppressed":
+        if state == DeliveryState.SUPPRESSED:
             counts["suppressed"][reason or "unknown"] = counts["suppressed"].get(reason or "unknown", 0) + count
         else:
             counts[state] = counts.get(state, 0) + count

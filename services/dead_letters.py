@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from coupons.events import EventError, parse_event
 from coupons.privacy import mask_personal_data
-from store.models import FAILED, SCHEDULED, Attempt, Coupon, DeadLetter, Delivery, InboxEvent
+from coupons.states import DeliveryState
+from store.models import Attempt, Coupon, DeadLetter, Delivery, InboxEvent
 
 from .failures import failure_reason
 from .intake import payload_of, store_events
@@ -47,7 +48,7 @@ def list_dead_letters(session: Session, include_replayed: bool = False, limit: i
     ]
     # (state, due_at) is indexed: the newest failed deliveries without sorting them all.
     failed = session.scalars(
-        select(Delivery).where(Delivery.state == FAILED).order_by(desc(Delivery.due_at)).limit(limit)
+        select(Delivery).where(Delivery.state == DeliveryState.FAILED).order_by(desc(Delivery.due_at)).limit(limit)
     ).all()
     last_attempt = select(func.max(Attempt.id)).where(Attempt.delivery_id.in_([d.id for d in failed])) \
         .group_by(Attempt.delivery_id)
@@ -151,18 +152,18 @@ def _replan(session: Session, letter: DeadLetter, item_id: str, now: datetime,
                                            "scheduled yet (the stream has not triggered, or every order was refunded)")
     state = session.scalar(select(Delivery.state).where(Delivery.id == delivery_id))
     return ReplayResult(item_id, True, f"planned {trigger_key} for customer {customer_id}: delivery D{delivery_id} "
-                                       f"{state}", delivery_id=delivery_id if state == SCHEDULED else None)
+                                       f"{state}", delivery_id=delivery_id if state == DeliveryState.SCHEDULED else None)
 
 
 def _requeue_delivery(session: Session, number: int, item_id: str, now: datetime) -> ReplayResult:
     delivery = session.get(Delivery, number)
     if delivery is None:
         return ReplayResult(item_id, False, "no such delivery")
-    if delivery.state != FAILED:
+    if delivery.state != DeliveryState.FAILED:
         return ReplayResult(item_id, False, f"delivery is {delivery.state}, only failed ones are re-queued")
     if now >= delivery.deadline_at:
         return ReplayResult(item_id, False, f"deadline passed at {rfc3339(delivery.deadline_at)}")
-    delivery.state = SCHEDULED
+    delivery.state = DeliveryState.SCHEDULED
     delivery.next_attempt_at = now  # due_at stays the planned time: latency is measured from it
     delivery.failed_channels = []
     delivery.channel_attempts = 0

@@ -18,7 +18,8 @@ from typing import cast
 from sqlalchemy import ColumnElement, CursorResult, FromClause, case, func, select, update
 from sqlalchemy.orm import Session
 
-from store.models import EXPIRED, SCHEDULED, Attempt, Delivery
+from coupons.states import DeliveryState, Reason
+from store.models import Attempt, Delivery
 
 
 def last_transient_reason(deliveries: FromClause) -> ColumnElement[str | None]:
@@ -32,8 +33,8 @@ def last_transient_reason(deliveries: FromClause) -> ColumnElement[str | None]:
 
 def expire_overdue(session: Session, now: datetime) -> int:
     result = session.execute(
-        update(Delivery).where(Delivery.state == SCHEDULED, Delivery.deadline_at <= now)
-        .values(state=EXPIRED, reason=func.coalesce(last_transient_reason(Delivery.__table__), "deadline"),
+        update(Delivery).where(Delivery.state == DeliveryState.SCHEDULED, Delivery.deadline_at <= now)
+        .values(state=DeliveryState.EXPIRED, reason=func.coalesce(last_transient_reason(Delivery.__table__), Reason.DEADLINE),
                 enqueued_at=None, updated_at=now)
     )
     return cast(CursorResult, result).rowcount

@@ -22,20 +22,8 @@ from coupons import consent
 from coupons.events import Event, load_json, validate_event
 from coupons.model import CHANNELS
 from store.bulk import dialect_insert, insert_new
-from store.models import (
-    CANCELLED,
-    SCHEDULED,
-    SENDING,
-    SENT,
-    Coupon,
-    Customer,
-    Delivery,
-    InboxEvent,
-    Order,
-    OrderItem,
-    PendingRefund,
-    Stream,
-)
+from coupons.states import DeliveryState, Reason
+from store.models import Coupon, Customer, Delivery, InboxEvent, Order, OrderItem, PendingRefund, Stream
 from store.rows import order_item_rows
 
 from .failures import failure_reason, store_dead_letter
@@ -289,10 +277,10 @@ def _order_refunded(session: Session, event: Event, now: datetime) -> None:
     live = session.scalar(select(Order.id).where(Order.coupon_id == order.coupon_id, Order.refunded_at.is_(None)).limit(1))
     if live is not None:
         return
-    session.execute(update(Delivery).where(Delivery.coupon_id == order.coupon_id, Delivery.state == SCHEDULED)
-                    .values(state=CANCELLED, reason="refunded", updated_at=now))
+    session.execute(update(Delivery).where(Delivery.coupon_id == order.coupon_id, Delivery.state == DeliveryState.SCHEDULED)
+                    .values(state=DeliveryState.CANCELLED, reason=Reason.REFUNDED, updated_at=now))
     sent_or_sending = session.scalar(select(Delivery.id).where(
-        Delivery.coupon_id == order.coupon_id, Delivery.state.in_((SENT, SENDING))))
+        Delivery.coupon_id == order.coupon_id, Delivery.state.in_((DeliveryState.SENT, DeliveryState.SENDING))))
     if sent_or_sending is not None:
         session.execute(update(Coupon).where(Coupon.id == order.coupon_id, Coupon.void_at.is_(None)).values(void_at=now))
 

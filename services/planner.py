@@ -34,7 +34,8 @@ from coupons.model import ADDRESS_FIELD, Item, Offer
 from coupons.offers import choose_offer
 from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, stream_fallback_at
 from store.bulk import dialect_insert, fill_where_null, insert_new, insert_new_rows, one_of
-from store.models import SCHEDULED, SENDING, SENT, Coupon, Customer, Delivery, Order, Stream
+from coupons.states import DeliveryState
+from store.models import Coupon, Customer, Delivery, Order, Stream
 from store.rows import customer_value
 
 from .failures import failure_reason, store_dead_letter
@@ -63,7 +64,7 @@ def _recent_triggers(session: Session, customer_ids: list[str], earliest: dateti
     rows = session.connection().execute(
         select(Delivery.customer_id, Delivery.trigger_at).where(
             one_of(session, Delivery.customer_id, customer_ids),
-            Delivery.state.in_((SCHEDULED, SENDING, SENT)),
+            Delivery.state.in_((DeliveryState.SCHEDULED, DeliveryState.SENDING, DeliveryState.SENT)),
             Delivery.trigger_at > earliest - FREQUENCY_CAP,
             Delivery.trigger_at < latest + FREQUENCY_CAP,
         )
@@ -173,7 +174,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         offer = request.offer or shared.offer(live_orders, market)
         capped = any(abs(request.trigger_at - t) < FREQUENCY_CAP for t in recent[request.customer_id])
         plan, expires_at = shared.timing(request.trigger_at, row, market, capped)
-        if plan.state == SCHEDULED:
+        if plan.state == DeliveryState.SCHEDULED:
             recent[request.customer_id].append(request.trigger_at)
         key = (request.trigger_key, request.customer_id)
         delivery_plans[key] = (request, plan)
@@ -203,7 +204,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
     _rechoose_unsent_offers(session, [row for row in coupon_rows if row["trigger_key"].startswith("stream:")
                                       and (row["trigger_key"], row["customer_id"]) not in new_keys], now)
     _attach_orders(session, requests, {(key, customer): coupon_id for coupon_id, key, customer in inserted})
-    return sum(1 for row in delivery_rows if row["state"] == SCHEDULED)
+    return sum(1 for row in delivery_rows if row["state"] == DeliveryState.SCHEDULED)
 
 
 OFFER_COLUMNS = ("offer_type", "sku", "product_name", "currency", "price", "percent", "regular_price")
@@ -224,7 +225,7 @@ def _rechoose_unsent_offers(session: Session, coupon_rows: list[dict], now: date
         if coupon_id is None:
             continue
         unseen = session.execute(
-            update(Delivery).where(Delivery.coupon_id == coupon_id, Delivery.state == SCHEDULED,
+            update(Delivery).where(Delivery.coupon_id == coupon_id, Delivery.state == DeliveryState.SCHEDULED,
                                    Delivery.attempts == 0).values(updated_at=now)
         ).rowcount
         if unseen:

@@ -13,29 +13,31 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from coupons.codes import normalize_code
+from coupons.states import RedemptionStatus
 from store.models import Coupon
 
-REDEEMED = "redeemed"
-ALREADY_REDEEMED = "already_redeemed"
-EXPIRED = "expired"
-VOID = "void"
-UNKNOWN = "unknown"
+# The names the web edge imports (the later pass moves it to the enum).
+REDEEMED = RedemptionStatus.REDEEMED
+ALREADY_REDEEMED = RedemptionStatus.ALREADY_REDEEMED
+EXPIRED = RedemptionStatus.EXPIRED
+VOID = RedemptionStatus.VOID
+UNKNOWN = RedemptionStatus.UNKNOWN
 
 
 @dataclass(frozen=True)
 class Redemption:
-    status: str  # redeemed | already_redeemed | expired | void | unknown
+    status: RedemptionStatus
     code: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status == REDEEMED
+        return self.status == RedemptionStatus.REDEEMED
 
 
 def redeem(session: Session, code_text: str, order_id: str, now: datetime) -> Redemption:
     code = normalize_code(code_text)
     if code is None:
-        return Redemption(UNKNOWN)
+        return Redemption(RedemptionStatus.UNKNOWN)
     claimed = session.execute(
         update(Coupon)
         .where(Coupon.code == code, Coupon.redeemed_at.is_(None), Coupon.void_at.is_(None), Coupon.expires_at > now)
@@ -43,12 +45,12 @@ def redeem(session: Session, code_text: str, order_id: str, now: datetime) -> Re
         .returning(Coupon.id)
     ).scalar()
     if claimed is not None:
-        return Redemption(REDEEMED, code)
+        return Redemption(RedemptionStatus.REDEEMED, code)
     coupon = session.scalar(select(Coupon).where(Coupon.code == code))
     if coupon is None:
-        return Redemption(UNKNOWN)
+        return Redemption(RedemptionStatus.UNKNOWN)
     if coupon.redeemed_at is not None:
-        return Redemption(ALREADY_REDEEMED, code)
+        return Redemption(RedemptionStatus.ALREADY_REDEEMED, code)
     if coupon.void_at is not None:
-        return Redemption(VOID, code)
-    return Redemption(EXPIRED, code)
+        return Redemption(RedemptionStatus.VOID, code)
+    return Redemption(RedemptionStatus.EXPIRED, code)

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import any_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from store.models import SCHEDULED, SENDING, Delivery, InboxEvent
+from coupons.states import DeliveryState
+from store.models import Delivery, InboxEvent
 
 SEND_BATCH = 200
 """Deliveries per send task: one SMTP connection and one commit serve them all."""
@@ -31,8 +32,8 @@ def release_expired_leases(session: Session, now: datetime) -> int:
     claim token stays: only the next claim replaces it, and a stalled owner's late
     writes are refused because the row is no longer `sending` (see services.sender)."""
     return session.execute(
-        update(Delivery).where(Delivery.state == SENDING, Delivery.lease_expires_at < now)
-        .values(state=SCHEDULED, lease_expires_at=None, enqueued_at=None, updated_at=now)
+        update(Delivery).where(Delivery.state == DeliveryState.SENDING, Delivery.lease_expires_at < now)
+        .values(state=DeliveryState.SCHEDULED, lease_expires_at=None, enqueued_at=None, updated_at=now)
     ).rowcount
 
 
@@ -70,7 +71,7 @@ def claim_due_deliveries(session: Session, now: datetime, requeue_after: timedel
 
     Both picks are ranges of `ix_deliveries_relay_pick` (state, enqueued_at,
     next_attempt_at): the cost follows the rows picked, not the table's size."""
-    scheduled = Delivery.state == SCHEDULED
+    scheduled = Delivery.state == DeliveryState.SCHEDULED
     due = Delivery.next_attempt_at <= now
     ids = _stamp(session, Delivery, scheduled & Delivery.enqueued_at.is_(None) & due,
                  Delivery.next_attempt_at, now, limit)

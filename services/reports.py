@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import Float, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from store.models import DELIVERY_STATES, EXPIRED, SENT, Coupon, DeadLetter, Delivery, InboxEvent
+from coupons.states import DeliveryState
+from store.models import Coupon, DeadLetter, Delivery, InboxEvent
 
 PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
 STREAM_BATCH = 1000
@@ -48,7 +49,7 @@ def _latency_percentiles(session: Session, sent: int) -> dict[str, float]:
         # percentile_disc is the nearest-rank percentile, computed by the database.
         row = session.execute(select(*(
             func.percentile_disc(percent / 100).within_group(latency.asc()) for _, percent in PERCENTILES
-        )).where(Delivery.state == SENT)).one()
+        )).where(Delivery.state == DeliveryState.SENT)).one()
         return {name: round(float(value or 0.0), 3) for (name, _), value in zip(PERCENTILES, row, strict=True)}
     # SQLite has no percentile aggregate: read the one row at each rank, sorting from
     # the nearer end so no offset is more than half the rows.
@@ -56,7 +57,7 @@ def _latency_percentiles(session: Session, sent: int) -> dict[str, float]:
     for name, percent in PERCENTILES:
         rank = nearest_rank(sent, percent)
         ascending = rank <= sent - rank + 1
-        query = (select(latency).where(Delivery.state == SENT)
+        query = (select(latency).where(Delivery.state == DeliveryState.SENT)
                  .order_by(latency.asc() if ascending else latency.desc())
                  .offset(rank - 1 if ascending else sent - rank).limit(1))
         found[name] = round(float(session.scalar(query) or 0.0), 3)
@@ -71,8 +72,8 @@ def status(session: Session) -> dict:
     counts = dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())
     finished, sent_on_time = session.execute(
         select(func.count(), func.coalesce(func.sum(case(
-            ((Delivery.state == SENT) & (Delivery.sent_at <= Delivery.deadline_at), 1), else_=0)), 0))
-        .where(Delivery.state.in_((SENT, EXPIRED)))
+            ((Delivery.state == DeliveryState.SENT) & (Delivery.sent_at <= Delivery.deadline_at), 1), else_=0)), 0))
+        .where(Delivery.state.in_((DeliveryState.SENT, DeliveryState.EXPIRED)))
     ).one()
     stored = session.scalar(select(func.count()).select_from(InboxEvent)) or 0
     failed_when_applied = session.scalar(select(func.count()).select_from(DeadLetter).where(
@@ -80,9 +81,9 @@ def status(session: Session) -> dict:
     rejected = session.scalar(select(func.count()).select_from(DeadLetter).where(DeadLetter.source != "plan")) or 0
     return {
         "events": {"accepted": max(0, stored - failed_when_applied), "rejected": rejected},
-        "deliveries": {state: counts.get(state, 0) for state in DELIVERY_STATES},
+        "deliveries": {state: counts.get(state, 0) for state in DeliveryState},
         "on_time_rate": round(sent_on_time / finished, 6) if finished else 1.0,
-        "latency_seconds": _latency_percentiles(session, counts.get(SENT, 0)),
+        "latency_seconds": _latency_percentiles(session, counts.get(DeliveryState.SENT, 0)),
     }
 
 

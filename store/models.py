@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from coupons.states import DeliveryState
+
 
 class UTCDateTime(TypeDecorator):
     """Aware datetimes in, aware UTC datetimes out, on SQLite as on PostgreSQL."""
@@ -47,16 +49,9 @@ class Base(DeclarativeBase):
     pass
 
 
-# Delivery states (SPEC section 4).
-SCHEDULED = "scheduled"
-SENDING = "sending"
-SENT = "sent"
-FAILED = "failed"
-EXPIRED = "expired"
-SUPPRESSED = "suppressed"
-CANCELLED = "cancelled"
-DELIVERY_STATES = (SCHEDULED, SENDING, SENT, FAILED, EXPIRED, SUPPRESSED, CANCELLED)
-FINAL_STATES = (SENT, FAILED, EXPIRED, SUPPRESSED, CANCELLED)
+# Delivery states (SPEC section 4), defined in coupons/states.py. The short names are
+# kept for the sender and the web edge, which the later pass moves to the enum.
+SCHEDULED, SENDING, SENT, FAILED, EXPIRED, SUPPRESSED, CANCELLED = DeliveryState
 
 
 class InboxEvent(Base):
@@ -251,12 +246,6 @@ class OrderItem(Base):
     currency: Mapped[str] = mapped_column(String(3))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     __table_args__ = (Index("ix_order_items_customer_line", "customer_id", "line_key", "occurred_at"),)
-
-
-# Campaign run states.
-RUN_RUNNING = "running"
-RUN_DONE = "done"
-RUN_MISSED = "missed"
 
 
 class CampaignRun(Base):

@@ -113,7 +113,8 @@ def _work_left(session, now: datetime) -> int:
     """Events not yet applied, stream orders not yet planned, deliveries due or in flight."""
     from sqlalchemy import func, select
 
-    from store.models import SCHEDULED, SENDING, Delivery, InboxEvent, Order, Stream
+    from coupons.states import DeliveryState
+    from store.models import Delivery, InboxEvent, Order, Stream
 
     def count(query) -> int:
         return session.scalar(select(func.count()).select_from(query.subquery())) or 0
@@ -122,8 +123,8 @@ def _work_left(session, now: datetime) -> int:
         count(select(InboxEvent.id).where(InboxEvent.processed_at.is_(None)))
         + count(select(Order.id).join(Stream, Stream.id == Order.stream_id)
                 .where(Order.coupon_id.is_(None), Order.refunded_at.is_(None), Stream.ended_at.is_not(None)))
-        + count(select(Delivery.id).where((Delivery.state == SENDING)
-                                          | ((Delivery.state == SCHEDULED) & (Delivery.next_attempt_at <= now))))
+        + count(select(Delivery.id).where((Delivery.state == DeliveryState.SENDING)
+                                          | ((Delivery.state == DeliveryState.SCHEDULED) & (Delivery.next_attempt_at <= now))))
     )
 
 

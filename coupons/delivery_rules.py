@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from .markets import Market
 from .model import Customer
 from .states import DeliveryState, Reason, SendAction
-from .timing import FREQUENCY_CAP, deadline_for, outside_quiet_hours, retry_due_at
+from .timing import FREQUENCY_CAP, customer_zone, deadline_for, outside_quiet_hours, retry_due_at
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def plan_delivery(*, trigger_at: datetime, now: datetime, customer: Customer, ma
     `capped` says another coupon message for this customer falls within 24 h.
     """
     deadline_at = deadline_for(trigger_at)
-    timezone = customer.timezone or market.timezone_for(customer.country)
+    timezone = customer_zone(customer, market)
     due_at = outside_quiet_hours(trigger_at, timezone, market.quiet_start, market.quiet_end)
     if now >= deadline_at or due_at >= deadline_at:
         return Plan(DeliveryState.EXPIRED, Reason.LATE_EVENT if now >= deadline_at else Reason.DEADLINE, due_at,
@@ -141,7 +141,7 @@ def decide_send(*, now: datetime, deadline_at: datetime, customer: Customer, mar
             return SendDecision(SendAction.END, state=DeliveryState.FAILED,
                                 reason=last_reason or Reason.CHANNELS_EXHAUSTED)
         return SendDecision(SendAction.END, state=DeliveryState.SUPPRESSED, reason=Reason.NO_CHANNEL)
-    timezone = customer.timezone or market.timezone_for(customer.country)
+    timezone = customer_zone(customer, market)
     window = send_window(now=now, deadline_at=deadline_at, timezone=timezone, market=market,
                          margin=timedelta(0), last_transient_reason=last_transient_reason)
     if window.action != SendAction.SEND:

@@ -9,9 +9,26 @@ import random
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from .markets import Market
+from .model import Customer
+
 DEADLINE_AFTER = timedelta(hours=24)
 STREAM_WAIT = timedelta(hours=6)
 FREQUENCY_CAP = timedelta(hours=24)
+
+
+def customer_zone(customer: Customer, market: Market) -> str:
+    """The one rule for the zone a customer reads times in (quiet hours, the deadline's
+    local time, the expiry date): theirs if it is a real IANA zone, else the market's zone
+    for their country, else the country's main zone. A zone that does not exist (a row
+    written by hand, a zone withdrawn since the event came) falls back instead of failing."""
+    if customer.timezone:
+        try:
+            ZoneInfo(customer.timezone)
+            return customer.timezone
+        except (ValueError, LookupError):
+            pass
+    return market.timezone_for(customer.country)
 
 
 def deadline_for(trigger_at: datetime) -> datetime:

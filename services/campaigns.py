@@ -45,14 +45,14 @@ from coupons.codes import new_code
 from coupons.delivery_rules import usable_channels
 from coupons.messages import render_message, resolve_language
 from coupons.model import Item, Message, MessageContext, Offer
-from coupons.timing import coupon_expires_at
+from coupons.timing import coupon_expires_at, customer_zone
 from coupons.states import DeliveryState, RunState
 from store.models import CampaignRun, Coupon, Customer, Delivery, Order, OrderItem
 from store.bulk import dialect_insert
 from store.rows import customer_value
 
 from .failures import failure_reason
-from .planner import PLAN_CHUNK, PlanRequest, customer_zone, plan_isolated
+from .planner import PLAN_CHUNK, PlanRequest, plan_isolated
 from config.settings import Settings
 
 from .runtime import Runtime

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from operator import attrgetter
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row, Text, cast, select, update
 from sqlalchemy.exc import OperationalError
@@ -29,10 +28,9 @@ from sqlalchemy.orm import Session
 from coupons.codes import new_codes
 from coupons.delivery_rules import Plan, plan_delivery
 from coupons.markets import Market
-from coupons.model import Customer as CustomerValue
 from coupons.model import ADDRESS_FIELD, Item, Offer
 from coupons.offers import choose_offer
-from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, stream_fallback_at
+from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, customer_zone, stream_fallback_at
 from store.bulk import dialect_insert, fill_where_null, insert_new, insert_new_rows, one_of
 from coupons.states import DeliveryState
 from store.models import Coupon, Customer, Delivery, Order, Stream
@@ -253,17 +251,6 @@ def merge_requests(requests: list[PlanRequest]) -> list[PlanRequest]:
                                   max(seen.trigger_at, request.trigger_at), order_ids,
                                   offer=seen.offer or request.offer, campaign=seen.campaign or request.campaign)
     return list(merged.values())
-
-
-def customer_zone(customer: CustomerValue, market: Market) -> str:
-    """The zone the customer reads times in: theirs if it is a real zone, else the country's."""
-    if customer.timezone:
-        try:
-            ZoneInfo(customer.timezone)
-            return customer.timezone
-        except (ValueError, LookupError):
-            pass
-    return market.timezone_for(customer.country)
 
 
 def plan_isolated(session: Session, runtime: Runtime, requests: list[PlanRequest], now: datetime,

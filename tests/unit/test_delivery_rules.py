@@ -480,3 +480,26 @@ def test_a_delivery_that_was_being_retried_expires_with_its_last_transient_failu
     decision = send_window(now=now, deadline_at=deadline_at, timezone="America/New_York", market=NA,
                            last_transient_reason="http_503")
     assert (decision.state, decision.reason) == ("expired", "http_503")
+
+
+# --- the customer's zone: one rule for planning, sending and the expiry date ----------
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "", "../etc/passwd"])
+def test_a_zone_that_does_not_exist_falls_back_to_the_country_s_in_planning_and_at_send_time(zone):
+    # Given a US customer whose stored zone is not a real one (a row written by hand)
+    customer = replace(ANN, timezone=zone or None)
+    # When a night order is planned and decided at send time
+    planned = plan(trigger_at=NIGHT, now=NIGHT, customer=customer)
+    decided = decide(now=NIGHT, deadline_at=NIGHT + timedelta(hours=20), customer=customer)
+    # Then both read New York's quiet hours, the zone the planner gives the expiry date
+    assert planned.due_at == NY_MORNING
+    assert (decided.action, decided.due_at) == ("reschedule", NY_MORNING)
+
+
+def test_a_real_zone_of_the_customer_wins_over_the_country_s():
+    from coupons.timing import customer_zone
+
+    # A US customer living in Jakarta reads times in Jakarta; without a zone, New York's
+    assert customer_zone(replace(ANN, timezone="Asia/Jakarta"), NA) == "Asia/Jakarta"
+    assert customer_zone(replace(ANN, timezone="Mars/Olympus_Mons"), NA) == "America/New_York"

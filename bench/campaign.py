@@ -101,7 +101,7 @@ def child(url: str, campaigns_dir: str, now_iso: str) -> int:
     """The measured work, alone in this process: one campaign run."""
     from coupons.campaigns import latest_run_at
     from services.campaigns import load_all, run_campaign
-    from services.runtime import build_runtime, utcnow
+    from services.bootstrap import build_runtime, utcnow
     from config.settings import load_settings
 
     runtime = build_runtime(load_settings({

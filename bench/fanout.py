@@ -301,7 +301,7 @@ class FanoutBench(Stack):
 
     def measure(self) -> None:
         from services.emit import emit_lines
-        from services.runtime import current_runtime, utcnow
+        from services.bootstrap import current_runtime, utcnow
         from tasks.intake import apply_events
 
         self.sink("reset")

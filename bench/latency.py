@@ -69,7 +69,7 @@ class LatencyBench(Stack):
     def emit_orders(self) -> dict[str, float]:
         from coupons.timing import zone_at_local_hour
         from services.emit import emit_lines
-        from services.runtime import current_runtime, utcnow
+        from services.bootstrap import current_runtime, utcnow
         from tasks.intake import apply_events
 
         runtime = current_runtime()

@@ -55,7 +55,7 @@ from .failures import failure_reason
 from .planner import PLAN_CHUNK, PlanRequest, plan_isolated
 from config.settings import Settings
 
-from .runtime import Runtime
+from .bootstrap import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from .failures import failure_reason
 from .intake import payload_of, store_events
 from .planner import replan
 from .reports import rfc3339
-from .runtime import Runtime
+from .bootstrap import Runtime
 
 LIST_LIMIT = 1000
 """Newest rows of each kind a listing shows: the listing stays one bounded query per

@@ -19,7 +19,7 @@ from store.db import session_scope
 
 from .failures import store_dead_letter
 from .intake import store_events
-from .runtime import Runtime
+from .bootstrap import Runtime
 
 log = logging.getLogger(__name__)
 

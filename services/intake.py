@@ -29,7 +29,7 @@ from store.rows import order_item_rows
 from .failures import failure_reason, store_dead_letter
 from .planner import PlanRequest, plan_isolated, stream_requests
 from .redemption import redeem
-from .runtime import Runtime
+from .bootstrap import Runtime
 
 log = logging.getLogger(__name__)
 

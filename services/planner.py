@@ -37,7 +37,7 @@ from store.models import Coupon, Customer, Delivery, Order, Stream
 from store.rows import customer_value
 
 from .failures import failure_reason, store_dead_letter
-from .runtime import Runtime
+from .bootstrap import Runtime
 
 log = logging.getLogger(__name__)
 

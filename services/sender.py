@@ -68,7 +68,7 @@ from config.settings import Settings
 
 from .expiry import last_transient_reason
 from .failures import failure_reason
-from .runtime import Clock, Runtime, utcnow
+from .bootstrap import Clock, Runtime, utcnow
 
 log = logging.getLogger(__name__)
 

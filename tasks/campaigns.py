@@ -5,7 +5,7 @@ from datetime import datetime
 
 from coupons.campaigns import iso_utc
 from services.campaigns import due_runs, load_all, run_campaign as run_campaign_service
-from services.runtime import current_runtime, utcnow
+from services.bootstrap import current_runtime, utcnow
 from store.db import session_scope
 from tasks.app import RETRY_ON_DATABASE_ERRORS, app
 

@@ -1,7 +1,7 @@
 """Expire deliveries whose deadline passed while they waited."""
 
 from services.expiry import expire_overdue as expire_overdue_service
-from services.runtime import current_runtime, utcnow
+from services.bootstrap import current_runtime, utcnow
 from store.db import session_scope
 from tasks.app import RETRY_ON_DATABASE_ERRORS, app
 

@@ -1,7 +1,7 @@
 """Apply stored inbox events."""
 
 from services.intake import apply_events as apply_events_service
-from services.runtime import current_runtime, utcnow
+from services.bootstrap import current_runtime, utcnow
 from store.db import session_scope
 from tasks.app import RETRY_ON_DATABASE_ERRORS, app
 

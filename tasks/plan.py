@@ -7,7 +7,7 @@ from services.planner import (
     renew_stream_planning,
     streams_waiting,
 )
-from services.runtime import current_runtime, utcnow
+from services.bootstrap import current_runtime, utcnow
 from store.db import session_scope
 from tasks.app import RETRY_ON_DATABASE_ERRORS, app
 

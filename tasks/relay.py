@@ -10,7 +10,7 @@ from services.relay import (
     claim_unapplied_events,
     release_expired_leases,
 )
-from services.runtime import Clock, Runtime, current_runtime, utcnow
+from services.bootstrap import Clock, Runtime, current_runtime, utcnow
 from store.db import session_scope
 from tasks.app import RETRY_ON_DATABASE_ERRORS, app
 

@@ -1,6 +1,6 @@
 """Send one batch of deliveries."""
 
-from services.runtime import current_runtime
+from services.bootstrap import current_runtime
 from services.sender import send_deliveries as send_deliveries_service
 from tasks.app import RETRY_ON_DATABASE_ERRORS, app
 

@@ -103,7 +103,7 @@ class Stack:
 
     def emit(self, *events: dict | str) -> object:
         from services.emit import emit_lines
-        from services.runtime import utcnow
+        from services.bootstrap import utcnow
         from tasks.intake import apply_events
 
         lines = [("test", n, e if isinstance(e, str) else json.dumps(e)) for n, e in enumerate(events, 1)]
@@ -189,7 +189,7 @@ class WorkerProcess:
 @contextmanager
 def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, env: dict | None = None,
                   relay_tick: float = 0.5, concurrency: int = 2) -> Iterator[Stack]:
-    import services.runtime as runtime_module
+    import services.bootstrap as runtime_module
     from tasks.app import configure
     from config.settings import load_settings
 

@@ -32,7 +32,7 @@ from services.emit import emit_lines
 from services.failures import store_dead_letter, store_dead_letter_once
 from services.intake import apply_events, store_events
 from services.redemption import ALREADY_REDEEMED, EXPIRED, REDEEMED, UNKNOWN, VOID, redeem
-from services.runtime import Clock, Runtime, utcnow
+from services.bootstrap import Clock, Runtime, utcnow
 from store.db import engine_for, session_scope
 from store.models import Customer
 
@@ -530,7 +530,7 @@ def serve(host: str, port: int) -> int:
     deadline is the app's (`read_body`), as uvicorn has none."""
     import uvicorn
 
-    from services.runtime import current_runtime
+    from services.bootstrap import current_runtime
 
     runtime = current_runtime()
     app = create_app(runtime)

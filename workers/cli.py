@@ -37,7 +37,7 @@ def _lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
 
 def cmd_emit(args: argparse.Namespace) -> int:
     from services.emit import emit_lines
-    from services.runtime import current_runtime, utcnow
+    from services.bootstrap import current_runtime, utcnow
     from tasks.intake import apply_events
 
     for path in args.files:
@@ -81,7 +81,7 @@ class Doorbell:
 
 
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
-    from services.runtime import current_runtime
+    from services.bootstrap import current_runtime
     from tasks.app import QUEUES, app
 
     current_runtime()  # fail fast on bad settings, before Celery starts
@@ -92,7 +92,7 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
-    from services.runtime import current_runtime
+    from services.bootstrap import current_runtime
     from tasks.app import app
 
     runtime = current_runtime()
@@ -109,7 +109,7 @@ def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from services.reports import status
-    from services.runtime import current_runtime
+    from services.bootstrap import current_runtime
     from store.db import session_scope
 
     with session_scope(current_runtime().database_url) as session:
@@ -127,7 +127,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
     from services.reports import customer_id_width, iter_deliveries
-    from services.runtime import current_runtime
+    from services.bootstrap import current_runtime
     from store.db import session_scope
 
     with session_scope(current_runtime().database_url) as session:
@@ -162,7 +162,7 @@ def write_delivery_table(rows: Iterable[dict], customer_width: int, out: TextIO)
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from services.dead_letters import list_dead_letters
-    from services.runtime import current_runtime
+    from services.bootstrap import current_runtime
     from store.db import session_scope
 
     with session_scope(current_runtime().database_url) as session:
@@ -179,7 +179,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from services.dead_letters import replay
-    from services.runtime import current_runtime, utcnow
+    from services.bootstrap import current_runtime, utcnow
     from store.db import session_scope
     from tasks.intake import apply_events
     from tasks.relay import relay
@@ -215,7 +215,7 @@ def _counts_line(counts: dict) -> str:
 
 def cmd_campaigns(args: argparse.Namespace) -> int:
     from services.campaigns import load_all, overview
-    from services.runtime import current_runtime, utcnow
+    from services.bootstrap import current_runtime, utcnow
     from store.db import session_scope
 
     if args.action == "run":
@@ -247,7 +247,7 @@ def cmd_campaigns(args: argparse.Namespace) -> int:
 def cmd_campaigns_run(args: argparse.Namespace) -> int:
     from coupons.campaigns import iso_utc, latest_run_at
     from services.campaigns import find_campaign, find_run, preview, run_campaign, run_counts
-    from services.runtime import current_runtime, utcnow
+    from services.bootstrap import current_runtime, utcnow
     from store.db import session_scope
     from tasks.relay import relay
 

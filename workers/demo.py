@@ -131,7 +131,7 @@ def _work_left(session, now: datetime) -> int:
 def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
     from services.emit import emit_lines
     from services.reports import status
-    from services.runtime import current_runtime, utcnow
+    from services.bootstrap import current_runtime, utcnow
     from store.db import session_scope
     from tasks.app import configure
     from config.settings import load_settings

@@ -57,7 +57,7 @@ def test_emit_during_a_broker_outage_says_so_in_one_line_and_keeps_the_events(tm
 
 def test_events_stored_during_a_broker_outage_are_enqueued_by_the_relay_once_it_is_back(tmp_path, redis_url,
                                                                                         refused_broker):
-    from services.runtime import build_runtime
+    from services.bootstrap import build_runtime
     from tasks.relay import INTAKE_QUEUE, queued_messages, relay_once
     from tasks.app import configure
     from config.settings import load_settings

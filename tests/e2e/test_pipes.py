@@ -21,7 +21,7 @@ def folder(tmp_path_factory):
     """An empty folder whose embedded database holds 1,500 deliveries, applied in-process."""
     from services.emit import emit_lines
     from services.intake import apply_events
-    from services.runtime import build_runtime
+    from services.bootstrap import build_runtime
     from store.db import session_scope
     from config.settings import load_settings
 

@@ -111,7 +111,7 @@ class Services:
 @pytest.fixture()
 def make_services(database_url, clock, sinks, tmp_path):
     """Build an in-process Encore; keyword arguments override ENCORE_* settings."""
-    from services.runtime import build_runtime
+    from services.bootstrap import build_runtime
     from config.settings import load_settings
 
     smtp, http = sinks

@@ -100,31 +100,43 @@ def load(url: str, customers: int, now: datetime) -> int:
 def child(url: str, campaigns_dir: str, now_iso: str) -> int:
     """The measured work, alone in this process: one campaign run."""
     from coupons.campaigns import latest_run_at
-    from services.campaigns import load_all, run_campaign
-    from services.bootstrap import build_runtime, utcnow
     from config.settings import load_settings
+    from services.bootstrap import bootstrap
+    from services.campaigns import load_all, run_campaign
+    from services.ports import RELAY
 
-    runtime = build_runtime(load_settings({
+    class CountsChunks:
+        """The relay rings of the run: one per chunk that scheduled deliveries."""
+
+        chunks = 0
+
+        def ring(self, task: str, *args) -> None:
+            self.chunks += task == RELAY
+
+        def ring_after_commit(self, session, task: str, *args) -> None:
+            from store.db import on_commit
+
+            on_commit(session, lambda: self.ring(task, *args))
+
+        def waiting(self, task: str) -> int | None:
+            return None
+
+    doorbell = CountsChunks()
+    runtime = bootstrap(load_settings({
         "ENCORE_DATABASE_URL": url, "ENCORE_CAMPAIGNS_DIR": campaigns_dir,
         "ENCORE_CHANNEL_EMAIL": "mailto://127.0.0.1:2525?from=shop@example.com&to={email}",
         "ENCORE_DATA_DIR": campaigns_dir,
-    }))
+    }), doorbell=doorbell)
     [campaign], errors = load_all(runtime)
     assert not errors, errors
     scheduled_at = latest_run_at(campaign, datetime.fromisoformat(now_iso))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    chunks = 0
-
-    def on_planned(_scheduled: int) -> None:
-        nonlocal chunks
-        chunks += 1
-
     started = time.perf_counter()
-    outcome = run_campaign(runtime, campaign, scheduled_at, utcnow, on_planned)
+    outcome = run_campaign(runtime, campaign, scheduled_at)
     elapsed = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"outcome": outcome, "seconds": elapsed, "peak_rss_mb": peak, "rss_at_start_mb": rss_before,
-                      "chunks": chunks, "scheduled_at": scheduled_at.isoformat()}), flush=True)
+                      "chunks": doorbell.chunks, "scheduled_at": scheduled_at.isoformat()}), flush=True)
     return 0
 
 

@@ -301,17 +301,15 @@ class FanoutBench(Stack):
 
     def measure(self) -> None:
         from services.emit import emit_lines
-        from services.bootstrap import current_runtime, utcnow
-        from tasks.intake import apply_events
+        from tasks.app import compose
 
         self.sink("reset")
         profilers = self.start_profilers()
-        runtime = current_runtime()
+        runtime = compose()
         cpu_before = cpu_by_role(self.roots())
         line = json.dumps(stream_ended(datetime.now(UTC)))
         started = time.time()
-        report = emit_lines(runtime, [("bench", 1, line)], utcnow, lambda ids: apply_events.delay(ids),
-                            lambda *reject: None)
+        report = emit_lines(runtime, [("bench", 1, line)], lambda *reject: None)
         if report.accepted != 1:
             raise RuntimeError(f"stream.ended not accepted: {report}")
         log("stream.ended emitted: measuring")

@@ -69,10 +69,9 @@ class LatencyBench(Stack):
     def emit_orders(self) -> dict[str, float]:
         from coupons.timing import zone_at_local_hour
         from services.emit import emit_lines
-        from services.bootstrap import current_runtime, utcnow
-        from tasks.intake import apply_events
+        from tasks.app import compose
 
-        runtime = current_runtime()
+        runtime = compose()
         zone = zone_at_local_hour(13, datetime.now(UTC))
         total = int(self.args.rate * self.args.seconds)
         log(f"emitting {total} orders at {self.args.rate:g}/s for {self.args.seconds:g}s (customer zone {zone})")
@@ -93,8 +92,7 @@ class LatencyBench(Stack):
                               "items": [{"sku": "shampoo", "name": "Shampoo", "unit_price": "20.00", "quantity": 1,
                                          "refill_sku": "shampoo-refill"}]}}
             began = time.time()
-            report = emit_lines(runtime, [("bench", 1, json.dumps(event))], utcnow, lambda ids: apply_events.delay(ids),
-                                lambda *reject: None)
+            report = emit_lines(runtime, [("bench", 1, json.dumps(event))], lambda *reject: None)
             if report.accepted != 1:
                 raise RuntimeError(f"order {k} not accepted: {report}")
             emitted[f"lat{k}@example.com"] = began

@@ -6,8 +6,8 @@ so a second scheduler costs work, never a duplicate message.
 | --- | --- | --- | --- |
 | relay tick | tasks.relay.relay | 5 s | claims due rows with one UPDATE (SKIP LOCKED) |
 | stream sweep | tasks.plan.sweep_streams | 60 s | one planner per stream (a lease) |
-| campaign runner | tasks.plan.run_due_campaigns | every minute, on the minute | a run is a unique (campaign, scheduled time) row with a lease |
-| coupon expiry | tasks.relay.expire_overdue | 60 s | UPDATE … WHERE state = 'scheduled' |
+| campaign runner | tasks.campaigns.run_due_campaigns | every minute, on the minute | a run is a unique (campaign, scheduled time) row with a lease |
+| coupon expiry | tasks.expiry.expire_overdue | 60 s | UPDATE … WHERE state = 'scheduled' |
 """
 
 from celery.schedules import crontab
@@ -26,6 +26,6 @@ EXPIRY_TICK_SECONDS = 60.0
 BEAT_SCHEDULE = {
     "relay": {"task": "tasks.relay.relay", "schedule": RELAY_TICK_SECONDS},
     "sweep-streams": {"task": "tasks.plan.sweep_streams", "schedule": SWEEP_TICK_SECONDS},
-    "campaign-runner": {"task": "tasks.plan.run_due_campaigns", "schedule": CAMPAIGN_TICK},
-    "coupon-expiry": {"task": "tasks.relay.expire_overdue", "schedule": EXPIRY_TICK_SECONDS},
+    "campaign-runner": {"task": "tasks.campaigns.run_due_campaigns", "schedule": CAMPAIGN_TICK},
+    "coupon-expiry": {"task": "tasks.expiry.expire_overdue", "schedule": EXPIRY_TICK_SECONDS},
 }

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -45,17 +44,18 @@ from coupons.codes import new_code
 from coupons.delivery_rules import usable_channels
 from coupons.messages import render_message, resolve_language
 from coupons.model import Item, Message, MessageContext, Offer
-from coupons.timing import coupon_expires_at, customer_zone
+from config.settings import Settings
 from coupons.states import DeliveryState, RunState
-from store.models import CampaignRun, Coupon, Customer, Delivery, Order, OrderItem
+from coupons.timing import coupon_expires_at, customer_zone
 from store.bulk import dialect_insert
+from store.db import session_scope
+from store.models import CampaignRun, Coupon, Customer, Delivery, Order, OrderItem
 from store.rows import customer_value
 
+from .bootstrap import Runtime
 from .failures import failure_reason
 from .planner import PLAN_CHUNK, PlanRequest, plan_isolated
-from config.settings import Settings
-
-from .bootstrap import Runtime
+from .ports import RELAY, RUN_CAMPAIGN
 
 log = logging.getLogger(__name__)
 
@@ -328,26 +328,36 @@ def _plan_isolated(session: Session, runtime: Runtime, campaign: Campaign, reque
     return plan_isolated(session, runtime, requests, now, on_failure=skip)
 
 
-def run_campaign(runtime: Runtime, campaign: Campaign, scheduled_at: datetime, clock: Callable[[], datetime],
-                 on_planned: Callable[[int], None] = lambda scheduled: None) -> str:
+def run_campaign(runtime: Runtime, campaign: Campaign, scheduled_at: datetime) -> str:
     """Claim the run and plan its whole audience, one committed chunk at a time. Returns
     `done` (this call ran it), `already_done`, `busy` (another runner has it) or `missed`.
 
-    `on_planned` is called after each commit that scheduled deliveries (the task rings the
-    relay there, so sending starts while later chunks are still being planned)."""
-    from store.db import session_scope
-
+    Each chunk that scheduled deliveries rings the relay after its commit, so sending
+    starts while later chunks are still being planned."""
     with session_scope(runtime.database_url) as session:
-        claim = claim_run(session, campaign, scheduled_at, clock())
+        claim = claim_run(session, campaign, scheduled_at, runtime.clock())
     if claim != "claimed":
         return "already_done" if claim == RunState.DONE else claim
     while True:
         with session_scope(runtime.database_url) as session:
-            scheduled = run_chunk(session, runtime, campaign, scheduled_at, clock())
+            scheduled = run_chunk(session, runtime, campaign, scheduled_at, runtime.clock())
+            if scheduled:
+                runtime.doorbell.ring_after_commit(session, RELAY)
         if scheduled is None:
             return RunState.DONE
-        if scheduled:
-            on_planned(scheduled)
+
+
+def run_named(runtime: Runtime, name: str, scheduled_at: str) -> str:
+    """The run the campaign runner rang for: the campaign called `name`, at `scheduled_at`
+    (ISO 8601). `unknown` when its file is gone or broken since."""
+    campaigns, _ = load_all(runtime)
+    campaign = next((c for c in campaigns if c.name == name), None)
+    if campaign is None:
+        log.error("campaign %s: no longer in the campaigns folder (or its file is broken); run skipped", name)
+        return "unknown"
+    outcome = run_campaign(runtime, campaign, datetime.fromisoformat(scheduled_at))
+    log.info("campaign %s run of %s: %s", name, scheduled_at, outcome)
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -375,6 +385,19 @@ def due_runs(session: Session, campaigns: list[Campaign], now: datetime) -> list
             continue
         due.append(DueRun(campaign, scheduled_at))
     return due
+
+
+def start_due_runs(runtime: Runtime) -> int:
+    """The campaign runner's tick (beat, every minute): ring a run for each occurrence
+    that is due; the run claims itself, so a tick twice starts nothing twice."""
+    campaigns, errors = load_all(runtime)
+    for error in errors:
+        log.error("campaign file skipped: %s", error)
+    with session_scope(runtime.database_url) as session:
+        due = due_runs(session, campaigns, runtime.clock())
+    for run in due:
+        runtime.doorbell.ring(RUN_CAMPAIGN, run.campaign.name, iso_utc(run.scheduled_at))
+    return len(due)
 
 
 # ------------------------------------------------------------------ reports

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -49,8 +50,9 @@ def _failed(part: str, exc: Exception) -> CheckLine:
     return CheckLine(part, False, f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
 
 
-def check_all(env: dict[str, str] | None = None) -> Iterator[CheckLine]:
-    """One line per part; a part that cannot be checked because an earlier one failed says so."""
+def check_all(now: datetime, env: dict[str, str] | None = None) -> Iterator[CheckLine]:
+    """One line per part; a part that cannot be checked because an earlier one failed says
+    so. `now` dates the campaigns' next runs."""
     from coupons.markets import load_markets
     from config.settings import load_settings, prepare_data_dir
 
@@ -74,7 +76,7 @@ def check_all(env: dict[str, str] | None = None) -> Iterator[CheckLine]:
     if not settings.channel_templates:
         yield CheckLine("channels", True, "none is set: every delivery would end suppressed (no_channel); "
                                           "set ENCORE_CHANNEL_EMAIL or another ENCORE_CHANNEL_*", warning=True)
-    yield from _campaigns(settings)
+    yield from _campaigns(settings, now)
     yield _serve(settings)
 
 
@@ -90,10 +92,8 @@ def _serve(settings) -> CheckLine:
     return CheckLine("serve", True, "; ".join(parts))
 
 
-def _campaigns(settings) -> Iterator[CheckLine]:
+def _campaigns(settings, now: datetime) -> Iterator[CheckLine]:
     """One line per campaign file: its name, state and next run, or the field at fault."""
-    from datetime import UTC, datetime
-
     from coupons.campaigns import iso_utc, load_campaigns, next_run_after
     from coupons.markets import load_markets
     from services.campaigns import campaigns_folder_of
@@ -107,7 +107,6 @@ def _campaigns(settings) -> Iterator[CheckLine]:
     campaigns, errors = load_campaigns(folder, markets.by_name)
     if not campaigns and not errors:
         yield CheckLine("campaigns", True, f"none in {folder}")
-    now = datetime.now(UTC)
     for campaign in campaigns:
         state = "enabled" if campaign.enabled else "disabled"
         yield CheckLine(f"campaign {campaign.file}", True,

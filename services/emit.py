@@ -8,18 +8,17 @@ rejected and the others go on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
-
-import logging
 
 from coupons.events import Event, EventError, parse_event
 from store.db import session_scope
 
+from .bootstrap import Runtime
 from .failures import store_dead_letter
 from .intake import store_events
-from .bootstrap import Runtime
+from .ports import APPLY_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +32,21 @@ class EmitReport:
     enqueue_errors: int = 0
 
 
-def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]], now: Callable[[], datetime],
-               enqueue: Callable[[list[str]], None], on_reject: Callable[[str, int, str], None], *,
+def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]],
+               on_reject: Callable[[str, int, str], None], *,
                on_accept: Callable[[str, int, str], None] | None = None,
                bom_on_first_line: bool = True) -> EmitReport:
-    """`lines` yields (source, line number, text or bytes). Valid events are stored then
-    passed to `enqueue` and reported to `on_accept` (source, number, event id); each
-    rejected one is dead-lettered and reported to `on_reject` (source, number, reason).
+    """`lines` yields (source, line number, text or bytes). Valid events are stored, then
+    intake is rung with their ids (`runtime.doorbell`), and each is reported to
+    `on_accept` (source, number, event id); each rejected one is dead-lettered and
+    reported to `on_reject` (source, number, reason).
 
     `POST /events` passes the elements of its array as lines: one path for both, so the
     same text gets the same verdict and the same dead letter. A file's first line may
     start with a byte order mark (editors write one); an array element may not
     (`bom_on_first_line=False`)."""
     report = EmitReport()
+    now = runtime.clock
     batch: list[tuple[str, int, Event]] = []
     rejects: list[tuple[str, int, str, str]] = []
 
@@ -63,7 +64,7 @@ def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]], 
             on_reject(source, number, reason)
         if new_ids:
             try:
-                enqueue(new_ids)
+                runtime.doorbell.ring(APPLY_EVENTS, new_ids)
             except Exception:  # stored already: the relay re-enqueues after the lease
                 log.warning("enqueueing %d stored events failed; the relay will retry", len(new_ids), exc_info=True)
                 report.enqueue_errors += 1

@@ -21,15 +21,16 @@ from sqlalchemy.orm import Session
 from coupons import consent
 from coupons.events import Event, load_json, validate_event
 from coupons.model import CHANNELS
-from store.bulk import dialect_insert, insert_new
 from coupons.states import DeliveryState, Reason
+from store.bulk import dialect_insert, insert_new
 from store.models import Coupon, Customer, Delivery, InboxEvent, Order, OrderItem, PendingRefund, Stream
 from store.rows import order_item_rows
 
+from .bootstrap import Runtime
 from .failures import failure_reason, store_dead_letter
 from .planner import PlanRequest, plan_isolated, stream_requests
+from .ports import PLAN_STREAM, RELAY
 from .redemption import redeem
-from .bootstrap import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def payload_of(event: Event) -> str:
 
 @dataclass
 class Applied:
-    """What applying a batch asks of the caller after commit."""
+    """What applying a batch rang for, after its commit: the streams to plan, and the
+    deliveries now scheduled (the relay)."""
 
     streams_to_plan: set[str] = field(default_factory=set)
     scheduled: int = 0
@@ -70,7 +72,10 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
     refunds, with the same result as applying them one by one in that order (consent
     and profile merges are folded in the same order). If that raises, they are applied
     again one by one, each in a savepoint, so a bad one is dead-lettered alone (the
-    pattern of `planner.plan_isolated`). Every other event is applied alone, in its place."""
+    pattern of `planner.plan_isolated`). Every other event is applied alone, in its place.
+
+    After the caller commits, the planner is rung for each stream that ended and the
+    relay for the deliveries scheduled (`runtime.doorbell`)."""
     applied = Applied()
     inbox = session.execute(
         select(InboxEvent.id, InboxEvent.payload, InboxEvent.received_at)
@@ -125,6 +130,10 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
                         .values(processed_at=now).execution_options(synchronize_session=False))
     session.flush()
     applied.scheduled += plan_isolated(session, runtime, plan_requests, now)
+    for stream_id in sorted(applied.streams_to_plan):
+        runtime.doorbell.ring_after_commit(session, PLAN_STREAM, stream_id)
+    if applied.scheduled:
+        runtime.doorbell.ring_after_commit(session, RELAY)
     return applied
 
 

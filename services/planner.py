@@ -30,14 +30,16 @@ from coupons.delivery_rules import Plan, plan_delivery
 from coupons.markets import Market
 from coupons.model import ADDRESS_FIELD, Item, Offer
 from coupons.offers import choose_offer
+from coupons.states import DeliveryState
 from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, customer_zone, stream_fallback_at
 from store.bulk import dialect_insert, fill_where_null, insert_new, insert_new_rows, one_of
-from coupons.states import DeliveryState
+from store.db import session_scope
 from store.models import Coupon, Customer, Delivery, Order, Stream
 from store.rows import customer_value
 
-from .failures import failure_reason, store_dead_letter
 from .bootstrap import Runtime
+from .failures import failure_reason, store_dead_letter
+from .ports import PLAN_STREAM, RELAY
 
 log = logging.getLogger(__name__)
 
@@ -411,10 +413,37 @@ def renew_stream_planning(session: Session, stream_id: str, now: datetime, done:
                     .values(planning_until=None if done else now + PLANNING_LEASE))
 
 
+def plan_stream(runtime: Runtime, stream_id: str) -> int:
+    """Plan a stream's unplanned buyers, one committed chunk at a time; returns how many
+    customers were planned (0 when another planner holds the stream).
+
+    Each chunk that scheduled deliveries rings the relay after its commit, so sending
+    overlaps planning, and memory stays flat however many buyers the stream had."""
+    with session_scope(runtime.database_url) as session:
+        if not claim_stream_planning(session, stream_id, runtime.clock()):
+            return 0  # another planner has it
+    planned, after = 0, ""
+    try:
+        while True:
+            with session_scope(runtime.database_url) as session:
+                customer_ids = next_unplanned_customers(session, stream_id, after)
+                renew_stream_planning(session, stream_id, runtime.clock(), done=not customer_ids)
+                if not customer_ids:
+                    return planned
+                plan_stream_chunk(session, runtime, stream_id, customer_ids, runtime.clock())
+            planned += len(customer_ids)
+            after = customer_ids[-1]
+    except Exception:
+        with session_scope(runtime.database_url) as session:
+            renew_stream_planning(session, stream_id, runtime.clock(), done=True)  # let the retry claim it
+        raise
+
+
 def plan_stream_chunk(session: Session, runtime: Runtime, stream_id: str, customer_ids: list[str],
                       now: datetime) -> int:
     """Plan one chunk of a stream's customers, each in isolation: a customer whose
-    planning raises is dead-lettered and the others are planned."""
+    planning raises is dead-lettered and the others are planned. The relay is rung after
+    the commit when the chunk scheduled deliveries."""
     ended_at = session.scalar(select(Stream.ended_at).where(Stream.id == stream_id))
     trigger_key = f"stream:{stream_id}"
 
@@ -422,7 +451,10 @@ def plan_stream_chunk(session: Session, runtime: Runtime, stream_id: str, custom
         record_plan_failure(session, trigger_key, customer_id, order_ids, exc, now)
 
     requests = stream_requests(session, stream_id, ended_at, customer_ids, now, on_error=failed)
-    return plan_isolated(session, runtime, requests, now)
+    scheduled = plan_isolated(session, runtime, requests, now)
+    if scheduled:
+        runtime.doorbell.ring_after_commit(session, RELAY)
+    return scheduled
 
 
 def streams_waiting(session: Session, now: datetime) -> list[str]:
@@ -434,3 +466,12 @@ def streams_waiting(session: Session, now: datetime) -> list[str]:
             (Stream.ended_at.is_not(None)) | (Order.occurred_at <= now - STREAM_WAIT),
         ).group_by(Order.stream_id)
     ))
+
+
+def sweep_streams(runtime: Runtime) -> int:
+    """Ring the planner for every stream that waited long enough (beat, every minute)."""
+    with session_scope(runtime.database_url) as session:
+        waiting = streams_waiting(session, runtime.clock())
+    for stream_id in waiting:
+        runtime.doorbell.ring(PLAN_STREAM, stream_id)
+    return len(waiting)

@@ -15,10 +15,16 @@ from sqlalchemy import any_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from coupons.states import DeliveryState
+from store.db import session_scope
 from store.models import Delivery, InboxEvent
+
+from .bootstrap import Runtime
+from .ports import APPLY_EVENTS, SEND_DELIVERIES
 
 SEND_BATCH = 200
 """Deliveries per send task: one SMTP connection and one commit serve them all."""
+EVENT_BATCH = 500
+"""Stored events per intake task when the relay enqueues them again."""
 RELAY_LIMIT = 5000
 """Rows claimed per relay statement; the relay loops until nothing is due."""
 EVENT_CLAIM_CHUNK = 1000
@@ -99,3 +105,34 @@ def claim_unapplied_events(session: Session, now: datetime, requeue_after: timed
 
 def batches(ids: list, size: int) -> list[list]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def relay_once(runtime: Runtime) -> int:
+    """One relay pass: give back expired leases, ring intake for unapplied events and the
+    senders for due deliveries. Returns how many deliveries it rang for."""
+    clock, doorbell = runtime.clock, runtime.doorbell
+    requeue_after = timedelta(seconds=runtime.settings.lease_seconds)
+    with session_scope(runtime.database_url) as session:
+        release_expired_leases(session, clock())
+        # Like sends: stored events whose message is older than the lease are presumed lost
+        # only when the intake queue is empty. A million-line `encore emit` on a busy machine
+        # can take longer than the lease to apply, and its backlog must not be copied into the
+        # broker again. The queue is asked only when there is something to claim (rarely).
+        with session.begin_nested() as claim:
+            event_ids = claim_unapplied_events(session, clock(), requeue_after)
+            if event_ids and doorbell.waiting(APPLY_EVENTS) not in (0, None):
+                claim.rollback()
+                event_ids = []
+    for chunk in batches(event_ids, EVENT_BATCH):
+        doorbell.ring(APPLY_EVENTS, chunk)
+    # Asked before the first ring of this pass: what this pass enqueues is not lost.
+    broker_holds_none = doorbell.waiting(SEND_DELIVERIES) in (0, None)
+    enqueued = 0
+    while True:
+        with session_scope(runtime.database_url) as session:
+            due = claim_due_deliveries(session, clock(), requeue_after, broker_holds_none=broker_holds_none)
+        for chunk in batches(due, SEND_BATCH):
+            doorbell.ring(SEND_DELIVERIES, chunk)
+        enqueued += len(due)
+        if not due:
+            return enqueued

@@ -23,7 +23,6 @@ the one database round trip after the provider's answer).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import uuid
@@ -35,14 +34,12 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import TypeVar
 
-import redis
 from sqlalchemy import Connection, Row, String, bindparam, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from channels.adapter import ChannelSender, SendResult
-from channels.pool import pool_for
-from channels.ratelimit import Limiter, make_rate_limiter
+from channels.ratelimit import Limiter
 from coupons.delivery_rules import SendDecision, after_attempt, decide_send, send_window
 from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
@@ -68,7 +65,8 @@ from config.settings import Settings
 
 from .expiry import last_transient_reason
 from .failures import failure_reason
-from .bootstrap import Clock, Runtime, utcnow
+from .bootstrap import Runtime
+from .ports import Clock
 
 log = logging.getLogger(__name__)
 
@@ -656,18 +654,6 @@ MAX_RATE_WAIT_SECONDS = 1.0
 """Longest a worker waits in place for a rate-limit token before rescheduling."""
 
 
-@lru_cache(maxsize=16)
-def _limiter_for(channel: str, rate: float, redis_url: str | None) -> Limiter:
-    client = redis.Redis.from_url(redis_url) if redis_url else None
-    return make_rate_limiter(channel, rate, max(1, math.ceil(rate)), client)
-
-
-def rate_limiter(runtime: Runtime, channel: str) -> Limiter | None:
-    """The channel's shared token bucket (Redis when the broker is Redis), or None if unlimited."""
-    rate = runtime.settings.rate_limits.get(channel)
-    return _limiter_for(channel, rate, runtime.settings.redis_url) if rate else None
-
-
 def _wait_for_token(limiter: Limiter | None) -> float | None:
     """None once a token is taken; the wait in seconds if it is too long to hold the worker."""
     if limiter is None:
@@ -718,7 +704,7 @@ def _send_one(runtime: Runtime, claim: _Claim, sender: ChannelSender, item: Outg
 # --------------------------------------------------------------------------- the batch
 
 
-def claim_batch(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> ClaimedBatch:
+def claim_batch(runtime: Runtime, ids: list[int], clock: Clock) -> ClaimedBatch:
     """Claim the due rows among `ids` under a new token; decide and render each."""
     now = clock()
     batch = ClaimedBatch(token=new_claim_token(), claimed_at=now, claimed=[])
@@ -792,9 +778,8 @@ class _LeaseKeeper:
 def _drain(runtime: Runtime, claim: _Claim, queue: _ChannelQueue, clock: Clock,
            counts: dict[str, int], counts_lock: threading.Lock) -> None:
     """One sending slot: borrow a sender, send the queue's items until it is empty."""
-    template = runtime.settings.channel_templates[queue.channel]
-    limiter = rate_limiter(runtime, queue.channel)
-    pool = pool_for(queue.channel, template, runtime.settings.concurrency_for(queue.channel))
+    limiter = runtime.rate_limiter(queue.channel)
+    pool = runtime.sender_pool(queue.channel)
     with pool.lend() as sender:
         while (item := queue.take()) is not None:
             wait = _wait_for_token(limiter)
@@ -806,7 +791,7 @@ def _drain(runtime: Runtime, claim: _Claim, queue: _ChannelQueue, clock: Clock,
                 counts[outcome] += 1
 
 
-def send_claimed(runtime: Runtime, batch: ClaimedBatch, clock: Clock = utcnow) -> BatchReport:
+def send_claimed(runtime: Runtime, batch: ClaimedBatch, clock: Clock) -> BatchReport:
     """Send what `claim_batch` took, up to the channel's concurrency at once, each
     result recorded as its answer arrives."""
     by_channel: dict[str, list[Outgoing]] = defaultdict(list)
@@ -850,7 +835,7 @@ def send_claimed(runtime: Runtime, batch: ClaimedBatch, clock: Clock = utcnow) -
                        lost=counts[LOST])
 
 
-def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock = utcnow) -> BatchReport:
+def send_deliveries(runtime: Runtime, ids: list[int], clock: Clock) -> BatchReport:
     """Claim, send and record one batch; safe to run twice with the same ids."""
     batch = claim_batch(runtime, ids, clock)
     if not batch.claimed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -113,3 +113,33 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def on_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` right after `session`'s outermost transaction commits; drop it if
+    that transaction rolls back. What it announces is then in the database before anyone
+    hears of it (a doorbell rung inside the transaction could be answered before the
+    commit, or for rows a rollback removed). Savepoints neither run nor drop it."""
+    pending: list[Callable[[], None]] | None = session.info.get(_ON_COMMIT)
+    if pending is None:
+        pending = session.info[_ON_COMMIT] = []
+        event.listen(session, "after_commit", _run_on_commit)
+        event.listen(session, "after_transaction_end", _drop_on_rollback)
+    pending.append(callback)
+
+
+_ON_COMMIT = "encore_on_commit"
+
+
+def _run_on_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: the outer transaction may still roll back
+    pending = session.info[_ON_COMMIT]
+    callbacks, pending[:] = list(pending), []
+    for callback in callbacks:
+        callback()
+
+
+def _drop_on_rollback(session: Session, transaction) -> None:
+    if transaction.parent is None:
+        session.info[_ON_COMMIT].clear()  # after a commit it is empty already

@@ -1,6 +1,13 @@
-"""The one Celery app. Settings favour at-least-once delivery: a task is acked
-after it ran, and requeued when its worker dies, so every task must be safe to
-run twice (they are: each claims rows in the database before acting)."""
+"""The one Celery app, and the runtime of the process that runs its tasks.
+
+Settings favour at-least-once delivery: a task is acked after it ran, and requeued
+when its worker dies, so every task must be safe to run twice (they are: each claims
+rows in the database before acting).
+
+Nothing is configured at import: `compose()` (called by `runtime()`, the command line
+and the demo) bootstraps the runtime and points the app at the same settings. A
+worker's pool children and beat are forked from the process that did so, and inherit
+both."""
 
 from __future__ import annotations
 
@@ -11,10 +18,12 @@ from celery.signals import worker_process_init
 from kombu import pools
 from sqlalchemy.exc import OperationalError
 
+from config.settings import Settings
 from schedules.beat import BEAT_SCHEDULE
-from config.settings import Settings, load_settings
+from services.bootstrap import Runtime, bootstrap
 
-QUEUES = ("intake", "plan", "send", "relay")
+from tasks.doorbell import CeleryDoorbell, task_routes
+
 TASK_MODULES = ("tasks.intake", "tasks.plan", "tasks.relay", "tasks.send", "tasks.campaigns", "tasks.expiry")
 
 app = Celery("encore")
@@ -32,7 +41,7 @@ REDIS_SOCKET_TIMEOUT = 10.0
 
 
 def configure(settings: Settings) -> Celery:
-    """Point the app at `settings` (called at import, and again by tests and the demo)."""
+    """Point the app at `settings` (by `compose`, and again by tests pointing it elsewhere)."""
     if app._pool is not None:
         # Drop connections to a previous broker: kombu keeps global per-URL pools,
         # and Celery's own reset is the one it does after a fork.
@@ -47,7 +56,7 @@ def configure(settings: Settings) -> Celery:
         task_ignore_result=True,
         result_backend=None,
         task_default_queue="intake",
-        task_routes={f"tasks.{queue}.*": {"queue": queue} for queue in QUEUES},
+        task_routes=task_routes(),
         task_serializer="json",
         accept_content=["json"],
         timezone="UTC",
@@ -74,7 +83,24 @@ def configure(settings: Settings) -> Celery:
     return app
 
 
-configure(load_settings())
+def compose(settings: Settings | None = None) -> Runtime:
+    """A runtime whose doorbell is this app, and the app configured from the same settings
+    (the environment's unless given)."""
+    composed = bootstrap(settings, doorbell=CeleryDoorbell(app))
+    configure(composed.settings)
+    return composed
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """This process's runtime, composed on first use: the tasks' (a pool child inherits
+    its parent's), `encore serve`'s and the command line's."""
+    global _runtime
+    if _runtime is None:
+        _runtime = compose()
+    return _runtime
 
 
 @worker_process_init.connect

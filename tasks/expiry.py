@@ -1,12 +1,13 @@
 """Expire deliveries whose deadline passed while they waited."""
 
 from services.expiry import expire_overdue as expire_overdue_service
-from services.bootstrap import current_runtime, utcnow
+from services.ports import EXPIRE_OVERDUE
 from store.db import session_scope
-from tasks.app import RETRY_ON_DATABASE_ERRORS, app
+from tasks.app import RETRY_ON_DATABASE_ERRORS, app, runtime
 
 
-@app.task(name="tasks.relay.expire_overdue", **RETRY_ON_DATABASE_ERRORS)
+@app.task(name=EXPIRE_OVERDUE, **RETRY_ON_DATABASE_ERRORS)
 def expire_overdue() -> int:
-    with session_scope(current_runtime().database_url) as session:
-        return expire_overdue_service(session, utcnow())
+    process = runtime()
+    with session_scope(process.database_url) as session:
+        return expire_overdue_service(session, process.clock())

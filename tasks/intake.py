@@ -1,21 +1,14 @@
-"""Apply stored inbox events."""
+"""Apply stored inbox events; intake rings the planner and the relay after its commit."""
 
 from services.intake import apply_events as apply_events_service
-from services.bootstrap import current_runtime, utcnow
+from services.ports import APPLY_EVENTS
 from store.db import session_scope
-from tasks.app import RETRY_ON_DATABASE_ERRORS, app
+from tasks.app import RETRY_ON_DATABASE_ERRORS, app, runtime
 
 
-@app.task(name="tasks.intake.apply_events", **RETRY_ON_DATABASE_ERRORS)
+@app.task(name=APPLY_EVENTS, **RETRY_ON_DATABASE_ERRORS)
 def apply_events(event_ids: list[str]) -> int:
-    runtime = current_runtime()
-    with session_scope(runtime.database_url) as session:
-        applied = apply_events_service(session, runtime, event_ids, utcnow())
-    from tasks.plan import plan_stream
-    from tasks.relay import relay
-
-    for stream_id in applied.streams_to_plan:
-        plan_stream.delay(stream_id)
-    if applied.scheduled:
-        relay.delay()
+    process = runtime()
+    with session_scope(process.database_url) as session:
+        apply_events_service(session, process, event_ids, process.clock())
     return len(event_ids)

@@ -1,15 +1,14 @@
 """Send one batch of deliveries."""
 
-from services.bootstrap import current_runtime
+from services.ports import RELAY, SEND_DELIVERIES
 from services.sender import send_deliveries as send_deliveries_service
-from tasks.app import RETRY_ON_DATABASE_ERRORS, app
+from tasks.app import RETRY_ON_DATABASE_ERRORS, app, runtime
 
 
-@app.task(name="tasks.send.send_deliveries", **RETRY_ON_DATABASE_ERRORS)
+@app.task(name=SEND_DELIVERIES, **RETRY_ON_DATABASE_ERRORS)
 def send_deliveries(delivery_ids: list[int]) -> int:
-    report = send_deliveries_service(current_runtime(), delivery_ids)
+    process = runtime()
+    report = send_deliveries_service(process, delivery_ids, process.clock)
     if report.rescheduled or report.retried:
-        from tasks.relay import relay
-
-        relay.delay()  # a permanent failure moves to the next channel at once
+        process.doorbell.ring(RELAY)  # a permanent failure moves to the next channel at once
     return report.sent

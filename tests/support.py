@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from channels.sinks import HttpSink, SmtpSink
 from coupons.timing import zone_at_local_hour
@@ -32,6 +33,36 @@ class FakeClock:
     def advance(self, **delta: float) -> datetime:
         self.now += timedelta(**delta)
         return self.now
+
+
+class RecordingDoorbell:
+    """An in-memory doorbell (like dramatiq's StubBroker): every ring is kept, in order,
+    so a service test asserts which task rings next without a broker, and answers the
+    rings it wants answered (`take`). `waiting` counts the rings of a task not taken yet,
+    as the broker counts the messages of its queue."""
+
+    def __init__(self) -> None:
+        self.rings: list[tuple[str, tuple]] = []
+
+    def ring(self, task: str, *args: Any) -> None:
+        self.rings.append((task, args))
+
+    def ring_after_commit(self, session, task: str, *args: Any) -> None:
+        from store.db import on_commit
+
+        on_commit(session, lambda: self.ring(task, *args))
+
+    def waiting(self, task: str) -> int | None:
+        return sum(1 for name, _ in self.rings if name == task)
+
+    def take(self, *tasks: str) -> list[tuple[str, tuple]]:
+        """Remove and return the rings of `tasks` (of every task when none is named)."""
+        taken = [ring for ring in self.rings if not tasks or ring[0] in tasks]
+        self.rings = [ring for ring in self.rings if ring not in taken]
+        return taken
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.rings]
 
 
 CODE_PATTERN = re.compile(r"\b[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}-[A-HJ-KM-NP-Z2-9]{5}\b")
@@ -103,13 +134,10 @@ class Stack:
 
     def emit(self, *events: dict | str) -> object:
         from services.emit import emit_lines
-        from services.bootstrap import utcnow
-        from tasks.intake import apply_events
 
         lines = [("test", n, e if isinstance(e, str) else json.dumps(e)) for n, e in enumerate(events, 1)]
         rejected: list[tuple[int, str]] = []
-        report = emit_lines(self.runtime, lines, utcnow, lambda ids: apply_events.delay(ids),
-                            lambda _s, n, reason: rejected.append((n, reason)))
+        report = emit_lines(self.runtime, lines, lambda _s, n, reason: rejected.append((n, reason)))
         report.rejected_lines = rejected
         return report
 
@@ -189,9 +217,7 @@ class WorkerProcess:
 @contextmanager
 def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, env: dict | None = None,
                   relay_tick: float = 0.5, concurrency: int = 2) -> Iterator[Stack]:
-    import services.bootstrap as runtime_module
-    from tasks.app import configure
-    from config.settings import load_settings
+    from tasks.app import compose
 
     smtp = SmtpSink()
     http = HttpSink()
@@ -213,24 +239,21 @@ def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, 
             monkeypatch.delenv(key, raising=False)
         else:
             monkeypatch.setenv(key, value)
-    runtime_module.current_runtime.cache_clear()
-    configure(load_settings())
-    runtime = runtime_module.current_runtime()
+    runtime = compose()  # the settings above, ringing through the Celery app pointed at them
     worker = WorkerProcess(dict(os.environ), Path(data_dir) / "worker.log", concurrency)
     stop = threading.Event()
 
     def tick() -> None:
         """What `encore beat` does, faster."""
-        from tasks.plan import sweep_streams
-        from tasks.relay import relay
+        from services.ports import RELAY, SWEEP_STREAMS
 
         ticks = 0
         while not stop.wait(relay_tick):
             ticks += 1
             try:
-                relay.delay()
+                runtime.doorbell.ring(RELAY)
                 if ticks % 4 == 0:
-                    sweep_streams.delay()
+                    runtime.doorbell.ring(SWEEP_STREAMS)
             except Exception:  # the broker may be restarting in a crash test
                 pass
 
@@ -244,7 +267,6 @@ def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, 
         worker.stop()
         smtp.stop()
         http.stop()
-        runtime_module.current_runtime.cache_clear()
 
 
 # ----------------------------------------------------------------------- encore serve

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -32,7 +31,8 @@ from services.emit import emit_lines
 from services.failures import store_dead_letter, store_dead_letter_once
 from services.intake import apply_events, store_events
 from services.redemption import ALREADY_REDEEMED, EXPIRED, REDEEMED, UNKNOWN, VOID, redeem
-from services.bootstrap import Clock, Runtime, utcnow
+from services.bootstrap import Runtime
+from services.ports import APPLY_EVENTS
 from store.db import engine_for, session_scope
 from store.models import Customer
 
@@ -44,9 +44,6 @@ from .shopify import TOPIC as SHOPIFY_TOPIC
 from .shopify import Ignored, order_paid_event, shopify_signature_ok
 
 log = logging.getLogger(__name__)
-
-Enqueue = Callable[[list[str]], None]
-
 
 # ------------------------------------------------------------------------ API shapes
 
@@ -151,24 +148,18 @@ def _templates() -> Environment:
     return Environment(loader=PackageLoader("web", "templates"), autoescape=True, auto_reload=False)
 
 
-def _default_enqueue(ids: list[str]) -> None:
-    from tasks.intake import apply_events as apply_events_task
-
-    apply_events_task.delay(ids)
-
-
 # ------------------------------------------------------------------------------- app
 
 
-def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock = utcnow) -> FastAPI:
-    """The service for `runtime`. `enqueue` rings the intake doorbell (Celery by default)."""
+def create_app(runtime: Runtime) -> FastAPI:
+    """The service for `runtime`: its clock, and its doorbell for intake (Celery in `serve`)."""
     settings = runtime.settings
     if not settings.webhook_secret:
         from config.settings import SettingsError
 
         raise SettingsError("ENCORE_WEBHOOK_SECRET: not set; `encore serve` needs it to verify signed requests")
     secret = settings.webhook_secret
-    enqueue = enqueue or _default_enqueue
+    clock = runtime.clock
     database_url = runtime.database_url
     registry = make_registry(database_url, clock)
     app = FastAPI(
@@ -186,7 +177,7 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
         as sent (then enqueued), or dead-lettered as sent with the same reason."""
         accepted: list[str] = []
         rejected: list[dict] = []
-        emit_lines(runtime, (("http", index, element) for index, element in enumerate(elements)), clock, enqueue,
+        emit_lines(runtime, (("http", index, element) for index, element in enumerate(elements)),
                    lambda _source, index, reason: rejected.append({"index": index, "error": reason}),
                    on_accept=lambda _source, _index, event_id: accepted.append(event_id), bom_on_first_line=False)
         return accepted, rejected
@@ -303,7 +294,7 @@ def create_app(runtime: Runtime, *, enqueue: Enqueue | None = None, clock: Clock
             new_ids = store_events(session, [event], now)
         if new_ids:
             try:
-                enqueue(new_ids)
+                runtime.doorbell.ring(APPLY_EVENTS, new_ids)
             except Exception:  # stored already: the relay enqueues it after the lease
                 log.warning("enqueueing Shopify event %s failed; the relay will retry", event.id, exc_info=True)
         return "accepted", event.id
@@ -530,9 +521,9 @@ def serve(host: str, port: int) -> int:
     deadline is the app's (`read_body`), as uvicorn has none."""
     import uvicorn
 
-    from services.bootstrap import current_runtime
+    from tasks.app import runtime as process_runtime
 
-    runtime = current_runtime()
+    runtime = process_runtime()
     app = create_app(runtime)
     engine_for(runtime.database_url)  # create or upgrade the schema before the first request
     config = uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=True, server_header=False,

@@ -8,10 +8,14 @@ import os
 import select
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+from sqlalchemy.orm import Session
 
 from coupons.errors import ConfigError, EncoreError
+from services.ports import Doorbell
 
 
 def _lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
@@ -37,8 +41,7 @@ def _lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
 
 def cmd_emit(args: argparse.Namespace) -> int:
     from services.emit import emit_lines
-    from services.bootstrap import current_runtime, utcnow
-    from tasks.intake import apply_events
+    from tasks.app import runtime
 
     for path in args.files:
         if path != "-" and not Path(path).is_file():
@@ -50,8 +53,8 @@ def cmd_emit(args: argparse.Namespace) -> int:
         where = f"{source}: line {number}" if several else f"line {number}"
         print(f"{where}: {reason}", file=sys.stderr)
 
-    doorbell = Doorbell(apply_events.delay)
-    report = emit_lines(current_runtime(), _lines(args.files), utcnow, doorbell, on_reject)
+    doorbell = QuietDoorbell(runtime().doorbell)
+    report = emit_lines(replace(runtime(), doorbell=doorbell), _lines(args.files), on_reject)
     print(f"accepted {report.accepted}, rejected {report.rejected}")
     if doorbell.failure:
         print(f"encore emit: the broker did not answer ({doorbell.failure}); the {report.accepted} accepted events "
@@ -61,30 +64,38 @@ def cmd_emit(args: argparse.Namespace) -> int:
     return 1 if report.rejected else 0
 
 
-class Doorbell:
-    """Rings the broker (a task's `delay`) until it fails once, then stays quiet: what it
+class QuietDoorbell:
+    """Rings through `doorbell` until a ring fails once, then stays quiet: what it
     announces is already stored in the database, and the relay enqueues it once the broker
     is back. Trying again for every batch would only make the user wait for each failure.
     `failure` is the first error's message, for the one line the user sees."""
 
-    def __init__(self, ring: Callable[..., object]) -> None:
-        self.ring = ring
+    def __init__(self, doorbell: Doorbell) -> None:
+        self.doorbell = doorbell
         self.failure: str | None = None
 
-    def __call__(self, *args: object) -> None:
+    def ring(self, task: str, *args: Any) -> None:
         if self.failure is not None:
             return
         try:
-            self.ring(*args)
+            self.doorbell.ring(task, *args)
         except Exception as exc:  # noqa: BLE001 - whatever the transport raises, the rows are stored
             self.failure = (str(exc).splitlines() or [type(exc).__name__])[0]
 
+    def ring_after_commit(self, session: Session, task: str, *args: Any) -> None:
+        from store.db import on_commit
+
+        on_commit(session, lambda: self.ring(task, *args))
+
+    def waiting(self, task: str) -> int | None:
+        return self.doorbell.waiting(task)
+
 
 def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
-    from services.bootstrap import current_runtime
-    from tasks.app import QUEUES, app
+    from tasks.app import app, runtime
+    from tasks.doorbell import QUEUES
 
-    current_runtime()  # fail fast on bad settings, before Celery starts
+    runtime()  # fail fast on bad settings, and point the app at them, before Celery starts (its pool inherits both)
 
     argv = ["worker", "-Q", ",".join(QUEUES), "--loglevel", "INFO", *extra]
     app.worker_main(argv)
@@ -92,13 +103,10 @@ def cmd_worker(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
-    from services.bootstrap import current_runtime
-    from tasks.app import app
-
-    runtime = current_runtime()
     from services.campaigns import load_all
+    from tasks.app import app, runtime
 
-    campaigns, errors = load_all(runtime)
+    campaigns, errors = load_all(runtime())
     print(f"encore beat: {len(campaigns)} campaign(s) loaded", file=sys.stderr)
     for error in errors:
         print(f"encore beat: campaign file skipped: {error}", file=sys.stderr)
@@ -109,10 +117,10 @@ def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from services.reports import status
-    from services.bootstrap import current_runtime
+    from services.bootstrap import bootstrap
     from store.db import session_scope
 
-    with session_scope(current_runtime().database_url) as session:
+    with session_scope(bootstrap().database_url) as session:
         report = status(session)
     if args.json:
         print(json.dumps(report))
@@ -127,10 +135,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
     from services.reports import customer_id_width, iter_deliveries
-    from services.bootstrap import current_runtime
+    from services.bootstrap import bootstrap
     from store.db import session_scope
 
-    with session_scope(current_runtime().database_url) as session:
+    with session_scope(bootstrap().database_url) as session:
         rows = iter_deliveries(session, args.customer)
         if args.json:
             write_json_array(rows, sys.stdout)
@@ -162,10 +170,10 @@ def write_delivery_table(rows: Iterable[dict], customer_width: int, out: TextIO)
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from services.dead_letters import list_dead_letters
-    from services.bootstrap import current_runtime
+    from services.bootstrap import bootstrap
     from store.db import session_scope
 
-    with session_scope(current_runtime().database_url) as session:
+    with session_scope(bootstrap().database_url) as session:
         rows = list_dead_letters(session, include_replayed=args.all)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
@@ -179,28 +187,28 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from services.dead_letters import replay
-    from services.bootstrap import current_runtime, utcnow
+    from services.ports import APPLY_EVENTS, RELAY
     from store.db import session_scope
-    from tasks.intake import apply_events
-    from tasks.relay import relay
+    from tasks.app import runtime
 
     fixed = Path(args.file).read_bytes() if args.file else None
     if fixed is not None and len(args.ids) != 1:
         print("encore replay: --file takes exactly one id", file=sys.stderr)
         return 2
     failures = 0
-    apply_later, relay_later = Doorbell(apply_events.delay), Doorbell(relay.delay)
+    process = runtime()
+    doorbell = QuietDoorbell(process.doorbell)
     for item_id in args.ids:
-        with session_scope(current_runtime().database_url) as session:
-            result = replay(session, item_id, utcnow(), fixed, current_runtime())
+        with session_scope(process.database_url) as session:
+            result = replay(session, item_id, process.clock(), fixed, process)
         print(f"{item_id}: {result.message}")
         failures += not result.ok
         if result.event_id:
-            apply_later([result.event_id])
+            doorbell.ring(APPLY_EVENTS, [result.event_id])
         if result.delivery_id:
-            relay_later()
-    if apply_later.failure or relay_later.failure:
-        print(f"encore replay: the broker did not answer ({apply_later.failure or relay_later.failure}); what was "
+            doorbell.ring(RELAY)
+    if doorbell.failure:
+        print(f"encore replay: the broker did not answer ({doorbell.failure}); what was "
               "replayed is stored, and the relay (encore beat) picks it up once the broker is back", file=sys.stderr)
     return 1 if failures else 0
 
@@ -214,16 +222,16 @@ def _counts_line(counts: dict) -> str:
 
 
 def cmd_campaigns(args: argparse.Namespace) -> int:
+    from services.bootstrap import bootstrap
     from services.campaigns import load_all, overview
-    from services.bootstrap import current_runtime, utcnow
     from store.db import session_scope
 
     if args.action == "run":
         return cmd_campaigns_run(args)
-    runtime = current_runtime()
+    runtime = bootstrap()
     campaigns, errors = load_all(runtime)
     with session_scope(runtime.database_url) as session:
-        report = overview(session, campaigns, errors, utcnow())
+        report = overview(session, campaigns, errors, runtime.clock())
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
@@ -247,16 +255,15 @@ def cmd_campaigns(args: argparse.Namespace) -> int:
 def cmd_campaigns_run(args: argparse.Namespace) -> int:
     from coupons.campaigns import iso_utc, latest_run_at
     from services.campaigns import find_campaign, find_run, preview, run_campaign, run_counts
-    from services.bootstrap import current_runtime, utcnow
     from store.db import session_scope
-    from tasks.relay import relay
+    from tasks.app import runtime as process_runtime
 
-    runtime = current_runtime()
+    runtime = process_runtime()
     campaign, problem = find_campaign(runtime, args.name)
     if campaign is None:
         print(f"encore campaigns run: {problem}", file=sys.stderr)
         return 2
-    scheduled_at = latest_run_at(campaign, utcnow())
+    scheduled_at = latest_run_at(campaign, runtime.clock())
     when = iso_utc(scheduled_at)
     if args.dry_run:
         with session_scope(runtime.database_url) as session:
@@ -272,9 +279,9 @@ def cmd_campaigns_run(args: argparse.Namespace) -> int:
             print(message.text.rstrip())
         print("\nnothing was sent or stored")
         return 0
-    ring_relay = Doorbell(lambda _scheduled: relay.delay())
-    outcome = run_campaign(runtime, campaign, scheduled_at, utcnow, ring_relay)
-    if ring_relay.failure:
+    doorbell = QuietDoorbell(runtime.doorbell)
+    outcome = run_campaign(replace(runtime, doorbell=doorbell), campaign, scheduled_at)
+    if doorbell.failure:
         print("warning: the broker did not answer; beat's relay tick will send the planned deliveries",
               file=sys.stderr)
     with session_scope(runtime.database_url) as session:
@@ -292,10 +299,11 @@ def cmd_campaigns_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from services.bootstrap import utcnow
     from services.check import check_all
 
     failed = 0
-    for line in check_all():
+    for line in check_all(utcnow()):
         print(line, flush=True)
         failed += not line.ok
     print("all parts usable" if not failed else f"{failed} part(s) not usable")

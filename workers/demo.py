@@ -131,18 +131,14 @@ def _work_left(session, now: datetime) -> int:
 def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
     from services.emit import emit_lines
     from services.reports import status
-    from services.bootstrap import current_runtime, utcnow
     from store.db import session_scope
-    from tasks.app import configure
-    from config.settings import load_settings
+    from tasks.app import compose
 
     smtp, http = SmtpSink().start(), HttpSink().start()
     os.environ.update(_channel_env(smtp, http))
     os.environ.setdefault("ENCORE_RETRY_BASE_SECONDS", "2")
-    settings = load_settings()
-    configure(settings)
-    current_runtime.cache_clear()
-    runtime = current_runtime()
+    runtime = compose()  # the environment's settings, the stand-ins' channels among them
+    settings = runtime.settings
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # for the worker's log, whatever the database
     print(f"Encore demo — database {settings.database_url}, broker {settings.broker_url}")
     print(f"  providers: SMTP on 127.0.0.1:{smtp.port}, SMS/WhatsApp/LINE/Telegram on http://127.0.0.1:{http.port}")
@@ -154,16 +150,14 @@ def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
         )
     print(f"  worker: pid {worker.pid} (log {log_path})")
     try:
-        from tasks.intake import apply_events
-
         if not _wait_until_ready(worker, log_path, timeout):
             print(f"the worker did not start (exit {worker.returncode}); see {log_path}")
             return 1
         run = datetime.now(UTC).strftime("d%H%M%S")
-        lines = sample_events(run, buyers, utcnow())
+        lines = sample_events(run, buyers, runtime.clock())
         rejected: list[tuple[int, str]] = []
-        report = emit_lines(runtime, (("demo", n, text) for n, text in enumerate(lines, 1)), utcnow,
-                            lambda ids: apply_events.delay(ids), lambda _s, n, reason: rejected.append((n, reason)))
+        report = emit_lines(runtime, (("demo", n, text) for n, text in enumerate(lines, 1)),
+                            lambda _s, n, reason: rejected.append((n, reason)))
         with session_scope(runtime.database_url) as session:
             new_events = _events_stored(session, run)
         print(f"\nFed {len(lines)} lines: accepted {report.accepted}, rejected {report.rejected}")
@@ -179,7 +173,7 @@ def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
         while True:
             with session_scope(runtime.database_url) as session:
                 snapshot = status(session)
-                left = _work_left(session, utcnow())
+                left = _work_left(session, runtime.clock())
             states = ", ".join(f"{k} {v}" for k, v in snapshot["deliveries"].items() if v) or "no deliveries yet"
             line = f"{states} | work left {left}"
             if line != last:

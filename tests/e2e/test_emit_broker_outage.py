@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -57,24 +58,23 @@ def test_emit_during_a_broker_outage_says_so_in_one_line_and_keeps_the_events(tm
 
 def test_events_stored_during_a_broker_outage_are_enqueued_by_the_relay_once_it_is_back(tmp_path, redis_url,
                                                                                         refused_broker):
-    from services.bootstrap import build_runtime
-    from tasks.relay import INTAKE_QUEUE, queued_messages, relay_once
-    from tasks.app import configure
     from config.settings import load_settings
+    from services.ports import APPLY_EVENTS
+    from services.relay import relay_once
+    from tasks.app import compose, configure
 
     # Given three orders emitted while the broker refused connections
     assert encore("emit", "-", cwd=tmp_path, stdin=three_orders(),
                   env={"ENCORE_BROKER_URL": refused_broker}).returncode == 0
     # When the broker is back and beat's relay ticks after the lease
     settings = load_settings({"ENCORE_DATA_DIR": str(tmp_path / "var"), "ENCORE_BROKER_URL": redis_url})
-    configure(settings)
     try:
-        runtime = build_runtime(settings)
-        assert queued_messages(INTAKE_QUEUE) == 0
+        runtime = compose(settings)
+        assert runtime.doorbell.waiting(APPLY_EVENTS) == 0
         after_the_lease = datetime.now(UTC) + timedelta(seconds=settings.lease_seconds + 1)
-        relay_once(runtime, lambda: after_the_lease)
+        relay_once(replace(runtime, clock=lambda: after_the_lease))
         # Then the stored events are in the intake queue, one message for the three
-        assert queued_messages(INTAKE_QUEUE) == 1
+        assert runtime.doorbell.waiting(APPLY_EVENTS) == 1
     finally:
         configure(load_settings())
 

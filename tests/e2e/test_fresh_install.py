@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -112,8 +113,8 @@ def test_check_says_why_the_smtp_server_cannot_be_used(tmp_path, credentials, ur
     with SmtpSink(credentials=("shop", "secret-pass")) as relay, listener:
         template = url.format(credentials=credentials, port=relay.port, closed=free_port(), silent=silent)
         # When `encore check` runs with that email channel
-        lines = {line.part: line for line in check_all({"ENCORE_DATA_DIR": str(tmp_path / "var"),
-                                                        "ENCORE_CHANNEL_EMAIL": template})}
+        lines = {line.part: line for line in check_all(datetime.now(UTC), {"ENCORE_DATA_DIR": str(tmp_path / "var"),
+                                                                           "ENCORE_CHANNEL_EMAIL": template})}
     # Then the email line is an error that says what failed, where, and no password
     email = lines["channel email"]
     assert not email.ok

@@ -19,20 +19,23 @@ ORDERS = 1500  # the table alone is ~200 KB: far more than a pipe holds, so the 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """An empty folder whose embedded database holds 1,500 deliveries, applied in-process."""
+    from config.settings import load_settings
+    from services.bootstrap import bootstrap
     from services.emit import emit_lines
     from services.intake import apply_events
-    from services.bootstrap import build_runtime
+    from services.ports import APPLY_EVENTS
     from store.db import session_scope
-    from config.settings import load_settings
+    from tests.support import RecordingDoorbell
 
     folder = tmp_path_factory.mktemp("pipes")
-    runtime = build_runtime(load_settings({"ENCORE_DATA_DIR": str(folder / "var")}))
     now = datetime.now(UTC)
+    runtime = bootstrap(load_settings({"ENCORE_DATA_DIR": str(folder / "var")}), clock=lambda: now,
+                        doorbell=RecordingDoorbell())
     lines = [("test", n, json.dumps(order_paid(f"e{n}", customer_id=f"c{n:05d}", occurred_at=now)))
              for n in range(ORDERS)]
     lines.append(("test", ORDERS, "{broken"))  # one dead letter, so `dead-letters` prints a row
-    stored: list[str] = []
-    emit_lines(runtime, lines, lambda: now, stored.extend, lambda *_: None)
+    emit_lines(runtime, lines, lambda *_: None)
+    stored = [event_id for _, (ids,) in runtime.doorbell.take(APPLY_EVENTS) for event_id in ids]
     with session_scope(runtime.database_url) as session:
         apply_events(session, runtime, stored, now)
     return folder

@@ -31,7 +31,7 @@ def stack(request, monkeypatch, tmp_path):
 def _purge_rabbit(url: str) -> None:
     from kombu import Connection
 
-    from tasks.app import QUEUES
+    from tasks.doorbell import QUEUES
 
     with Connection(url) as conn:
         channel = conn.channel()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from channels.sinks import HttpSink, SmtpSink
-from tests.support import FakeClock
+from tests.support import FakeClock, RecordingDoorbell
 
 
 @pytest.fixture()
@@ -42,12 +42,18 @@ def database_url(request, tmp_path) -> str:
 
 @dataclass
 class Services:
-    """One in-process Encore on a real database: store, apply, relay and send by hand."""
+    """One in-process Encore on a real database: store, apply, relay and send by hand.
+    Its doorbell records rings (`tests.support.RecordingDoorbell`); `emit` answers the
+    intake and planner rings as their workers would, the relay's are left to the test."""
 
     runtime: object
     clock: FakeClock
     smtp: SmtpSink
     http: HttpSink
+
+    @property
+    def doorbell(self) -> RecordingDoorbell:
+        return self.runtime.doorbell
 
     def session(self):
         from store.db import session_scope
@@ -55,32 +61,32 @@ class Services:
         return session_scope(self.runtime.database_url)
 
     def emit(self, *events: dict | str) -> list[tuple[int, str]]:
-        """Store and apply events as `encore emit` + the intake task would; returns rejections."""
+        """Store and apply events as `encore emit` + the intake and plan tasks would; returns rejections."""
         from services.emit import emit_lines
-        from services.intake import apply_events
 
         rejected: list[tuple[int, str]] = []
-        stored: list[str] = []
         lines = [("test", n, e if isinstance(e, str) else json.dumps(e)) for n, e in enumerate(events, 1)]
-        emit_lines(self.runtime, lines, self.clock, stored.extend, lambda _s, n, why: rejected.append((n, why)))
-        if stored:
-            with self.session() as session:
-                applied = apply_events(session, self.runtime, stored, self.clock())
-            for stream_id in applied.streams_to_plan:
-                self.plan_stream(stream_id)
+        emit_lines(self.runtime, lines, lambda _s, n, why: rejected.append((n, why)))
+        self.answer_intake()
         return rejected
 
-    def plan_stream(self, stream_id: str) -> None:
-        from services.planner import next_unplanned_customers, plan_stream_chunk
+    def answer_intake(self) -> None:
+        """Answer the rings for intake and the planner, as their workers would, until none is left."""
+        from services.intake import apply_events
+        from services.ports import APPLY_EVENTS, PLAN_STREAM
 
-        after = ""
-        while True:
-            with self.session() as session:
-                customer_ids = next_unplanned_customers(session, stream_id, after)
-                if not customer_ids:
-                    return
-                plan_stream_chunk(session, self.runtime, stream_id, customer_ids, self.clock())
-            after = customer_ids[-1]
+        while rings := self.doorbell.take(APPLY_EVENTS, PLAN_STREAM):
+            for task, args in rings:
+                if task == APPLY_EVENTS:
+                    with self.session() as session:
+                        apply_events(session, self.runtime, *args, self.clock())
+                else:
+                    self.plan_stream(*args)
+
+    def plan_stream(self, stream_id: str) -> None:
+        from services.planner import plan_stream
+
+        plan_stream(self.runtime, stream_id)
 
     def relay_and_send(self) -> int:
         """One relay pass and the send of everything it found due; returns how many ids."""
@@ -111,8 +117,8 @@ class Services:
 @pytest.fixture()
 def make_services(database_url, clock, sinks, tmp_path):
     """Build an in-process Encore; keyword arguments override ENCORE_* settings."""
-    from services.bootstrap import build_runtime
     from config.settings import load_settings
+    from services.bootstrap import bootstrap
 
     smtp, http = sinks
 
@@ -127,7 +133,8 @@ def make_services(database_url, clock, sinks, tmp_path):
             "ENCORE_LEASE_SECONDS": "300",
             **env,
         }
-        runtime = build_runtime(load_settings({k: v for k, v in settings_env.items() if v is not None}))
+        runtime = bootstrap(load_settings({k: v for k, v in settings_env.items() if v is not None}), clock=clock,
+                            doorbell=RecordingDoorbell())
         return Services(runtime, clock, smtp, http)
 
     return make
@@ -174,7 +181,7 @@ class CampaignServices(Services):
         from services.campaigns import run_campaign
 
         campaign = self.campaign(name)
-        return run_campaign(self.runtime, campaign, latest_run_at(campaign, self.clock()), self.clock)
+        return run_campaign(self.runtime, campaign, latest_run_at(campaign, self.clock()))
 
     def campaign_tick(self) -> list[str]:
         """One tick of beat's campaign runner, and the runs it starts; returns their outcomes."""
@@ -183,7 +190,7 @@ class CampaignServices(Services):
         campaigns, _ = load_all(self.runtime)
         with self.session() as session:
             due = due_runs(session, campaigns, self.clock())
-        return [run_campaign(self.runtime, run.campaign, run.scheduled_at, self.clock) for run in due]
+        return [run_campaign(self.runtime, run.campaign, run.scheduled_at) for run in due]
 
     def campaign_deliveries(self) -> list[dict]:
         return [row for row in self.deliveries() if row["trigger"] == "campaign"]
@@ -204,11 +211,14 @@ def campaign_services(make_services, campaigns_dir) -> CampaignServices:
 # --- intake helpers shared by the intake test modules ------------------------------------
 
 def store_only(services: Services, *events: dict) -> None:
-    """Store events in the inbox as `encore emit` does, without applying them."""
+    """Store events in the inbox as `encore emit` does, without applying them (their ring
+    to intake is dropped, as a lost message would be)."""
     from services.emit import emit_lines
+    from services.ports import APPLY_EVENTS
 
     lines = [("test", n, json.dumps(e)) for n, e in enumerate(events, 1)]
-    emit_lines(services.runtime, lines, services.clock, lambda ids: None, lambda *reject: pytest.fail(str(reject)))
+    emit_lines(services.runtime, lines, lambda *reject: pytest.fail(str(reject)))
+    services.doorbell.take(APPLY_EVENTS)
 
 
 def allow_connections(database_url: str, allowed: bool) -> None:

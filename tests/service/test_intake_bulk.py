@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
 from services.intake import apply_events
+from services.ports import APPLY_EVENTS
 from store.models import Customer, DeadLetter, Order, PendingRefund
 from tests.service.conftest import apply_while_another_batch_is_open, executed_statements, store_only
-from tests.support import iso, order_paid, stream_ended
+from tests.support import RecordingDoorbell, iso, order_paid, stream_ended
 
 
 def event(kind: str, event_id: str, occurred_at, **data) -> dict:
@@ -140,9 +142,9 @@ def test_an_order_that_fails_inside_a_batch_is_dead_lettered_alone(services, mon
 def count_statements(services, events: list[dict]) -> int:
     from services.emit import emit_lines
 
-    stored: list[str] = []
     lines = [("test", n, json.dumps(e)) for n, e in enumerate(events, 1)]
-    emit_lines(services.runtime, lines, services.clock, stored.extend, lambda *reject: pytest.fail(str(reject)))
+    emit_lines(services.runtime, lines, lambda *reject: pytest.fail(str(reject)))
+    stored = [event_id for _, (ids,) in services.doorbell.take(APPLY_EVENTS) for event_id in ids]
     with executed_statements(services.runtime.database_url) as statements, services.session() as session:
         apply_events(session, services.runtime, stored, services.clock())
     return len(statements)
@@ -211,6 +213,12 @@ def test_emitting_ten_times_more_lines_does_not_take_more_memory(services, monke
 
     monkeypatch.setattr(emit_module, "EMIT_BATCH", 100)  # ten batches instead of one, in a tenth of the time
 
+    class Forgetful(RecordingDoorbell):  # a broker holds the rings, not this process
+        def ring(self, task: str, *args) -> None:
+            pass
+
+    runtime = replace(services.runtime, doorbell=Forgetful())
+
     now = services.clock()
 
     def peak_bytes(tag: str, count: int) -> int:
@@ -219,8 +227,7 @@ def test_emitting_ten_times_more_lines_does_not_take_more_memory(services, monke
                  for n in range(1, count + 1))  # produced one at a time, like a file being read
         tracemalloc.start()
         try:
-            report = emit_lines(services.runtime, lines, services.clock, lambda ids: None,
-                                lambda *reject: pytest.fail(str(reject)))
+            report = emit_lines(runtime, lines, lambda *reject: pytest.fail(str(reject)))
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -240,51 +247,59 @@ def broker(redis_url):
     """The Celery app pointed at the test's Redis, with no worker consuming; restored after."""
     import redis
 
-    from tasks.app import configure
     from config.settings import load_settings
+    from tasks.app import configure
 
     configure(load_settings({"ENCORE_BROKER_URL": redis_url}))
     yield redis.Redis.from_url(redis_url)
     configure(load_settings())
 
 
-def store_and_enqueue(services, count: int) -> None:
+@pytest.fixture()
+def celery_runtime(services, broker):
+    """The services' runtime, ringing through that broker as a worker's or beat's does."""
+    from tasks.app import app
+    from tasks.doorbell import CeleryDoorbell
+
+    return replace(services.runtime, doorbell=CeleryDoorbell(app))
+
+
+def store_and_enqueue(runtime, count: int) -> None:
     from services.emit import emit_lines
-    from tasks.intake import apply_events as apply_task
 
     lines = [("test", n, json.dumps(order_paid(f"e{n}", customer_id=f"c{n}", stream_id="s",
-                                                occurred_at=services.clock(), timezone="UTC")))
+                                                occurred_at=runtime.clock(), timezone="UTC")))
              for n in range(1, count + 1)]
-    emit_lines(services.runtime, lines, services.clock, lambda ids: apply_task.delay(ids),
-               lambda *reject: pytest.fail(str(reject)))
+    emit_lines(runtime, lines, lambda *reject: pytest.fail(str(reject)))
 
 
-def test_an_inbox_backlog_waiting_in_the_broker_longer_than_the_lease_is_not_enqueued_again(services, broker):
-    from tasks.relay import INTAKE_QUEUE, queued_messages, relay_once
+def test_an_inbox_backlog_waiting_in_the_broker_longer_than_the_lease_is_not_enqueued_again(services, celery_runtime):
+    from services.relay import relay_once
 
     # Given 2,500 stored events whose three intake messages wait in the broker
-    store_and_enqueue(services, 2500)
-    assert queued_messages(INTAKE_QUEUE) == 3
+    store_and_enqueue(celery_runtime, 2500)
+    assert celery_runtime.doorbell.waiting(APPLY_EVENTS) == 3
     # When no worker gets to them for three leases while the relay keeps ticking
     for _ in range(3):
         services.clock.advance(seconds=services.runtime.settings.lease_seconds + 1)
-        relay_once(services.runtime, services.clock)
+        relay_once(celery_runtime)
     # Then the broker still holds each event once
-    assert queued_messages(INTAKE_QUEUE) == 3
+    assert celery_runtime.doorbell.waiting(APPLY_EVENTS) == 3
 
 
-def test_stored_events_whose_messages_the_broker_lost_are_enqueued_again_after_the_lease(services, broker):
-    from tasks.relay import INTAKE_QUEUE, queued_messages, relay_once
+def test_stored_events_whose_messages_the_broker_lost_are_enqueued_again_after_the_lease(services, broker,
+                                                                                         celery_runtime):
+    from services.relay import relay_once
 
     # Given stored events, and a broker that then loses their messages
-    store_and_enqueue(services, 1200)
+    store_and_enqueue(celery_runtime, 1200)
     broker.flushdb()
     # When less than a lease has passed, nothing is presumed lost yet
-    relay_once(services.runtime, services.clock)
-    assert queued_messages(INTAKE_QUEUE) == 0
+    relay_once(celery_runtime)
+    assert celery_runtime.doorbell.waiting(APPLY_EVENTS) == 0
     # Then after the lease each is enqueued again, once (500 ids per message)
     services.clock.advance(seconds=services.runtime.settings.lease_seconds + 1)
-    relay_once(services.runtime, services.clock)
-    assert queued_messages(INTAKE_QUEUE) == 3
-    relay_once(services.runtime, services.clock)
-    assert queued_messages(INTAKE_QUEUE) == 3
+    relay_once(celery_runtime)
+    assert celery_runtime.doorbell.waiting(APPLY_EVENTS) == 3
+    relay_once(celery_runtime)
+    assert celery_runtime.doorbell.waiting(APPLY_EVENTS) == 3

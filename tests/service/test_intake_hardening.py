@@ -19,11 +19,12 @@ from tests.support import iso, order_paid, stream_ended
 def emit_raw(services, *lines: str | bytes) -> tuple[list[str], list[tuple[int, str]]]:
     """Store and apply lines exactly as given (str or bytes), as `encore emit` does."""
     from services.emit import emit_lines
+    from services.ports import APPLY_EVENTS
 
-    stored: list[str] = []
     rejected: list[tuple[int, str]] = []
-    emit_lines(services.runtime, [("test", n, line) for n, line in enumerate(lines, 1)], services.clock,
-               stored.extend, lambda _s, n, why: rejected.append((n, why)))
+    emit_lines(services.runtime, [("test", n, line) for n, line in enumerate(lines, 1)],
+               lambda _s, n, why: rejected.append((n, why)))
+    stored = [event_id for _, (ids,) in services.doorbell.take(APPLY_EVENTS) for event_id in ids]
     if stored:
         with services.session() as session:
             apply_events(session, services.runtime, stored, services.clock())

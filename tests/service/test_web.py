@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-
+from dataclasses import dataclass, replace
 
 import pytest
 from sqlalchemy import func, select
 
+from services.ports import APPLY_EVENTS
 from store.models import Coupon, DeadLetter, InboxEvent
 from tests.support import (
     SHOPIFY_SECRET,
     WEBHOOK_SECRET,
+    RecordingDoorbell,
     order_paid,
     shopify_headers,
     shopify_order,
@@ -44,25 +45,31 @@ class Web:
             return session.scalars(select(Coupon)).all()
 
 
+class IntakeAnsweredAtOnce(RecordingDoorbell):
+    """Records rings, and answers intake's at once, as the intake and plan workers would."""
+
+    def __init__(self, services) -> None:
+        super().__init__()
+        self.services = services
+
+    def ring(self, task: str, *args) -> None:
+        super().ring(task, *args)
+        if task == APPLY_EVENTS:
+            self.services.answer_intake()
+
+
 @pytest.fixture()
 def make_web(make_services):
     from fastapi.testclient import TestClient
 
-    from services.intake import apply_events
     from web.app import create_app
 
     def make(**env: str) -> Web:
         settings = {"ENCORE_WEBHOOK_SECRET": WEBHOOK_SECRET, "ENCORE_SHOPIFY_SECRET": SHOPIFY_SECRET,
                     "ENCORE_PUBLIC_URL": PUBLIC_URL, **env}
         services = make_services(**settings)
-
-        def enqueue(ids: list[str]) -> None:
-            with services.session() as session:
-                applied = apply_events(session, services.runtime, ids, services.clock())
-            for stream_id in applied.streams_to_plan:
-                services.plan_stream(stream_id)
-
-        client = TestClient(create_app(services.runtime, enqueue=enqueue, clock=services.clock))
+        services.runtime = replace(services.runtime, doorbell=IntakeAnsweredAtOnce(services))
+        client = TestClient(create_app(services.runtime))
         return Web(services, client)
 
     return make
@@ -625,12 +632,12 @@ def test_a_broker_that_does_not_answer_still_gets_202_and_the_event_stays_stored
 
     from web.app import create_app
 
+    class BrokerDown(RecordingDoorbell):
+        def ring(self, task: str, *args) -> None:
+            raise ConnectionRefusedError("broker down")
+
     services = make_services(ENCORE_WEBHOOK_SECRET=WEBHOOK_SECRET)
-
-    def broker_down(ids: list[str]) -> None:
-        raise ConnectionRefusedError("broker down")
-
-    client = TestClient(create_app(services.runtime, enqueue=broker_down, clock=services.clock))
+    client = TestClient(create_app(replace(services.runtime, doorbell=BrokerDown())))
     body = json.dumps(daytime_order("e1", services)).encode()
     response = client.post("/events", content=body, headers=signed_headers(body))
     assert (response.status_code, response.json()["accepted"]) == (202, ["e1"])

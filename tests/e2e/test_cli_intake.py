@@ -1,5 +1,5 @@
 """`encore emit` reads bytes per line: one undecodable or unstorable line is rejected by
-itself, from standard input and from files alike (issue 7 item 1)."""
+itself, from standard input and from files alike, and the good lines around it are kept."""
 
 from __future__ import annotations
 

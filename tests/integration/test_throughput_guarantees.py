@@ -1,4 +1,4 @@
-"""The guarantees with many sends in flight per worker (issue 10), on PostgreSQL +
+"""The guarantees still hold with many sends in flight per worker, on PostgreSQL +
 Redis with a real `encore worker`: a send longer than the lease keeps its rows, a
 worker killed with many messages in flight (and Redis flushed) still sends each code
 once, and an HTTP provider that answers 503 for a while gets every message once

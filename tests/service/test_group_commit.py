@@ -1,4 +1,4 @@
-"""Group commit of send results (issue 10): results that arrive while the batch's one
+"""Group commit of send results: results that arrive while the batch's one
 connection is busy are written together, in one statement on PostgreSQL (one
 transaction on SQLite), yet each is written as soon as the connection is free, the
 fence still holds per row, and a database outage reaches every waiting thread.

@@ -1,4 +1,4 @@
-"""Issue 10, intake speed: consecutive order.paid events are applied together (one
+"""Intake speed: consecutive order.paid events are applied together (one
 customer upsert, one order insert, one early-refund look-up), with exactly the result
 of applying them one by one, each bad one still isolated, and a statement count that
 does not grow with the batch."""

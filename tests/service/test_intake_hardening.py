@@ -1,5 +1,6 @@
-"""Issue 7, the intake side: nothing lost at the edge, consent ordered by shop time,
-early refunds kept, replays that do what they say, no customer data in errors."""
+"""The intake side of the promises to shops and customers: nothing lost at the edge,
+consent ordered by shop time, early refunds kept, replays that do what they say, no
+customer data in errors."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def dead_letters(services, source: str | None = None) -> list[DeadLetter]:
         return list(session.scalars(query))
 
 
-# --- item 1: one bad line never loses the good ones ------------------------------------------
+# --- one bad line never loses the good ones ------------------------------------------
 
 def test_bad_lines_are_rejected_by_field_and_every_good_line_is_kept(services):
     # Given ten valid orders and, between them, lines the database or the planner would choke on
@@ -83,7 +84,7 @@ def test_an_undecodable_line_is_kept_as_a_readable_dead_letter(services):
     assert letter.raw == '{"id": "\\xff\\xfe"}'
 
 
-# --- item 4: consent ordered by occurred_at -----------------------------------------------------
+# --- consent ordered by occurred_at: a late retry cannot undo an opt-out -----------------------------------------------------
 
 def opt_out(event_id: str, customer_id: str, at, channels=None) -> dict:
     data = {"customer_id": customer_id, **({"channels": channels} if channels is not None else {})}
@@ -136,7 +137,7 @@ def test_the_profile_comes_from_the_newest_order_whatever_arrives_last(services)
         assert session.get(Customer, "c1").email == "new@example.com"
 
 
-# --- item 5: a refund that overtakes its order ----------------------------------------------------
+# --- a refund that overtakes its order still cancels it ----------------------------------------------------
 
 def test_a_refund_that_arrives_before_its_order_means_no_coupon(services):
     # Given a refund whose order.paid arrives after it
@@ -166,7 +167,7 @@ def test_a_stream_order_refunded_in_advance_leaves_the_coupon_to_the_other_order
     assert row["state"] == "sent" and row["offer"]["sku"] == "shampoo-refill"
 
 
-# --- item 9: replay does what it says ---------------------------------------------------------------
+# --- replay does what it says ---------------------------------------------------------------
 
 def test_replaying_an_event_whose_applying_failed_applies_it(services, monkeypatch):
     import services.intake as intake
@@ -260,7 +261,7 @@ def test_replaying_an_emit_rejection_whose_id_is_taken_since_is_refused(services
     assert not result.ok and "already stored" in result.message
 
 
-# --- item 10: no customer data in errors, dead letters and logs -------------------------------------
+# --- no customer data in errors, dead letters and logs -------------------------------------
 
 def test_database_errors_never_show_bound_parameters(services):
     from sqlalchemy import text
@@ -288,7 +289,7 @@ def test_an_apply_failure_leaves_no_customer_data_in_its_dead_letter_or_the_log(
     assert "p-1" in caplog.text  # the id is what the operator follows
 
 
-# --- item 14: the dead-letter listing is set-based and bounded -----------------------------------------
+# --- the dead-letter listing is set-based and bounded -----------------------------------------
 
 def test_listing_failed_deliveries_takes_a_fixed_number_of_queries(services):
     from services.dead_letters import list_dead_letters

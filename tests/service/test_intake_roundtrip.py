@@ -1,5 +1,6 @@
-"""Property (issue 7 item 1): any event intake accepts is stored and applied on the real
-databases; nothing accepted at the edge fails later in the driver or in planning."""
+"""Property: any event intake accepts is stored and applied on the real databases.
+An event accepted at the edge and refused later by the driver or the planner is an
+event the shop was told we have, and then lost."""
 
 from __future__ import annotations
 

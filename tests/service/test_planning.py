@@ -1,4 +1,6 @@
-"""Planning keeps its promises around bad rows, late orders and expiry (issue 7, items 6, 8, 12)."""
+"""Planning keeps its promises around bad rows, late orders and expiry: one broken order
+must not stop a stream's other buyers, a late order must not change a coupon someone may
+have read, and an expiry date means the end of that day where the customer lives."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """A send backlog longer than the lease is not copied into the broker again and again
-(issue 7, item 14), while a message the broker really lost is still enqueued again."""
+(every copy is a send task more for workers already behind), while a message the
+broker really lost is still enqueued again."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`encore status` and `encore deliveries` on large tables (issue 7, items 10 and 14)."""
+"""`encore status` and `encore deliveries` on large tables: set-based and streamed, so a
+shop with a million deliveries gets an answer without the command holding them all."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Many sends in flight per worker process (issue 10): a slow provider is sent to by
+"""Many sends in flight per worker process: a slow provider is sent to by
 several threads at once, never more than the configured bound, over reused
 connections, and the fence still holds when a worker with several sends in flight
 stalls past its lease. In-process on SQLite and PostgreSQL."""

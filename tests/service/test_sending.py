@@ -1,6 +1,6 @@
 """The sending side under stress: stalled workers, slow providers, bad rows, database
-outages (issue 7, items 2, 6, 7, 11 and 13), in-process on SQLite and PostgreSQL,
-with one send at a time and with several in flight (issue 10)."""
+outages, in-process on SQLite and PostgreSQL, with one send at a time and with several
+in flight. Each is a way a customer would get a message twice, late, at night, or never."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def once(action):
     return hook
 
 
-# -- item 2: fenced claims ----------------------------------------------------------
+# -- fenced claims: a stalled worker neither sends again nor overwrites ----------------------------------------------------------
 
 def test_a_worker_that_lost_its_lease_sends_nothing_and_writes_nothing(services):
     # Given a due order, claimed by worker A
@@ -105,7 +105,7 @@ def test_a_stalled_worker_neither_sends_its_batch_again_nor_overwrites_the_new_o
     assert [a[:2] for a in attempts_of(services, "c1") + attempts_of(services, "c2")] == [("sent", "sent")] * 2
 
 
-# -- item 6: one bad row ------------------------------------------------------------
+# -- one bad row ends alone; its batch goes on ------------------------------------------------------------
 
 def test_a_delivery_that_cannot_be_rendered_fails_alone_and_the_rest_are_sent(services):
     # Given three due orders, one of whose coupons is corrupt in the database
@@ -123,7 +123,7 @@ def test_a_delivery_that_cannot_be_rendered_fails_alone_and_the_rest_are_sent(se
     assert (outcome, reason) == ("permanent", "render_error")
 
 
-# -- item 7: deadline and quiet hours at each attempt ---------------------------------
+# -- deadline and quiet hours at each attempt, not once per batch ---------------------------------
 
 def test_a_slow_provider_does_not_carry_a_batch_past_its_deadline(services, concurrency):
     # Given eight orders whose 24 h deadline is 10 minutes away
@@ -169,7 +169,7 @@ def test_a_slow_provider_does_not_carry_a_batch_into_quiet_hours(services, concu
     assert len(sent) == 2 if concurrency == 1 else 2 <= len(sent) < 6
 
 
-# -- item 11: the planned due time stays ------------------------------------------------
+# -- the planned due time stays: latency is measured from it ------------------------------------------------
 
 def test_latency_runs_from_the_planned_due_time_and_a_retry_waits_for_its_own_time(services):
     # Given an order at noon and a provider that answers 503 once
@@ -187,7 +187,7 @@ def test_latency_runs_from_the_planned_due_time_and_a_retry_waits_for_its_own_ti
     assert services.status()["latency_seconds"]["p50"] == 120.0
 
 
-# -- item 13: a database outage while recording -----------------------------------------
+# -- a database outage while recording loses no result -----------------------------------------
 
 OUTAGE_SECONDS = 3.0
 """Over four times the old recorder's patience (0.7 s), short enough for the suite;

@@ -1,5 +1,6 @@
-"""Issue 7 item 1: whatever the database would refuse later is rejected at the edge,
-by field, so one bad line never takes good ones down with it."""
+"""Whatever the database would refuse later is rejected at the edge, by field: found
+later, it would fail a whole batch in the driver, and one bad line would take good
+ones down with it."""
 
 from __future__ import annotations
 

@@ -493,7 +493,7 @@ def test_arabic_html_is_right_to_left():
         assert 'dir="ltr"' in render_message(ctx(lang, "en"), "email").html
 
 
-# ---------------------------------------------------------------- expiry and prices (issue 7)
+# ---------------------------------------------------------------- expiry and prices
 
 
 @pytest.mark.parametrize(
@@ -538,7 +538,7 @@ def test_a_regular_price_that_rounds_to_nothing_is_not_shown():
     assert "$0.00" not in m and "10%" in m
 
 
-# ------------------------------------------------------- rendered once per shape (issue 10)
+# ------------------------------------------------------- rendered once per shape
 
 SPECIAL_NAMES = [
     '<b>Ana</b> & "Bo" \'Cy\'', "{name} {code} {0}", "{{ 7*7 }}", "محمد العلي", "שרה", "Ana 🎉👍🏽",

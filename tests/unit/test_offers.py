@@ -219,7 +219,7 @@ def test_every_price_the_event_parser_accepts_earns_an_offer(refill_sku):
     assert offer.sku == (refill_sku or "big")
 
 
-# --- one rounding rule, no offer of nothing (issue 7, item 15) ----------------
+# --- one rounding rule, no offer of nothing ----------------
 
 
 def test_sek_refill_keeps_the_ore_it_is_priced_in():

@@ -249,7 +249,7 @@ def test_small_retry_after_does_not_shorten_the_backoff():
     assert all(d >= 120 for d in with_hint)
 
 
-# --- coupon expiry: the end of the named local day (issue 7, item 12) ------------
+# --- coupon expiry: the end of the named local day ------------
 
 
 @pytest.mark.parametrize(

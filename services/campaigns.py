@@ -1,4 +1,4 @@
-"""Scheduled campaigns: who a run reaches, running it once, and what it did.
+"""Scheduled campaigns: running each occurrence once, and what it did.
 
 A run is one (campaign, scheduled time) row in `campaign_runs`; its unique key and
 a lease make it happen once however many schedulers, retried tasks or
@@ -11,29 +11,25 @@ flat however large the audience. The run's coupons share the trigger key
 runners on one chunk never reach a customer twice. Progress (the last customer
 planned) is committed with each chunk, so a runner that dies is resumed, not redone.
 
-Audiences are evaluated as of the scheduled time, so a run caught up late reaches
-whom it would have reached on time. A campaign reaches a customer at most once per
-purchase: someone it already reached since their last relevant order is left out,
-so a daily refill reminder does not repeat every day.
+Audiences (`services.campaign_audiences`) are evaluated as of the scheduled time, so
+a run caught up late reaches whom it would have reached on time.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from config.settings import Settings
 from coupons.campaigns import (
     Campaign,
     CampaignFileError,
-    campaign_offer,
     campaign_trigger_key,
     iso_utc,
     latest_run_at,
@@ -43,16 +39,16 @@ from coupons.campaigns import (
 from coupons.codes import new_code
 from coupons.delivery_rules import usable_channels
 from coupons.messages import render_message, resolve_language
-from coupons.model import Item, Message, MessageContext, Offer
-from config.settings import Settings
+from coupons.model import Message, MessageContext, Offer
 from coupons.states import DeliveryState, RunState
 from coupons.timing import coupon_expires_at, customer_zone
 from store.bulk import dialect_insert
 from store.db import session_scope
-from store.models import CampaignRun, Coupon, Customer, Delivery, Order, OrderItem
+from store.models import CampaignRun, Coupon, Customer, Delivery
 from store.rows import customer_value
 
 from .bootstrap import Runtime
+from .campaign_audiences import audience_in_block, audience_members, customer_block, offers_for
 from .failures import failure_reason
 from .planner import PLAN_CHUNK, PlanRequest, plan_isolated
 from .ports import RELAY, RUN_CAMPAIGN
@@ -83,176 +79,6 @@ def campaigns_folder_of(settings: Settings) -> Path:
 
 def load_all(runtime: Runtime) -> tuple[list[Campaign], list[CampaignFileError]]:
     return load_campaigns(campaigns_folder(runtime), runtime.markets.by_name)
-
-
-# ------------------------------------------------------------------ audiences
-
-
-def _market_filter(runtime: Runtime, campaign: Campaign):
-    """Customers.country for the campaign's markets; the default market is 'any other country'."""
-    known = Customer.country != ""  # an opt-out remembered for a customer never seen
-    if not campaign.markets:
-        return known
-    named: set[str] = set()
-    others = {c for m in runtime.markets.by_name.values() if not m.is_default for c in m.country_timezones}
-    wants_default = False
-    for name in campaign.markets:
-        market = runtime.markets.by_name[name]
-        if market.is_default:
-            wants_default = True
-        named |= set(market.country_timezones)
-    clauses = [Customer.country.in_(sorted(named))] if named else []
-    if wants_default:
-        clauses.append(Customer.country.not_in(sorted(others)))
-    return and_(known, or_(*clauses))
-
-
-def _last_reached(session: Session, campaign: Campaign, first: str, last: str) -> dict[str, datetime]:
-    """When this campaign last created a coupon for each customer of an id range.
-
-    A separate statement rather than NOT EXISTS inside the audience query: PostgreSQL
-    planned that anti-join as a scan of all the campaign's coupons per customer, which
-    grows quadratic while a run inserts them."""
-    return dict(session.execute(
-        select(Coupon.customer_id, func.max(Coupon.created_at))
-        .where(Coupon.campaign == campaign.name, Coupon.customer_id.between(first, last))
-        .group_by(Coupon.customer_id)).all())
-
-
-def _not_reached_since(reached: dict[str, datetime], customer_id: str, last_at: datetime) -> bool:
-    """A campaign reaches a customer once per purchase: not again if it did since `last_at`."""
-    at = reached.get(customer_id)
-    return at is None or at < last_at
-
-
-def _due_lines(campaign: Campaign, as_of: datetime, where):
-    """replenishment_due: (customer, product line) whose last purchase, of the consumable
-    or its refill, is at least `days` old, and the line holds a consumable purchase."""
-    cutoff = as_of - timedelta(days=campaign.days)
-    last_at = func.max(OrderItem.occurred_at)
-    return (
-        select(OrderItem.customer_id, OrderItem.line_key, last_at.label("last_at"))
-        .where(where)
-        .group_by(OrderItem.customer_id, OrderItem.line_key)
-        .having(last_at <= cutoff, func.max(case((OrderItem.refill_sku.is_not(None), 1), else_=0)) == 1)
-        .subquery("due")
-    )
-
-
-def _last_orders(campaign: Campaign, as_of: datetime, where):
-    """lapsed: last order at least `days` old; recent_buyers: an order in the `days` before the run."""
-    cutoff = as_of - timedelta(days=campaign.days)
-    last_at = func.max(Order.occurred_at)
-    query = select(Order.customer_id, last_at.label("last_at")).where(where).group_by(Order.customer_id)
-    if campaign.audience == "lapsed":
-        query = query.having(last_at <= cutoff)
-    else:
-        query = query.where(Order.occurred_at > cutoff, Order.occurred_at <= as_of)
-    return query.subquery("due")
-
-
-def customer_block(session: Session, runtime: Runtime, campaign: Campaign, after: str,
-                   limit: int = PLAN_CHUNK) -> list[str]:
-    """The next `limit` customer ids of the campaign's markets after `after`: the keyset a
-    run walks (primary-key order, so each step reads one block, however large the table)."""
-    return list(session.scalars(
-        select(Customer.id).where(Customer.id > after, _market_filter(runtime, campaign))
-        .order_by(Customer.id).limit(limit)))
-
-
-def audience_in_block(session: Session, campaign: Campaign, as_of: datetime, block: list[str]) -> list[str]:
-    """Who of one block of customers is in the audience: a statement over the block's id
-    range, and one for whom the campaign already reached. (A single LIMIT query over the
-    whole audience makes PostgreSQL aggregate every remaining customer for each chunk:
-    quadratic in N.)"""
-    if not block:
-        return []
-    first, last = block[0], block[-1]
-    if campaign.audience == "replenishment_due":
-        due = _due_lines(campaign, as_of, OrderItem.customer_id.between(first, last))
-    else:
-        due = _last_orders(campaign, as_of, Order.customer_id.between(first, last))
-    reached = _last_reached(session, campaign, first, last)
-    in_block = set(block)
-    found = {customer_id for customer_id, last_at in session.execute(select(due.c.customer_id, due.c.last_at))
-             if customer_id in in_block and _not_reached_since(reached, customer_id, last_at)}
-    return sorted(found)
-
-
-@dataclass(frozen=True)
-class Member:
-    customer_id: str
-    items: list[Item]
-    currency: str
-
-
-def _item(sku: str, name: str, unit_price: str, quantity: int, refill_sku: str | None) -> Item:
-    return Item(sku=sku, name=name, unit_price=Decimal(unit_price), quantity=int(quantity), refill_sku=refill_sku)
-
-
-def audience_members(session: Session, campaign: Campaign, customer_ids: list[str], as_of: datetime) -> list[Member]:
-    """The items each customer of a chunk is offered on (one or two statements per chunk):
-    the due consumables for a refill reminder, the last order for a win-back, the window's
-    orders for recent buyers. Only items in the currency of their latest purchase count."""
-    if not customer_ids:
-        return []
-    picked: dict[str, list[tuple[datetime, str, Item]]] = defaultdict(list)
-    if campaign.audience == "replenishment_due":
-        first, last = min(customer_ids), max(customer_ids)
-        due = _due_lines(campaign, as_of, OrderItem.customer_id.between(first, last))
-        reached = _last_reached(session, campaign, first, last)
-        rows = session.execute(
-            select(OrderItem.customer_id, OrderItem.line_key, OrderItem.occurred_at, OrderItem.currency,
-                   OrderItem.sku, OrderItem.name, OrderItem.unit_price, OrderItem.refill_sku, due.c.last_at)
-            .join(due, and_(due.c.customer_id == OrderItem.customer_id, due.c.line_key == OrderItem.line_key))
-            .where(OrderItem.refill_sku.is_not(None))
-            .order_by(OrderItem.customer_id, OrderItem.occurred_at.desc(), OrderItem.id.desc())
-        ).all()
-        seen_lines: set[tuple[str, str]] = set()
-        for customer_id, line, at, currency, sku, name, price, refill, line_last_at in rows:
-            if (customer_id, line) in seen_lines or not _not_reached_since(reached, customer_id, line_last_at):
-                continue  # an older purchase of a line already taken at its latest, or reminded already
-            seen_lines.add((customer_id, line))
-            picked[customer_id].append((at, currency, _item(sku, name, price, 1, refill)))
-    else:
-        due = _last_orders(campaign, as_of, Order.customer_id.between(min(customer_ids), max(customer_ids)))
-        # the audience (customer_ids) is already filtered for "reached since"
-        window = (Order.occurred_at == due.c.last_at if campaign.audience == "lapsed" else
-                  and_(Order.occurred_at > as_of - timedelta(days=campaign.days), Order.occurred_at <= as_of))
-        rows = session.execute(
-            select(Order.customer_id, Order.occurred_at, Order.currency, Order.items)
-            .join(due, due.c.customer_id == Order.customer_id).where(window)
-            .order_by(Order.customer_id, Order.occurred_at.desc())
-        ).all()
-        for customer_id, at, currency, items in rows:
-            for raw in items:
-                picked[customer_id].append((at, currency, _item(raw["sku"], raw["name"], raw["unit_price"],
-                                                                raw["quantity"], raw.get("refill_sku"))))
-    members = []
-    for customer_id in customer_ids:
-        entries = picked.get(customer_id)
-        if not entries:
-            continue
-        currency = max(entries, key=lambda e: e[0])[1]
-        members.append(Member(customer_id, [item for _, cur, item in entries if cur == currency], currency))
-    return members
-
-
-def _offers(runtime: Runtime, campaign: Campaign, session: Session,
-            members: list[Member]) -> list[tuple[Member, Customer, Offer]]:
-    customers = {c.id: c for c in session.scalars(select(Customer).where(
-        Customer.id.in_([m.customer_id for m in members])))}
-    chosen = []
-    for member in members:
-        row = customers[member.customer_id]
-        market = runtime.markets.for_country(row.country)
-        try:
-            offer = campaign_offer(campaign, member.items, member.currency, market, runtime.settings.refill_ratio)
-        except Exception:  # one customer's odd data must not stop the run
-            log.exception("campaign %s: no offer for customer %s", campaign.name, member.customer_id)
-            continue
-        chosen.append((member, row, offer))
-    return chosen
 
 
 # ------------------------------------------------------------------ runs
@@ -307,7 +133,7 @@ def run_chunk(session: Session, runtime: Runtime, campaign: Campaign, scheduled_
     trigger_key = campaign.trigger_key(scheduled_at)
     requests = [
         PlanRequest(trigger_key, member.customer_id, scheduled_at, (), offer=offer, campaign=campaign.name)
-        for member, _, offer in _offers(runtime, campaign, session, audience_members(session, campaign, customer_ids,
+        for member, _, offer in offers_for(runtime, campaign, session, audience_members(session, campaign, customer_ids,
                                                                                        scheduled_at))
     ]
     scheduled = _plan_isolated(session, runtime, campaign, requests, now) if requests else 0
@@ -458,7 +284,7 @@ def preview(session: Session, runtime: Runtime, campaign: Campaign, scheduled_at
             result.audience[market] = result.audience.get(market, 0) + 1
         if len(result.samples) >= SAMPLE_MESSAGES:
             continue
-        for member, row, offer in _offers(runtime, campaign, session,
+        for member, row, offer in offers_for(runtime, campaign, session,
                                           audience_members(session, campaign, customer_ids[:50], scheduled_at)):
             try:
                 sample = _sample(runtime, row, offer, scheduled_at)

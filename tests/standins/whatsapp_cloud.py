@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from channels.sinks import LOCALHOST, LocalHttpServer, _Collector
+from channels.sinks import LOCALHOST, Collector, LocalHttpServer
 
 TOKEN = "EAAJBstandin0token"
 PHONE_NUMBER_ID = "106540352242922"
@@ -147,7 +147,7 @@ class WhatsAppCloudStandIn(LocalHttpServer):
         self._templates: dict[tuple[str, str], Template] = {}
         for template in templates or []:
             self.add_template(template)
-        self._accepted = _Collector()
+        self._accepted = Collector()
         self.refused: list[tuple[int, str]] = []  # (code, details) of every refusal, in order
         self.requests = 0
         self._next_faults: deque[_Fault] = deque()

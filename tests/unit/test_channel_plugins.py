@@ -1,6 +1,6 @@
 """The per-message Apprise plugin of an HTTP channel equals what Apprise.instantiate builds.
 
-channels.adapter parses a template once and puts each recipient into the parsed
+channels.apprise_urls parses a template once and puts each recipient into the parsed
 arguments; these tests hold that to instantiate() on the filled URL, for the
 templates the tests and docs use and for real provider schemes, over many
 addresses (no network: plugins are built, never notified).
@@ -13,7 +13,7 @@ import random
 import apprise
 import pytest
 
-from channels.adapter import SAMPLE_ADDRESS, _asset, _ParsedTemplate, fill_template
+from channels.apprise_urls import SAMPLE_ADDRESS, ParsedTemplate, fill_template, new_asset
 
 TEMPLATES = [
     ("whatsapp", "json://127.0.0.1:9100/wa/{whatsapp}"),
@@ -31,7 +31,7 @@ TEMPLATES = [
     ("email", "mailgun://noreply@example.com/KEY1234567890/{email}"),
 ]
 
-FAST = "".join(sorted(_ParsedTemplate.FAST_CHARACTERS))
+FAST = "".join(sorted(ParsedTemplate.FAST_CHARACTERS))
 _random = random.Random(20261125)
 ADDRESSES = sorted(
     set(SAMPLE_ADDRESS.values())
@@ -61,8 +61,8 @@ def described(plugin) -> tuple | None:
 @pytest.mark.parametrize(("channel", "template"), TEMPLATES)
 def test_the_parsed_template_builds_the_plugin_instantiate_builds(channel: str, template: str) -> None:
     # Given a template parsed once for its channel
-    parsed = _ParsedTemplate(channel, template)
-    asset = _asset()
+    parsed = ParsedTemplate(channel, template)
+    asset = new_asset()
     assert parsed.proven, "these templates must take the parse-once path"
     for address in ADDRESSES:
         # When the plugin for one recipient is built from it
@@ -81,9 +81,9 @@ def test_the_parsed_template_builds_the_plugin_instantiate_builds(channel: str, 
     ],
 )
 def test_a_plugin_that_transforms_the_recipient_is_parsed_per_message(channel: str, template: str) -> None:
-    parsed = _ParsedTemplate(channel, template)
+    parsed = ParsedTemplate(channel, template)
     assert not parsed.proven
-    asset = _asset()
+    asset = new_asset()
     for address in ("+15551234567", "AbC", "a.b@x"):
         slow = apprise.Apprise.instantiate(fill_template(template, address), asset=asset)
         assert described(parsed.plugin(address, asset)) == described(slow)
@@ -93,15 +93,15 @@ def test_a_plugin_that_transforms_the_recipient_is_parsed_per_message(channel: s
 def test_each_message_gets_its_own_arguments(channel: str, template: str) -> None:
     # Given a plugin built from a parsed template, whose containers then change
     # (the sender adds a message's own headers to email plugins, for one)
-    parsed = _ParsedTemplate(channel, template)
-    first = parsed.plugin(SAMPLE_ADDRESS[channel], _asset())
+    parsed = ParsedTemplate(channel, template)
+    first = parsed.plugin(SAMPLE_ADDRESS[channel], new_asset())
     for value in vars(first).values():
         if type(value) is dict:
             value["X-Changed"] = "yes"
         elif type(value) in (list, set):
             value.append("changed") if type(value) is list else value.add("changed")
     # When the next recipient's plugin is built
-    second = parsed.plugin("+15550000000", _asset())
+    second = parsed.plugin("+15550000000", new_asset())
     # Then it is untouched by the first one's changes
-    slow = apprise.Apprise.instantiate(fill_template(template, "+15550000000"), asset=_asset())
+    slow = apprise.Apprise.instantiate(fill_template(template, "+15550000000"), asset=new_asset())
     assert described(second) == described(slow)

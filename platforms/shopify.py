@@ -8,16 +8,16 @@ with `codeDiscountNodeByCode` and counts as synced when its discount carries our
 title, so a retried batch finds what a crashed one made. Calls are paced by a local
 estimate of the shop's cost bucket (each answer's `extensions.cost.throttleStatus`)
 so that the bucket keeps a reserve; a `THROTTLED` answer waits for the points it
-lacks and tries again. Which documented fields this relies on, and why:
+lacks and tries again (the documents, their costs and the transport:
+platforms/shopify_api.py). Which documented fields this relies on, and why:
 platforms/SHOPIFY.md.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -27,90 +27,11 @@ import requests
 
 from coupons.money import round_to_minor_unit
 from platforms.base import KEY_PREFIX, DiscountShape, PlatformError, SyncOutcome
-
-API_VERSION = "2026-10"
-"""The one place the Admin API version is pinned (a stable version on shopify.dev)."""
-
-TOKEN_HEADER = "X-Shopify-Access-Token"
-BULK_ADD_LIMIT = 250  # discountRedeemCodeBulkAdd: "Maximum: 250 codes"
-OWNER_BATCH = 50  # codeDiscountNodeByCode look-ups per request (GraphQL aliases)
-OWNER_BATCH_WITH_IDS = 25
-VARIANT_PAGE = 25
-BULK_RESULTS_PAGE = 250
-
-SHOP = "query EncoreShop { shop { name myshopifyDomain currencyCode } }"
-VARIANTS_BY_SKU = """query EncoreVariantsBySku($first: Int!, $query: String!, $after: String) {
-  productVariants(first: $first, after: $after, query: $query) {
-    nodes { id sku price product { id } }
-    pageInfo { hasNextPage endCursor }
-  }
-}"""
-DISCOUNTS_BY_TITLE = """query EncoreDiscountsByTitle($query: String!) {
-  discountNodes(first: 10, query: $query) {
-    nodes { discount { __typename
-      ... on DiscountCodeBasic { title codes(first: 1) { nodes { code } } }
-      ... on DiscountCodeBxgy { title codes(first: 1) { nodes { code } } }
-    } }
-  }
-}"""
-CREATE_BASIC = """mutation EncoreCreateBasic($input: DiscountCodeBasicInput!) {
-  discountCodeBasicCreate(basicCodeDiscount: $input) {
-    codeDiscountNode { id }
-    userErrors { code field message }
-  }
-}"""
-CREATE_BXGY = """mutation EncoreCreateBxgy($input: DiscountCodeBxgyInput!) {
-  discountCodeBxgyCreate(bxgyCodeDiscount: $input) {
-    codeDiscountNode { id }
-    userErrors { code field message }
-  }
-}"""
-BULK_ADD = """mutation EncoreBulkAdd($discountId: ID!, $codes: [DiscountRedeemCodeInput!]!) {
-  discountRedeemCodeBulkAdd(discountId: $discountId, codes: $codes) {
-    bulkCreation { id }
-    userErrors { code field message }
-  }
-}"""
-BULK_STATUS = """query EncoreBulkStatus($id: ID!) {
-  discountRedeemCodeBulkCreation(id: $id) { done codesCount importedCount failedCount }
-}"""
-BULK_RESULTS = """query EncoreBulkResults($id: ID!, $first: Int!, $after: String) {
-  discountRedeemCodeBulkCreation(id: $id) {
-    codes(first: $first, after: $after) {
-      nodes { code errors { code field message } }
-      pageInfo { hasNextPage endCursor }
-    }
-  }
-}"""
-DELETE_CODES = """mutation EncoreDeleteCodes($discountId: ID!, $ids: [ID!]) {
-  discountCodeRedeemCodeBulkDelete(discountId: $discountId, ids: $ids) {
-    job { id done }
-    userErrors { code field message }
-  }
-}"""
-JOB = "query EncoreJob($id: ID!) { job(id: $id) { id done } }"
-
-# What a call costs before Shopify has told us (its requestedQueryCost replaces these):
-# the documented defaults, an object 1, a connection 2 + first x one node, a mutation 10.
-DEFAULT_COST = {
-    "EncoreShop": 1,
-    "EncoreVariantsBySku": 2 + VARIANT_PAGE * 2,
-    "EncoreDiscountsByTitle": 2 + 10 * 5,
-    "EncoreCreateBasic": 10,
-    "EncoreCreateBxgy": 10,
-    "EncoreBulkAdd": 10,
-    "EncoreBulkStatus": 1,
-    "EncoreBulkResults": 3 + BULK_RESULTS_PAGE * 2,
-    "EncoreDeleteCodes": 10,
-    "EncoreJob": 1,
-}
-
-CREATE = {  # discount kind -> (operation, document, mutation field)
-    "basic": ("EncoreCreateBasic", CREATE_BASIC, "discountCodeBasicCreate"),
-    "bxgy": ("EncoreCreateBxgy", CREATE_BXGY, "discountCodeBxgyCreate"),
-}
-
-TRANSIENT_GRAPHQL_CODES = {"THROTTLED", "INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE", "TIMEOUT"}
+from platforms.shopify_api import (
+    API_VERSION, AdminApi, BULK_ADD, BULK_ADD_LIMIT, BULK_RESULTS, BULK_RESULTS_PAGE, BULK_STATUS, CREATE,
+    DELETE_CODES, DISCOUNTS_BY_TITLE, JOB, OWNER_BATCH, OWNER_BATCH_WITH_IDS, SHOP, VARIANTS_BY_SKU, VARIANT_PAGE,
+    is_taken_code, messages,
+)
 
 
 @dataclass(frozen=True)
@@ -127,67 +48,6 @@ class _Owner:
     discount_id: str
     title: str
     redeem_id: str | None = None
-
-
-class CostPacer:
-    """A local estimate of the shop's cost bucket, so that calls wait instead of
-    draining it.
-
-    Shopify restores `restoreRate` points per second up to `maximumAvailable`, and a
-    call needs its requested cost in the bucket before it runs. Before each call the
-    pacer books the call's expected cost and says how long to wait so that the bucket
-    keeps a reserve after it (10 % of its size, at least `min_reserve`). Each answer's
-    `throttleStatus` replaces the estimate: other workers on the same shop spend from
-    the same bucket, and the reserve absorbs what they spent since.
-    """
-
-    def __init__(self, clock: Callable[[], float], *, reserve_ratio: float = 0.1, min_reserve: float = 20.0) -> None:
-        self._clock = clock
-        self._reserve_ratio = reserve_ratio
-        self._min_reserve = min_reserve
-        self._lock = threading.Lock()
-        self._known = False
-        self._maximum = 0.0
-        self._available = 0.0
-        self._restore = 0.0
-        self._stamp = 0.0
-
-    def book(self, cost: float) -> float:
-        """Seconds to wait before a call of `cost` points; the points count as spent."""
-        with self._lock:
-            if not self._known or self._restore <= 0:
-                return 0.0
-            now = self._clock()
-            available = min(self._maximum, self._available + (now - self._stamp) * self._restore)
-            needed = min(cost + self.reserve(), self._maximum)
-            wait = max(0.0, (needed - available) / self._restore)
-            self._available = available - cost
-            self._stamp = now
-            return wait
-
-    def reserve(self) -> float:
-        return max(self._min_reserve, self._reserve_ratio * self._maximum)
-
-    def observe(self, throttle_status: Mapping[str, Any]) -> None:
-        """Take the bucket's state from an answer's `extensions.cost.throttleStatus`."""
-        try:
-            maximum = float(throttle_status["maximumAvailable"])
-            available = float(throttle_status["currentlyAvailable"])
-            restore = float(throttle_status["restoreRate"])
-        except (KeyError, TypeError, ValueError):
-            return
-        with self._lock:
-            self._known = True
-            self._maximum, self._available, self._restore = maximum, available, restore
-            self._stamp = self._clock()
-
-    def throttled_wait(self, requested: float) -> float:
-        """Seconds until a throttled call of `requested` points fits with the reserve."""
-        with self._lock:
-            if not self._known or self._restore <= 0:
-                return 1.0
-            needed = min(requested + self.reserve(), self._maximum)
-            return max(0.05, (needed - self._available) / self._restore)
 
 
 class _Tally:
@@ -257,16 +117,13 @@ class ShopifyPlatform:
         if not token:
             raise ValueError("a Shopify shop needs an Admin API access token")
         self.domain = domain
-        self.api_url = api_url or f"https://{domain}/admin/api/{API_VERSION}/graphql.json"
-        self._token = token
-        self._session = session or requests.Session()
-        self._timeout = timeout
+        self.api = AdminApi(api_url or f"https://{domain}/admin/api/{API_VERSION}/graphql.json", token,
+                            session=session or requests.Session(), timeout=timeout, clock=clock, sleep=sleep,
+                            max_throttle_retries=max_throttle_retries)
+        self.api_url = self.api.api_url
         self._bulk_timeout = bulk_timeout
         self._clock = clock
         self._sleep = sleep
-        self._max_throttle_retries = max_throttle_retries
-        self.pacer = CostPacer(clock)
-        self._costs: dict[str, float] = {}
         self._variants: dict[str, _Variant] = {}
         self._discounts: dict[str, str] = {}  # shape key -> DiscountCodeNode id
         self._currency: str | None = None
@@ -274,7 +131,7 @@ class ShopifyPlatform:
     # -- the ShopPlatform interface ---------------------------------------------------
 
     def check(self) -> str:
-        shop = self._call("EncoreShop", SHOP, {})["shop"]
+        shop = self.api.call("EncoreShop", SHOP, {})["shop"]
         self._currency = shop["currencyCode"]
         return f"{shop['name']} ({shop['myshopifyDomain']}, {shop['currencyCode']}, Admin API {API_VERSION})"
 
@@ -363,7 +220,7 @@ class ShopifyPlatform:
         exact: list[dict] = []
         after: str | None = None
         while True:
-            page = self._call("EncoreVariantsBySku", VARIANTS_BY_SKU,
+            page = self.api.call("EncoreVariantsBySku", VARIANTS_BY_SKU,
                               {"first": VARIANT_PAGE, "query": f"sku:{_search_value(sku)}", "after": after})["productVariants"]
             exact += [node for node in page["nodes"] if node.get("sku") == sku]
             if not page["pageInfo"]["hasNextPage"]:
@@ -397,14 +254,14 @@ class ShopifyPlatform:
             return found
         operation, document, mutation = CREATE[kind]
         for code in tally.open():
-            payload = self._call(operation, document, {"input": {**base, "code": code}})[mutation]
+            payload = self.api.call(operation, document, {"input": {**base, "code": code}})[mutation]
             node = payload.get("codeDiscountNode")
             errors = payload.get("userErrors") or []
             if node and not errors:
                 tally.sync(code)
                 self._discounts[key] = node["id"]
                 return node["id"]
-            if errors and all(_is_taken_code(error) for error in errors):
+            if errors and all(is_taken_code(error) for error in errors):
                 owner = self._owners([code]).get(code)
                 if owner is not None and owner.title == key:
                     tally.sync(code)
@@ -412,14 +269,14 @@ class ShopifyPlatform:
                     return owner.discount_id
                 tally.fail(code, _elsewhere(owner), transient=owner is None)
                 continue
-            raise PlatformError("Shopify refused the discount: " + _messages(errors), transient=False)
+            raise PlatformError("Shopify refused the discount: " + messages(errors), transient=False)
         return None
 
     def _find_discount(self, key: str) -> str | None:
         """The DiscountCodeNode id of a discount titled `key`, through one of its codes
         (discountNodes lists discounts by title; codeDiscountNodeByCode gives the id
         that discountRedeemCodeBulkAdd takes)."""
-        nodes = self._call("EncoreDiscountsByTitle", DISCOUNTS_BY_TITLE,
+        nodes = self.api.call("EncoreDiscountsByTitle", DISCOUNTS_BY_TITLE,
                            {"query": f"title:{_search_value(key)}"})["discountNodes"]["nodes"]
         for node in nodes:
             discount = node.get("discount") or {}
@@ -436,7 +293,7 @@ class ShopifyPlatform:
     def _bulk_add(self, key: str, discount_id: str, tally: _Tally) -> None:
         started: list[tuple[str, list[str]]] = []
         for chunk in _chunks(tally.open(), BULK_ADD_LIMIT):
-            payload = self._call("EncoreBulkAdd", BULK_ADD, {
+            payload = self.api.call("EncoreBulkAdd", BULK_ADD, {
                 "discountId": discount_id, "codes": [{"code": code} for code in chunk]})["discountRedeemCodeBulkAdd"]
             errors = payload.get("userErrors") or []
             bulk = payload.get("bulkCreation")
@@ -449,12 +306,12 @@ class ShopifyPlatform:
                         tally.fail(code, reason, transient=True)
                 else:
                     for code in chunk:
-                        tally.fail(code, "Shopify refused the codes: " + _messages(errors), transient=False)
+                        tally.fail(code, "Shopify refused the codes: " + messages(errors), transient=False)
                 continue
             started.append((bulk["id"], chunk))
         finished, unfinished = self._wait_for(
             [bulk_id for bulk_id, _chunk in started],
-            lambda bulk_id: self._call("EncoreBulkStatus", BULK_STATUS, {"id": bulk_id})[
+            lambda bulk_id: self.api.call("EncoreBulkStatus", BULK_STATUS, {"id": bulk_id})[
                 "discountRedeemCodeBulkCreation"])
         for bulk_id, chunk in started:
             if bulk_id in unfinished:
@@ -478,7 +335,7 @@ class ShopifyPlatform:
         failed: dict[str, list[dict]] = {}
         after: str | None = None
         while True:
-            codes = self._call("EncoreBulkResults", BULK_RESULTS, {"id": bulk_id, "first": BULK_RESULTS_PAGE, "after": after})[
+            codes = self.api.call("EncoreBulkResults", BULK_RESULTS, {"id": bulk_id, "first": BULK_RESULTS_PAGE, "after": after})[
                 "discountRedeemCodeBulkCreation"]["codes"]
             for node in codes["nodes"]:
                 if node.get("errors"):
@@ -488,11 +345,11 @@ class ShopifyPlatform:
             if not codes["pageInfo"]["hasNextPage"]:
                 break
             after = codes["pageInfo"]["endCursor"]
-        taken = [code for code, errors in failed.items() if all(_is_taken_code(e) for e in errors)]
+        taken = [code for code, errors in failed.items() if all(is_taken_code(e) for e in errors)]
         owners = self._owners(taken)
         for code, errors in failed.items():
             if code not in owners:
-                tally.fail(code, "Shopify refused the code: " + _messages(errors), transient=False)
+                tally.fail(code, "Shopify refused the code: " + messages(errors), transient=False)
             elif (owner := owners[code]) is not None and owner.title == key:
                 tally.sync(code)
             else:
@@ -516,7 +373,7 @@ class ShopifyPlatform:
                     f" ... on DiscountCodeBasic {{ title{listing} }} ... on DiscountCodeBxgy {{ title{listing} }} }} }}")
             name = "EncoreCodeOwnersWithIds" if redeem_ids else "EncoreCodeOwners"
             query = f"query {name}({', '.join(declarations)}) {{\n  " + "\n  ".join(fields) + "\n}"
-            data = self._call(f"{name}/{len(chunk)}", query, variables,
+            data = self.api.call(f"{name}/{len(chunk)}", query, variables,
                               default_cost=len(chunk) * (9 if redeem_ids else 2))
             for index, code in enumerate(chunk):
                 node = data.get(f"c{index}")
@@ -546,18 +403,18 @@ class ShopifyPlatform:
         started: list[tuple[str, list[str]]] = []
         for discount_id, entries in by_discount.items():
             for chunk in _chunks(entries, BULK_ADD_LIMIT):
-                payload = self._call("EncoreDeleteCodes", DELETE_CODES, {
+                payload = self.api.call("EncoreDeleteCodes", DELETE_CODES, {
                     "discountId": discount_id, "ids": [redeem_id for _code, redeem_id in chunk]})[
                     "discountCodeRedeemCodeBulkDelete"]
                 errors = payload.get("userErrors") or []
                 if errors or not payload.get("job"):
                     for code, _redeem_id in chunk:
-                        tally.fail(code, "Shopify refused to delete the code: " + _messages(errors), transient=False)
+                        tally.fail(code, "Shopify refused to delete the code: " + messages(errors), transient=False)
                     continue
                 started.append((payload["job"]["id"], [code for code, _redeem_id in chunk]))
         _finished, unfinished = self._wait_for(
             [job_id for job_id, _codes in started],
-            lambda job_id: self._call("EncoreJob", JOB, {"id": job_id})["job"])
+            lambda job_id: self.api.call("EncoreJob", JOB, {"id": job_id})["job"])
         deleted: list[str] = []
         for job_id, codes in started:
             if job_id in unfinished:
@@ -598,74 +455,6 @@ class ShopifyPlatform:
 
     # -- one GraphQL call -------------------------------------------------------------
 
-    def _call(self, operation: str, query: str, variables: Mapping[str, Any], *, default_cost: float | None = None) -> dict:
-        """Run one operation, paced by the cost bucket; THROTTLED waits and retries.
-        Returns `data`; raises PlatformError for anything else that went wrong."""
-        name = operation.split("/")[0]
-        cost = self._costs.get(operation, default_cost if default_cost is not None else DEFAULT_COST.get(name, 50))
-        for _attempt in range(self._max_throttle_retries + 1):
-            wait = self.pacer.book(cost)
-            if wait > 0:
-                self._sleep(wait)
-            answer = self._post(name, query, variables)
-            cost_info = (answer.get("extensions") or {}).get("cost") or {}
-            if isinstance(cost_info.get("throttleStatus"), Mapping):
-                self.pacer.observe(cost_info["throttleStatus"])
-            if isinstance(cost_info.get("requestedQueryCost"), int | float):
-                cost = self._costs[operation] = float(cost_info["requestedQueryCost"])
-            errors = answer.get("errors")
-            if errors and _has_code(errors, "THROTTLED"):
-                self._sleep(self.pacer.throttled_wait(cost))
-                continue
-            if errors:
-                transient = all(_error_code(error) in TRANSIENT_GRAPHQL_CODES for error in _as_list(errors))
-                raise PlatformError(f"Shopify answered {name} with errors: {_messages(_as_list(errors))}",
-                                    transient=transient)
-            data = answer.get("data")
-            if not isinstance(data, dict):
-                raise PlatformError(f"Shopify answered {name} without data", transient=True)
-            return data
-        raise PlatformError(f"Shopify kept throttling {name} (THROTTLED {self._max_throttle_retries + 1} times)",
-                            transient=True)
-
-    def _post(self, operation: str, query: str, variables: Mapping[str, Any]) -> dict:
-        try:
-            response = self._session.post(
-                self.api_url,
-                json={"query": query, "variables": dict(variables), "operationName": operation},
-                headers={TOKEN_HEADER: self._token, "Content-Type": "application/json", "Accept": "application/json"},
-                timeout=self._timeout,
-            )
-        except requests.Timeout:
-            raise PlatformError(f"Shopify did not answer in time ({self.api_url})", transient=True) from None
-        except requests.RequestException as error:
-            raise PlatformError(f"could not reach Shopify at {self.api_url}: {type(error).__name__}",
-                                transient=True) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        status = response.status_code
-        if isinstance(body, dict) and body.get("errors") and _has_code(_as_list(body["errors"]), "THROTTLED"):
-            return body
-        detail = _messages(_as_list(body.get("errors"))) if isinstance(body, dict) and body.get("errors") else ""
-        suffix = f": {detail}" if detail else ""
-        if status in (401, 403):
-            raise PlatformError(f"Shopify refused the access token (HTTP {status}){suffix}", transient=False)
-        if status == 402:
-            raise PlatformError(f"the shop is frozen until its bill is paid (HTTP 402){suffix}", transient=False)
-        if status == 404:
-            raise PlatformError(f"no Admin API at {self.api_url} (HTTP 404): check the shop's domain", transient=False)
-        if status == 423:
-            raise PlatformError(f"the shop is locked (HTTP 423){suffix}", transient=False)
-        if status in (408, 429) or status >= 500:
-            raise PlatformError(f"Shopify answered HTTP {status}{suffix}", transient=True)
-        if status != 200:
-            raise PlatformError(f"Shopify answered HTTP {status}{suffix}", transient=False)
-        if not isinstance(body, dict):
-            raise PlatformError("Shopify's answer was not JSON", transient=True)
-        return body
-
 
 # -------------------------------------------------------------------------- helpers
 
@@ -690,39 +479,6 @@ def _search_value(text: str) -> str:
 def _chunks(items: Sequence, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield list(items[start: start + size])
-
-
-def _as_list(errors: Any) -> list:
-    if isinstance(errors, list):
-        return errors
-    return [errors] if errors else []
-
-
-def _error_code(error: Any) -> str | None:
-    if isinstance(error, Mapping):
-        return (error.get("extensions") or {}).get("code")
-    return None
-
-
-def _has_code(errors: list, code: str) -> bool:
-    return any(_error_code(error) == code for error in errors)
-
-
-def _is_taken_code(error: Mapping) -> bool:
-    field_path = error.get("field") or []
-    return error.get("code") == "TAKEN" and (not field_path or field_path[-1] == "code")
-
-
-def _messages(errors: Sequence) -> str:
-    parts = []
-    for error in errors:
-        if isinstance(error, Mapping):
-            message = str(error.get("message") or error.get("code") or "unknown error")
-            field_path = error.get("field")
-            parts.append(f"{'.'.join(field_path)}: {message}" if field_path else message)
-        else:
-            parts.append(str(error))
-    return "; ".join(parts) or "no reason given"
 
 
 def _elsewhere(owner: _Owner | None) -> str:

@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from platforms.base import DiscountShape, PlatformError
-from platforms.shopify import API_VERSION, CostPacer, ShopifyPlatform
+from platforms.shopify import ShopifyPlatform
+from platforms.shopify_api import API_VERSION, CostPacer
 from tests.standins.shopify_admin import CheckoutRefused, ShopifyAdmin
 from tests.support import free_port, wait_until
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from platforms.shopify import API_VERSION
+from platforms.shopify_api import API_VERSION
 from tests.standins.shopify_admin import SCHEMA_VERSION, CheckoutRefused, ShopifyAdmin
 from tests.support import wait_until
 

@@ -22,13 +22,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from .errors import ConfigError, EncoreError
-
-if TYPE_CHECKING:
-    from .markets import Market
 
 SUBDIVISION_CODE = re.compile(r"[A-Z]{2}-[A-Z0-9]{1,3}")
 """ISO 3166-2: the country's alpha-2 code, a hyphen, up to three letters or digits (US-FL, GB-ENG)."""
@@ -100,7 +97,15 @@ class SmsHours:
         return self.regions.get(region.strip().upper(), self.default)
 
 
-def sms_window_for(market: Market, country: str, region: str | None) -> SmsWindows | None:
+class _WithSmsHours(Protocol):
+    """A market as this module reads it (coupons.markets.Market), named here so that the
+    markets file's parser can import this module without a circle."""
+
+    @property
+    def sms_hours(self) -> Mapping[str, SmsHours]: ...
+
+
+def sms_window_for(market: _WithSmsHours, country: str, region: str | None) -> SmsWindows | None:
     """The SMS windows for a customer of `market` in `country` (and ISO 3166-2 `region`),
     or None when the market sets none for that country (Canada: quiet hours only).
 

@@ -1,2 +1,3 @@
-"""Celery tasks: thin adapters that load by id, call a service, commit, and ring
-the next doorbell. No logic lives here."""
+"""The worker's side: the Celery app (`app.py`), the one module that knows the queues
+(`doorbell.py`), and tasks that each hand their arguments to one use case with the
+process's runtime. The use cases ring the next step themselves. No logic lives here."""

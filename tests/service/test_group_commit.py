@@ -17,7 +17,8 @@ from sqlalchemy.exc import OperationalError
 
 from channels.classify import SendResult
 from services.relay import claim_due_deliveries
-from services.sender import _Claim, claim_batch
+from services.sender import claim_batch
+from services.sending.claim import Claim
 from store.models import SCHEDULED, Attempt, Delivery
 from tests.service.conftest import allow_connections, executed_statements
 from tests.support import order_paid, wait_until
@@ -39,10 +40,10 @@ def claimed(services, count: int):
         ids = claim_due_deliveries(session, services.clock(), timedelta(seconds=services.runtime.settings.lease_seconds))
     batch = claim_batch(services.runtime, ids, services.clock)
     assert len(batch.outgoing) == count
-    return batch, _Claim(services.runtime, batch, services.clock)
+    return batch, Claim(services.runtime, batch, services.clock)
 
 
-def record_together(services, claim: _Claim, items, before_release=lambda: None,
+def record_together(services, claim: Claim, items, before_release=lambda: None,
                     write=None) -> tuple[list[object], int]:
     """Each item's result recorded (a `sent` answer, or `write(item)`) by its own thread
     while the claim's connection is busy (held as a lease renewal holds it), released
@@ -61,10 +62,10 @@ def record_together(services, claim: _Claim, items, before_release=lambda: None,
 
     threads = [threading.Thread(target=record, args=(n,)) for n in range(len(items))]
     with ExitStack() as stack:
-        with claim._lock:
+        with claim.writer.lock:
             for thread in threads:
                 thread.start()
-            wait_until(lambda: len(claim._queued) == len(items))
+            wait_until(lambda: claim.writer.queued() == len(items))
             before_release()
             executed = stack.enter_context(executed_statements(services.runtime.database_url))
         for thread in threads:

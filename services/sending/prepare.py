@@ -1,0 +1,226 @@
+"""Decide and render a claimed batch, and what an attempt's outcome writes.
+
+Right after the claim, each delivery is decided again with fresh consent, refunds,
+quiet hours and the frequency cap (pure, `coupons.delivery_rules.decide_send`), and
+what is to be sent is rendered into an `Outgoing`: everything the send loop and the
+result write need, so nothing is read from the database between sends. One delivery
+that cannot be decided or rendered ends `failed` (`render_error`) on its own. After
+each attempt, `outcome_values` turns the provider's answer into the row's new columns
+(`coupons.delivery_rules.after_attempt`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Row, func, select
+from sqlalchemy.orm import Session
+
+from channels.adapter import SendResult
+from coupons.delivery_rules import SendDecision, after_attempt, decide_send
+from coupons.markets import Market
+from coupons.messages import render_message, resolve_language
+from coupons.model import Customer as CustomerValue
+from coupons.model import Message, MessageContext, Offer
+from coupons.timing import customer_zone
+from coupons.unsubscribe import unsubscribe_url
+from store.bulk import one_of
+from store.models import FAILED, SCHEDULED, SENT, Coupon, Customer, Delivery, Order
+from store.rows import customer_value
+from config.settings import Settings
+
+from ..expiry import last_transient_reason
+from ..failures import failure_reason
+from ..bootstrap import Runtime
+from .fenced import fenced_update, write_fenced
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outgoing:
+    delivery_id: int
+    customer_id: str
+    channel: str
+    address: str
+    message: Message
+    deadline_at: datetime
+    channel_attempts: int
+    failed_channels: list[str]
+    attempts: int
+    timezone: str
+    market_name: str
+    channels: tuple[str, ...]  # usable when claimed, market order: what may follow a failure
+    last_reason: str | None = None
+    last_transient_reason: str | None = None  # an expiry keeps it (rule 12)
+
+
+@dataclass
+class ClaimedBatch:
+    """What one claim took: its token, when, and what to send."""
+
+    token: str
+    claimed_at: datetime
+    claimed: list[int]
+    outgoing: list[Outgoing] = field(default_factory=list)
+    ended: int = 0
+    rescheduled: int = 0
+
+
+def offer_of(coupon: Coupon | Row) -> Offer:
+    """The offer of a coupon (an ORM object or a row with its column names)."""
+    return Offer(
+        type=coupon.offer_type, sku=coupon.sku, product_name=coupon.product_name, currency=coupon.currency,
+        price=None if coupon.price is None else Decimal(coupon.price),
+        percent=None if coupon.percent is None else Decimal(coupon.percent),
+        regular_price=None if coupon.regular_price is None else Decimal(coupon.regular_price),
+    )
+
+
+_DELIVERIES = Delivery.__table__
+_COUPONS = Coupon.__table__
+_CUSTOMERS = Customer.__table__
+
+_PREPARE_COLUMNS = (
+    # the delivery: what the decision and the send need
+    _DELIVERIES.c.id.label("delivery_id"), _DELIVERIES.c.channel, _DELIVERIES.c.reason,
+    _DELIVERIES.c.failed_channels, _DELIVERIES.c.deadline_at, _DELIVERIES.c.attempts,
+    _DELIVERIES.c.channel_attempts, last_transient_reason(_DELIVERIES).label("last_transient_reason"),
+    # the coupon: its offer (the names `offer_of` reads), code, expiry and campaign
+    _COUPONS.c.id.label("coupon_id"), _COUPONS.c.code, _COUPONS.c.expires_at, _COUPONS.c.campaign,
+    _COUPONS.c.offer_type, _COUPONS.c.sku, _COUPONS.c.product_name, _COUPONS.c.currency, _COUPONS.c.price,
+    _COUPONS.c.percent, _COUPONS.c.regular_price,
+    # the customer: the names `customer_value` reads, and the opt-outs
+    _CUSTOMERS.c.id, _CUSTOMERS.c.country, _CUSTOMERS.c.name, _CUSTOMERS.c.locale, _CUSTOMERS.c.timezone,
+    _CUSTOMERS.c.email, _CUSTOMERS.c.phone, _CUSTOMERS.c.whatsapp, _CUSTOMERS.c.line_id,
+    _CUSTOMERS.c.telegram_id, _CUSTOMERS.c.consent, _CUSTOMERS.c.opted_out,
+)
+
+
+def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
+    """Decide and render each claimed delivery, each on its own: one that raises ends
+    `failed` (`render_error`, with an attempt row saying why) and the rest go on.
+
+    Rows are read as plain columns, not ORM objects: nothing here is written back
+    through the session, and building 200 entities a batch was a sixth of the CPU."""
+    now = batch.claimed_at
+    rows = session.execute(
+        select(*_PREPARE_COLUMNS)
+        .select_from(_DELIVERIES.join(_COUPONS, _COUPONS.c.id == _DELIVERIES.c.coupon_id)
+                     .join(_CUSTOMERS, _CUSTOMERS.c.id == _DELIVERIES.c.customer_id))
+        .where(one_of(session, _DELIVERIES.c.id, batch.claimed))
+    ).all()
+    orders = Order.__table__.c
+    live_orders: dict[int, int] = dict(session.execute(
+        select(orders.coupon_id, func.count())
+        .where(one_of(session, orders.coupon_id, [row.coupon_id for row in rows]), orders.refunded_at.is_(None))
+        .group_by(orders.coupon_id)
+    ).all())
+    deliveries = _DELIVERIES.c
+    last_sent = dict(session.execute(
+        select(deliveries.customer_id, func.max(deliveries.sent_at))
+        .where(one_of(session, deliveries.customer_id, {row.id for row in rows}), deliveries.state == SENT)
+        .group_by(deliveries.customer_id)
+    ).all())
+    updates: list[dict] = []
+    for row in rows:
+        decision: SendDecision | None = None
+        try:
+            customer = customer_value(row)
+            market = runtime.markets.for_country(customer.country)
+            decision = decide_send(
+                now=now, deadline_at=row.deadline_at, customer=customer, market=market,
+                configured=runtime.configured_channels, opted_out=row.opted_out or (),
+                failed_channels=row.failed_channels or [], last_reason=row.reason,
+                current_channel=row.channel, channel_attempts=row.channel_attempts,
+                max_attempts=runtime.settings.max_attempts_per_channel,
+                last_transient_reason=row.last_transient_reason,
+                # a campaign coupon has no order behind it: no refund can cancel it
+                all_orders_refunded=row.campaign is None and live_orders.get(row.coupon_id, 0) == 0,
+                last_sent_to_customer_at=last_sent.get(customer.id),
+            )
+            item = _render(row, customer, market, decision, runtime.settings) if decision.action == "send" else None
+        except Exception as error:  # noqa: BLE001 - one bad row must not hold the batch
+            # The error's text may quote the customer's data: masked (failure_reason), the traceback at DEBUG.
+            why = failure_reason(error)
+            log.error("delivery %d cannot be prepared: %s", row.delivery_id, why)
+            log.debug("delivery %d cannot be prepared", row.delivery_id, exc_info=True)
+            write_fenced(session, dict(delivery_id=row.delivery_id, claim_token=batch.token, state=FAILED,
+                                       reason="render_error", updated_at=now, lease_expires_at=None,
+                                       enqueued_at=None),
+                         dict(at=now, channel=(decision and decision.channel) or row.channel or "",
+                              outcome="permanent", reason="render_error", detail=why))
+            batch.ended += 1
+            continue
+        if decision.action == "end":
+            updates.append(_decision_row(row.delivery_id, now, state=decision.state or FAILED, reason=decision.reason))
+            batch.ended += 1
+        elif decision.action == "reschedule":
+            updates.append(_decision_row(row.delivery_id, now, state=SCHEDULED, reason=row.reason,
+                                         next_attempt_at=decision.due_at))
+            batch.rescheduled += 1
+        else:
+            assert item is not None
+            last_sent[customer.id] = now  # a second delivery to them in this batch hits the cap
+            batch.outgoing.append(item)
+    by_keys: dict[tuple, list[dict]] = defaultdict(list)
+    for update_row in updates:
+        by_keys[tuple(sorted(update_row))].append({**update_row, "claim_token": batch.token})
+    for columns, group in by_keys.items():
+        statement = fenced_update(tuple(c for c in columns if c != "delivery_id"))
+        session.execute(statement, [{"delivery_id": r["delivery_id"], "owner_token": r["claim_token"],
+                                     **{f"new_{c}": r[c] for c in r if c not in ("delivery_id", "claim_token")}}
+                                    for r in group])
+
+
+def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDecision,
+            settings: Settings) -> Outgoing:
+    """The message for the decided channel, and what sending and recording it need
+    (`row`: one of `prepare`'s rows)."""
+    channel = decision.channel
+    assert channel is not None
+    timezone = customer_zone(customer, market)
+    # The country's own region ("ar-SA", "es-MX") so formats fit even without a customer locale.
+    language, locale = resolve_language(customer.locale, f"{market.language_for(customer.country)}-{customer.country}")
+    message = render_message(MessageContext(
+        language=language, locale=locale, customer_name=customer.name, offer=offer_of(row),
+        code=row.code, expires_at=row.expires_at, timezone=timezone, framing=market.framing,
+        unsubscribe_url=unsubscribe_url(settings.public_url, settings.webhook_secret, customer.id, channel),
+    ), channel)
+    return Outgoing(
+        delivery_id=row.delivery_id, customer_id=customer.id, channel=channel, address=customer.address(channel) or "",
+        message=message, deadline_at=row.deadline_at,
+        channel_attempts=decision.channel_attempts,
+        failed_channels=list(row.failed_channels or []), attempts=row.attempts,
+        timezone=timezone, market_name=market.name, channels=decision.channels, last_reason=row.reason,
+        last_transient_reason=row.last_transient_reason,
+    )
+
+
+def _decision_row(delivery_id: int, now: datetime, *, state: str, reason: str | None = None,
+                  next_attempt_at: datetime | None = None) -> dict:
+    return dict(delivery_id=delivery_id, state=state, reason=reason, updated_at=now, lease_expires_at=None,
+                enqueued_at=None, **({"next_attempt_at": next_attempt_at} if next_attempt_at else {}))
+
+
+def outcome_values(item: Outgoing, result: SendResult, now: datetime, runtime: Runtime) -> dict:
+    """The delivery's new columns after one attempt. `due_at` is left alone: it is the
+    planned due time that latency is measured from; a retry sets `next_attempt_at`."""
+    settings = runtime.settings
+    outcome = after_attempt(
+        now=now, deadline_at=item.deadline_at, channel=item.channel, ok=result.ok, transient=result.transient,
+        reason=result.reason, retry_after=result.retry_after, channel_attempts=item.channel_attempts + 1,
+        max_attempts=settings.max_attempts_per_channel, channels=item.channels, failed_channels=item.failed_channels,
+        retry_base_seconds=settings.retry_base_seconds, timezone=item.timezone,
+        market=runtime.markets.by_name[item.market_name],
+    )
+    return dict(
+        delivery_id=item.delivery_id, state=outcome.state, reason=outcome.reason, updated_at=now,
+        lease_expires_at=None, enqueued_at=None, next_attempt_at=outcome.due_at or now, channel=item.channel,
+        attempts=item.attempts + 1, channel_attempts=outcome.channel_attempts,
+        failed_channels=outcome.failed_channels, sent_at=now if result.ok else None,
+    )

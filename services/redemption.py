@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from coupons.codes import normalize_code
+from store.db import session_scope
 from store.models import Coupon
 
 REDEEMED = "redeemed"
@@ -52,3 +53,10 @@ def redeem(session: Session, code_text: str, order_id: str, now: datetime) -> Re
     if coupon.void_at is not None:
         return Redemption(VOID, code)
     return Redemption(EXPIRED, code)
+
+
+def redeem_alone(database_url: str, code_text: str, order_id: str, now: datetime) -> Redemption:
+    """`redeem` in a transaction of its own: a redemption that arrives by itself (the
+    shop's checkout calling `POST /coupons/{code}/redeem`), not inside an order's intake."""
+    with session_scope(database_url) as session:
+        return redeem(session, code_text, order_id, now)

@@ -109,7 +109,8 @@ def _babel_locale(locale_name: str, language: str) -> Locale:
 
 
 @cache
-def _direction(language: str) -> str:
+def text_direction(language: str) -> str:
+    """`rtl` or `ltr`: the `dir` of an HTML page or email written in `language`."""
     try:
         rtl = Locale.parse(language).character_order == "right-to-left"
     except (ValueError, TypeError, LookupError):
@@ -403,7 +404,7 @@ def render_message_uncached(ctx: MessageContext, channel: str) -> Message:
             context,
             subject=subject,
             lang_tag=f"{language}-{region}" if region else language,
-            direction=_direction(language),
+            direction=text_direction(language),
         )
         return Message(text=text, subject=subject, html=html, headers=unsubscribe_headers(ctx.unsubscribe_url))
     template = templates["sms" if sms else "chat"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from coupons.events import Event, EventError, parse_event
+from coupons.events import Event, EventError, parse_event, split_array
 from store.db import session_scope
 
 from .bootstrap import Runtime
@@ -89,3 +89,38 @@ def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]],
     if batch or rejects:
         flush()
     return report
+
+
+@dataclass(frozen=True)
+class BodyOutcome:
+    """What became of a `POST /events` body."""
+
+    accepted: list[str] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (index in the request, reason)
+    refused: str | None = None  # set when the body as a whole was refused: nothing of it was stored
+
+
+def take_events_body(runtime: Runtime, body: bytes) -> BodyOutcome:
+    """One event or a JSON array of events, as bytes: each element goes through the path of
+    one `encore emit` line (`emit_lines`), its bytes never decoded and encoded again. A body
+    that is empty, or an array whose elements cannot be told apart, is kept whole as a dead
+    letter (source `http`); a single event that is not valid refuses the body."""
+    try:
+        elements = split_array(body)
+    except EventError as exc:  # an array whose elements cannot be told apart: kept whole
+        return _refuse_whole(runtime, body, str(exc))
+    if elements is None and not body.strip(b" \t\n\r"):
+        return _refuse_whole(runtime, body, "body: empty; send one event or a JSON array of events")
+    outcome = BodyOutcome()
+    lines = (("http", index, element) for index, element in enumerate([body] if elements is None else elements))
+    emit_lines(runtime, lines, lambda _source, index, reason: outcome.rejected.append((index, reason)),
+               on_accept=lambda _source, _index, event_id: outcome.accepted.append(event_id), bom_on_first_line=False)
+    if elements is None and outcome.rejected:  # one event, not valid: the body is
+        return BodyOutcome(refused=outcome.rejected[0][1])
+    return outcome
+
+
+def _refuse_whole(runtime: Runtime, body: bytes, reason: str) -> BodyOutcome:
+    with session_scope(runtime.database_url) as session:
+        store_dead_letter(session, "http", body.decode("utf-8", "backslashreplace"), reason, runtime.clock())
+    return BodyOutcome(refused=reason)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from coupons.codes import normalize_code
 from coupons.states import RedemptionStatus
+from store.db import session_scope
 from store.models import Coupon
 
 # The names the web edge imports (the later pass moves it to the enum).
@@ -54,3 +55,10 @@ def redeem(session: Session, code_text: str, order_id: str, now: datetime) -> Re
     if coupon.void_at is not None:
         return Redemption(RedemptionStatus.VOID, code)
     return Redemption(RedemptionStatus.EXPIRED, code)
+
+
+def redeem_alone(database_url: str, code_text: str, order_id: str, now: datetime) -> Redemption:
+    """`redeem` in a transaction of its own: a redemption that arrives by itself (the
+    shop's checkout calling `POST /coupons/{code}/redeem`), not inside an order's intake."""
+    with session_scope(database_url) as session:
+        return redeem(session, code_text, order_id, now)

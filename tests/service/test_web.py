@@ -573,10 +573,11 @@ def test_the_dashboard_draws_every_chart_from_the_data(web):
 
 
 def test_openapi_describes_every_route_with_its_status_codes(web):
-    from fastapi.routing import APIRoute
+    from fastapi.routing import APIRoute, iter_route_contexts
 
     schema = web.client.get("/openapi.json").json()
-    routes = [r for r in web.client.app.routes if isinstance(r, APIRoute)]
+    # Since FastAPI 0.137 `app.routes` holds one node per included router: flattened here
+    routes = [r for r in iter_route_contexts(web.client.app.routes) if isinstance(r.original_route, APIRoute)]
     assert {r.path for r in routes} == set(schema["paths"]) == {
         "/events", "/webhooks/shopify/orders-paid", "/coupons/{code}/redeem", "/unsubscribe/{token}", "/healthz",
         "/metrics", "/"}
@@ -594,6 +595,23 @@ def test_openapi_describes_every_route_with_its_status_codes(web):
     for path, method in signed:
         names = [p["name"] for p in schema["paths"][path][method].get("parameters", [])]
         assert "X-Encore-Signature" in names
+
+
+def test_every_route_described_as_signed_refuses_an_unsigned_or_tampered_body(web):
+    """A route added later that says it is signed but forgets to check would take anyone's
+    request: whatever the OpenAPI calls signed must answer 401 and store nothing."""
+    schema = web.client.get("/openapi.json").json()
+    signed = [(path, method) for path, operations in schema["paths"].items() for method, operation in operations.items()
+              if "X-Encore-Signature" in [p["name"] for p in operation.get("parameters", [])]]
+    assert {path for path, _ in signed} >= {"/events", "/coupons/{code}/redeem"}
+    body = json.dumps({"code": "ABCDE-FGHJK-MNPQR", "order_id": "o-1"}).encode()
+    for path, method in signed:
+        url = path.replace("{code}", "ABCDE-FGHJK-MNPQR")
+        for headers in ({"Content-Type": "application/json"}, signed_headers(body + b" ")):
+            response = web.client.request(method.upper(), url, content=body, headers=headers)
+            assert (response.status_code, response.json()) == (
+                401, {"error": "X-Encore-Signature: missing or wrong signature"}), (path, headers)
+    assert web.count(InboxEvent) == 0 and web.count(DeadLetter) == 0
 
 
 def test_settings_refuse_a_public_url_without_the_webhook_secret():

@@ -52,7 +52,7 @@ def test_every_error_encore_defines_descends_from_one_root():
     ("channels.smtp", "SmtpCheckError", ConfigError),
     ("coupons.events", "EventError", EventError),
     ("coupons.feedback", "FeedbackError", EventError),
-    ("web.shopify", "ShopifyPayloadError", EventError),
+    ("coupons.shopify_orders", "ShopifyPayloadError", EventError),
     ("coupons.money", "UnknownCurrency", RenderError),
     ("coupons.shops", "UnknownShopError", ShopError),
     ("platforms.base", "PlatformError", ShopError),
@@ -64,7 +64,7 @@ def test_each_error_sits_in_its_family(module, name, family):
 @pytest.mark.parametrize(("module", "name"), [
     ("config.settings", "SettingsError"), ("coupons.markets", "MarketsFileError"),
     ("coupons.campaigns", "CampaignFileError"), ("coupons.shops", "ShopsFileError"),
-    ("coupons.shops", "UnknownShopError"), ("coupons.events", "EventError"), ("web.shopify", "ShopifyPayloadError"),
+    ("coupons.shops", "UnknownShopError"), ("coupons.events", "EventError"), ("coupons.shopify_orders", "ShopifyPayloadError"),
     ("channels.adapter", "ChannelConfigError"), ("coupons.unsubscribe", "BadToken"),
 ])
 def test_errors_once_caught_as_value_errors_still_are(module, name):
@@ -72,7 +72,7 @@ def test_errors_once_caught_as_value_errors_still_are(module, name):
 
 
 def test_a_shopify_payload_error_reads_as_before():
-    from web.shopify import ShopifyPayloadError
+    from coupons.shopify_orders import ShopifyPayloadError
 
     error = ShopifyPayloadError("line_items[0].sku", "required (or variant_id)")
     assert (str(error), error.field, error.reason) == ("line_items[0].sku: required (or variant_id)",

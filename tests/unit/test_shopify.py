@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from coupons.events import validate_event
 from tests.support import SHOPIFY_SECRET, shopify_headers, shopify_order
-from web.shopify import Ignored, ShopifyPayloadError, order_paid_event, shopify_signature_ok
+from coupons.shopify_orders import Ignored, ShopifyPayloadError, order_paid_event, shopify_signature_ok
 
 WHEN = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 

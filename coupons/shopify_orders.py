@@ -13,7 +13,9 @@ Shopify does not retry them, and not stored.
 Shopify's documentation relied on: the REST Order resource (the orders/paid payload:
 `test`, `cancelled_at`, `customer`, `email`, `buyer_accepts_marketing`, `line_items[]`)
 and the webhook delivery headers (`X-Shopify-Topic`, `X-Shopify-Webhook-Id`,
-`X-Shopify-Hmac-Sha256`); README "HTTP service" cites the pages.
+`X-Shopify-Hmac-Sha256`); README "HTTP service" cites the pages. Pure, like
+`replies.py` and `feedback.py`: the web endpoint reads and answers, and
+`services/shopify_webhook.py` stores.
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ def order_paid_event(payload: Any, webhook_id: str | None) -> dict | Ignored:
         consent.append("email")
     if _obj(customer.get("sms_marketing_consent")).get("state") == "subscribed":
         consent.append("sms")
-    name = " ".join(p for p in (_text(customer.get("first_name")), _text(customer.get("last_name"))) if p)
+    name: str | None = " ".join(p for p in (_text(customer.get("first_name")), _text(customer.get("last_name")))
+                                if p)
     name = name or _text(billing.get("name")) or _text(shipping.get("name"))
     person: dict[str, Any] = {"id": person_id, "country": country, "consent": consent}
     if name:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from coupons.errors import ConfigError
 from coupons.model import CHANNELS
+from coupons.shops import Shops, default_shops, load_shops
 
 DEFAULT_RETRY_BASE_SECONDS = 60.0
 DEFAULT_LEASE_SECONDS = 300.0
@@ -53,6 +54,11 @@ class Settings:
     public_url: str | None = None
     send_concurrency: dict[str, int] = field(default_factory=dict)
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
+    shops: Shops = field(default_factory=default_shops)
+    """SPEC section 7: the shops file (ENCORE_SHOPS_FILE), or the one shop `default`."""
+    shop_secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    """The values of the variables the shops file names for secrets (and only those),
+    by variable name; a variable that is unset or blank is absent."""
 
     def concurrency_for(self, channel: str) -> int:
         """Sends of `channel` one worker process may have in flight at once."""
@@ -143,6 +149,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         channel: _whole(env, f"ENCORE_SEND_CONCURRENCY_{channel.upper()}", default_concurrency)
         for channel in CHANNELS
     }
+    shops = load_shops(env.get("ENCORE_SHOPS_FILE") or None)
+    shop_secrets = {name: env[name] for shop in shops.by_name.values() for name in shop.secret_variables
+                    if (env.get(name) or "").strip()}
     ratio = _number(env, "ENCORE_REFILL_RATIO", 0.70)
     if not 0 < ratio <= 1:
         raise SettingsError("ENCORE_REFILL_RATIO: must be in (0, 1]")
@@ -163,6 +172,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         public_url=public_url,
         send_concurrency=send_concurrency,
         body_timeout_seconds=_number(env, "ENCORE_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS, minimum=0.1),
+        shops=shops,
+        shop_secrets=shop_secrets,
     )
 
 

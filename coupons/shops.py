@@ -127,6 +127,29 @@ class Shops:
                      if shop.platform == "shopify" and shop.domain == wanted), None)
 
 
+KEY_SEPARATOR = "\x1f"
+"""Between a shop's name and an id in a stored key. Event validation refuses control
+characters in ids, so no id holds it and no two (shop, id) pairs share a key."""
+
+
+def shop_key(shop: str, raw_id: str) -> str:
+    """The stored key of an event, customer, order or stream id of `shop`: ids are scoped
+    to their shop (SPEC section 7), so the same customer id in two shops is two customers.
+    The default shop's keys are the ids themselves: a database from before shops keeps
+    every key it had."""
+    return raw_id if shop == DEFAULT_SHOP else f"{shop}{KEY_SEPARATOR}{raw_id}"
+
+
+def raw_id(shop: str, key: str) -> str:
+    """The id as the shop sent it, from a stored key of `shop` (`shop_key` undone)."""
+    if shop == DEFAULT_SHOP:
+        return key
+    prefix = f"{shop}{KEY_SEPARATOR}"
+    if not key.startswith(prefix):
+        raise ValueError(f"{key!r} is not a key of shop {shop!r}")
+    return key[len(prefix):]
+
+
 def normalized_domain(domain: str | None) -> str:
     return (domain or "").strip().lower().rstrip(".")
 

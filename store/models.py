@@ -49,6 +49,22 @@ class Base(DeclarativeBase):
     pass
 
 
+SHOP_LENGTH = 64
+"""A shop's name (coupons/shops.py: a slug of at most 64 characters)."""
+EVENT_KEY_LENGTH = 200
+"""An event's stored key: its id (at most 128 characters) scoped to its shop
+(`coupons.shops.shop_key`: the shop, a separator, the id; the default shop's keys are
+the ids themselves)."""
+KEY_LENGTH = 330
+"""A stored customer, order or stream key: the id (at most 256 characters) scoped to
+its shop, as for events."""
+
+
+def _shop_column() -> Mapped[str]:
+    """The shop a row belongs to (SPEC section 7); rows from before shops are `default`'s."""
+    return mapped_column(String(SHOP_LENGTH), default="default", server_default="default")
+
+
 # Delivery states (SPEC section 4), defined in coupons/states.py. The short names are
 # kept for the sender and the web edge, which the later pass moves to the enum.
 SCHEDULED, SENDING, SENT, FAILED, EXPIRED, SUPPRESSED, CANCELLED = DeliveryState
@@ -58,7 +74,8 @@ class InboxEvent(Base):
     """Every accepted event, keyed by its id: the idempotency record."""
 
     __tablename__ = "events"
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[str] = mapped_column(String(EVENT_KEY_LENGTH), primary_key=True)
+    shop: Mapped[str] = _shop_column()
     type: Mapped[str] = mapped_column(String(32))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -80,6 +97,9 @@ class DeadLetter(Base):
     __tablename__ = "dead_letters"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(64))
+    # The shop of the event or delivery when known; `default` when it could not be told
+    # (a line that is not JSON names no shop).
+    shop: Mapped[str] = _shop_column()
     raw: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -88,7 +108,8 @@ class DeadLetter(Base):
 
 class Customer(Base):
     __tablename__ = "customers"
-    id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    id: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    shop: Mapped[str] = _shop_column()
     name: Mapped[str | None] = mapped_column(Text, nullable=True)
     country: Mapped[str] = mapped_column(String(2))
     locale: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -110,7 +131,8 @@ class Customer(Base):
 
 class Stream(Base):
     __tablename__ = "streams"
-    id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    id: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    shop: Mapped[str] = _shop_column()
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # While set and in the future, one plan_stream owns this stream (a lease, like deliveries').
     planning_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -118,10 +140,11 @@ class Stream(Base):
 
 class Order(Base):
     __tablename__ = "orders"
-    id: Mapped[str] = mapped_column(String(256), primary_key=True)
-    event_id: Mapped[str] = mapped_column(String(128))
-    customer_id: Mapped[str] = mapped_column(String(256), index=True)
-    stream_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    id: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    shop: Mapped[str] = _shop_column()
+    event_id: Mapped[str] = mapped_column(String(EVENT_KEY_LENGTH))
+    customer_id: Mapped[str] = mapped_column(String(KEY_LENGTH), index=True)
+    stream_id: Mapped[str | None] = mapped_column(String(KEY_LENGTH), nullable=True)
     currency: Mapped[str] = mapped_column(String(3))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     items: Mapped[list] = mapped_column(JSON)
@@ -141,8 +164,9 @@ class PendingRefund(Base):
     """A refund that arrived before its order.paid; applied when the order arrives."""
 
     __tablename__ = "pending_refunds"
-    order_id: Mapped[str] = mapped_column(String(256), primary_key=True)
-    event_id: Mapped[str] = mapped_column(String(128))
+    order_id: Mapped[str] = mapped_column(String(KEY_LENGTH), primary_key=True)
+    shop: Mapped[str] = _shop_column()
+    event_id: Mapped[str] = mapped_column(String(EVENT_KEY_LENGTH))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -152,8 +176,9 @@ class Coupon(Base):
     __tablename__ = "coupons"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)
-    trigger_key: Mapped[str] = mapped_column(String(300))
-    customer_id: Mapped[str] = mapped_column(String(256))
+    trigger_key: Mapped[str] = mapped_column(String(400))
+    customer_id: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    shop: Mapped[str] = _shop_column()
     market: Mapped[str] = mapped_column(String(64))
     offer_type: Mapped[str] = mapped_column(String(32))
     sku: Mapped[str] = mapped_column(Text)
@@ -166,12 +191,34 @@ class Coupon(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     void_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    redeemed_order_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    redeemed_order_id: Mapped[str | None] = mapped_column(String(KEY_LENGTH), nullable=True)
     # The campaign whose run created it (None for order and stream coupons).
     campaign: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Code sync (SPEC rule 15), for a shop whose platform is not `none`: the code exists
+    # in the shop from `code_synced_at` on, and no message carrying it goes out before.
+    # `sync_due_at` is when the sync step may take the coupon next (set at planning, moved
+    # by a claim's lease and by the backoff after a transient failure; null when there is
+    # nothing to do), `sync_claim_token` the owner of a claim, `sync_attempts` and
+    # `sync_reason` the tries so far and the last transient failure.
+    code_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    sync_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    sync_claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    sync_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sync_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A code that must stop working in the shop (a void coupon, rule 11; or a synced code
+    # whose message will never go out): due since `code_removal_due_at`, done at
+    # `code_removed_at`.
+    code_removal_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    code_removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     __table_args__ = (
         UniqueConstraint("trigger_key", "customer_id", name="uq_coupon_trigger_customer"),
         Index("ix_coupons_campaign_customer", "campaign", "customer_id", "created_at"),
+        # The sync step's pick: only coupons with something to do, in due order.
+        Index("ix_coupons_sync_due", "sync_due_at", postgresql_where=text("sync_due_at IS NOT NULL"),
+              sqlite_where=text("sync_due_at IS NOT NULL")),
+        Index("ix_coupons_removal_due", "code_removal_due_at",
+              postgresql_where=text("code_removal_due_at IS NOT NULL"),
+              sqlite_where=text("code_removal_due_at IS NOT NULL")),
     )
 
 
@@ -186,7 +233,8 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     coupon_id: Mapped[int] = mapped_column(ForeignKey("coupons.id"), unique=True)
-    customer_id: Mapped[str] = mapped_column(String(256), index=True)
+    customer_id: Mapped[str] = mapped_column(String(KEY_LENGTH), index=True)
+    shop: Mapped[str] = _shop_column()
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
@@ -235,8 +283,9 @@ class OrderItem(Base):
 
     __tablename__ = "order_items"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    order_id: Mapped[str] = mapped_column(String(256))
-    customer_id: Mapped[str] = mapped_column(String(256))
+    order_id: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    customer_id: Mapped[str] = mapped_column(String(KEY_LENGTH))
+    shop: Mapped[str] = _shop_column()
     line_key: Mapped[str] = mapped_column(Text)
     sku: Mapped[str] = mapped_column(Text)
     refill_sku: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -261,6 +310,6 @@ class CampaignRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    after_customer: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    after_customer: Mapped[str] = mapped_column(String(KEY_LENGTH), default="", server_default="")
     planned: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     __table_args__ = (UniqueConstraint("campaign", "scheduled_at", name="uq_campaign_run"),)

@@ -279,3 +279,22 @@ def test_missing_secrets_names_the_unset_and_blank_variables_only():
     assert missing_secrets(shops.get("glow-us"), environ) == ["GLOW_US_SHOPIFY_SECRET"]
     assert missing_secrets(shops.get("glow-wc"), environ) == ["GLOW_WC_SECRET"]
     assert missing_secrets(shops.get("glow-wc"), {**environ, "GLOW_WC_SECRET": "cs_x"}) == []
+
+
+def test_keys_of_the_default_shop_are_the_ids_so_an_old_database_keeps_its_rows():
+    from coupons.shops import raw_id, shop_key
+
+    assert shop_key("default", "cust-1") == "cust-1"
+    assert raw_id("default", "cust-1") == "cust-1"
+
+
+def test_one_id_in_two_shops_is_two_keys_and_each_reads_back():
+    from coupons.shops import raw_id, shop_key
+
+    keys = {shop_key(shop, "cust-1") for shop in ("default", "glow-us", "glow-eu")}
+    assert len(keys) == 3
+    assert raw_id("glow-us", shop_key("glow-us", "cust-1")) == "cust-1"
+    # an id that looks like another shop's key is still its own shop's
+    assert shop_key("default", "glow-us:cust-1") != shop_key("glow-us", "cust-1")
+    with pytest.raises(ValueError):
+        raw_id("glow-eu", shop_key("glow-us", "cust-1"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 from tests.e2e.test_cli import encore
 
@@ -22,13 +23,18 @@ def test_a_new_install_lists_the_shipped_examples_disabled(tmp_path):
 def test_a_broken_file_is_listed_with_its_field_and_the_good_one_still_runs(tmp_path):
     folder = tmp_path / "campaigns"
     folder.mkdir()
-    (folder / "good.toml").write_text('name = "good"\nschedule = "* * * * *"\naudience = "lapsed"\ndays = 60\n')
+    # Daily at the hour two hours ago: its latest occurrence is within its 24 h window and
+    # stays the same between the two runs below (an every-minute schedule moved on when a
+    # minute boundary fell between them).
+    hour = (datetime.now(UTC) - timedelta(hours=2)).hour
+    schedule = f"0 {hour} * * *"
+    (folder / "good.toml").write_text(f'name = "good"\nschedule = "{schedule}"\naudience = "lapsed"\ndays = 60\n')
     (folder / "bad.toml").write_text('name = "bad"\nschedule = "* * * * *"\naudience = "lapsed"\ndays = 60\n'
                                      'markets = ["atlantis"]\n')
     env = {"ENCORE_CAMPAIGNS_DIR": str(folder)}
     listing = encore("campaigns", cwd=tmp_path, env=env)
     assert listing.returncode == 0
-    assert "good  enabled  * * * * * (UTC)" in listing.stdout
+    assert f"good  enabled  {schedule} (UTC)" in listing.stdout
     assert "broken  bad.toml: markets[0]: unknown market 'atlantis'" in listing.stdout
     dry = encore("campaigns", "run", "good", "--dry-run", cwd=tmp_path, env=env)
     assert dry.returncode == 0 and "audience 0" in dry.stdout and "nothing was sent or stored" in dry.stdout

@@ -284,3 +284,115 @@ def test_rows_of_every_table_carry_their_shop(shop_services):
         assert session.scalar(select(Coupon.shop)) == "glow"
         assert session.scalar(select(Delivery.shop)) == "glow"
         assert session.scalar(select(Delivery.customer_id)) == "glow\x1fc1"
+
+
+# ------------------------------------------------------------------------------ Shopify, per shop
+
+SHOPIFY_SHOPS_FILE = """
+[shops.glow-us]
+platform = "shopify"
+domain = "glow-us.myshopify.com"
+token_env = "GLOW_US_SHOPIFY_TOKEN"
+webhook_secret_env = "GLOW_US_SHOPIFY_SECRET"
+brand = "Glow"
+
+[shops.glow-ca]
+platform = "shopify"
+domain = "glow-ca.myshopify.com"
+token_env = "GLOW_CA_SHOPIFY_TOKEN"
+webhook_secret_env = "GLOW_CA_SHOPIFY_SECRET"
+"""
+US_SECRET, CA_SECRET = "us-webhook-secret-0123456789", "ca-webhook-secret-0123456789"
+
+
+@pytest.fixture()
+def shopify_web(make_services, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from web.app import create_app
+
+    path = tmp_path / "shopify-shops.toml"
+    path.write_text(SHOPIFY_SHOPS_FILE)
+
+    def make(**env):
+        services = make_services(**{"ENCORE_SHOPS_FILE": str(path), "ENCORE_WEBHOOK_SECRET": "test-webhook-secret-0123456789",
+                                    "GLOW_US_SHOPIFY_SECRET": US_SECRET, "GLOW_CA_SHOPIFY_SECRET": CA_SECRET,
+                                    "GLOW_US_SHOPIFY_TOKEN": "shpat_us", "GLOW_CA_SHOPIFY_TOKEN": "shpat_ca", **env})
+        return services, TestClient(create_app(services.runtime))
+
+    return make
+
+
+def post_order(services, client, payload: dict, webhook_id: str, *, domain: str, secret: str):
+    from tests.support import shopify_headers
+
+    body = json.dumps(payload).encode()
+    headers = {**shopify_headers(body, webhook_id, secret=secret), "X-Shopify-Shop-Domain": domain}
+    response = client.post("/webhooks/shopify/orders-paid", content=body, headers=headers)
+    services.answer_intake()
+    return response
+
+
+def test_a_shopify_webhook_is_taken_for_the_shop_of_its_domain_with_that_shops_secret(shopify_web):
+    from tests.support import shopify_order
+
+    services, client = shopify_web()
+    order = shopify_order(processed_at=services.clock())
+    # Given the same order id and customer id sent by two stores, each signed with its own secret
+    assert post_order(services, client, order, "w-us", domain="glow-us.myshopify.com", secret=US_SECRET
+                      ).status_code == 200
+    assert post_order(services, client, order, "w-ca", domain="GLOW-CA.myshopify.com", secret=CA_SECRET
+                      ).status_code == 200
+    # Then each store's customer has a coupon of their own shop
+    rows = sorted(services.deliveries(), key=lambda row: row["shop"])
+    assert [(row["shop"], row["customer_id"]) for row in rows] == [
+        ("glow-ca", "shopify:115310627314723954"), ("glow-us", "shopify:115310627314723954")]
+
+
+@pytest.mark.parametrize(("domain", "secret", "why"), [
+    ("glow-us.myshopify.com", CA_SECRET, "X-Shopify-Hmac-Sha256: missing or wrong signature for shop glow-us"),
+    ("other.myshopify.com", US_SECRET, "X-Shopify-Shop-Domain: 'other.myshopify.com' is not the domain of a Shopify "
+                                       "shop in ENCORE_SHOPS_FILE"),
+    ("", US_SECRET, "X-Shopify-Shop-Domain: '' is not the domain"),
+])
+def test_a_shopify_webhook_of_an_unknown_domain_or_signed_with_another_shops_secret_is_401(shopify_web, domain,
+                                                                                           secret, why):
+    from tests.support import shopify_order
+
+    services, client = shopify_web()
+    response = post_order(services, client, shopify_order(processed_at=services.clock()), "w1", domain=domain,
+                          secret=secret)
+    assert response.status_code == 401 and response.json()["error"].startswith(why)
+    with services.session() as session:
+        assert session.scalars(select(InboxEvent)).all() == [] and session.scalars(select(DeadLetter)).all() == []
+
+
+def test_a_shopify_webhook_of_a_shop_whose_secret_is_not_set_is_401_naming_the_variable(shopify_web):
+    from tests.support import shopify_order
+
+    services, client = shopify_web(GLOW_CA_SHOPIFY_SECRET=None)
+    response = post_order(services, client, shopify_order(processed_at=services.clock()), "w1",
+                          domain="glow-ca.myshopify.com", secret=CA_SECRET)
+    assert response.status_code == 401
+    assert response.json()["error"] == "GLOW_CA_SHOPIFY_SECRET is not set: webhooks of shop glow-ca cannot be verified"
+
+
+def test_a_shopify_order_redeems_a_code_of_its_own_store_and_customer_only(shopify_web):
+    from tests.support import shopify_order
+
+    services, client = shopify_web()
+    post_order(services, client, shopify_order(1, processed_at=services.clock()), "w1",
+               domain="glow-us.myshopify.com", secret=US_SECRET)
+    [coupon] = services.deliveries()
+    services.clock.advance(days=1)
+    later = services.clock()
+    # Another customer of the same store, then the same customer id in the other store, use the code
+    post_order(services, client, shopify_order(2, customer_id=99, processed_at=later, discount_codes=[coupon["code"]]),
+               "w2", domain="glow-us.myshopify.com", secret=US_SECRET)
+    post_order(services, client, shopify_order(3, processed_at=later, discount_codes=[coupon["code"]]),
+               "w3", domain="glow-ca.myshopify.com", secret=CA_SECRET)
+    assert [row["redeemed_at"] for row in deliveries_of(services, "glow-us") if row["code"] == coupon["code"]] == [None]
+    # The coupon's own customer, in its own store, redeems it
+    post_order(services, client, shopify_order(4, processed_at=later, discount_codes=[coupon["code"]]),
+               "w4", domain="glow-us.myshopify.com", secret=US_SECRET)
+    assert [row["redeemed_at"] for row in deliveries_of(services, "glow-us") if row["code"] == coupon["code"]] != [None]

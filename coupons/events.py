@@ -23,6 +23,7 @@ from .errors import EventError
 from .markets import country_zones
 from .model import CHANNELS
 from .money import known_currencies
+from .shops import DEFAULT_SHOP, SHOP_NAME, Shops, UnknownShopError
 from .sms_hours import SUBDIVISION_CODE
 
 MAX_EVENT_BYTES = 256 * 1024
@@ -93,9 +94,25 @@ def _non_empty_str(value: Any) -> str:
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control(value: Any) -> Any:
+    """No control character (`coupons.shops.shop_key`'s separator): no id spells another shop's key."""
+    if isinstance(value, str) and _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 Text = Annotated[str, BeforeValidator(_non_empty_str)]
-Id = Annotated[str, BeforeValidator(_at_most(ID_MAX)), BeforeValidator(_non_empty_str)]
+Id = Annotated[str, BeforeValidator(_no_control), BeforeValidator(_at_most(ID_MAX)), BeforeValidator(_non_empty_str)]
 """A required id that fits its String(256) column (validators run last-listed first)."""
+
+
+def _shop_name(value: Any) -> str:
+    if not isinstance(value, str) or not SHOP_NAME.fullmatch(value):
+        raise ValueError("must be the name of a shop of the shops file (lowercase letters, digits, '-' and '_')")
+    return value
 
 
 def _timestamp(value: Any) -> datetime:
@@ -277,7 +294,8 @@ DATA_MODELS: dict[str, type[OrderPaid | StreamEnded | OrderRefunded | CustomerOp
 
 
 class Envelope(_Strict):
-    id: Annotated[str, BeforeValidator(_strict_str), Field(min_length=1, max_length=128)]
+    id: Annotated[str, BeforeValidator(_no_control), BeforeValidator(_strict_str), Field(min_length=1, max_length=128)]
+    shop: Annotated[str, BeforeValidator(_shop_name)] = DEFAULT_SHOP
     type: Literal["order.paid", "stream.ended", "order.refunded", "customer.opted_out", "coupon.redeemed"]
     occurred_at: Annotated[datetime, BeforeValidator(_timestamp)]
     data: dict[str, Any]
@@ -289,6 +307,8 @@ class Event(_Strict):
     id: str
     type: str
     occurred_at: datetime
+    shop: str = DEFAULT_SHOP
+    """The shop it came from (SPEC section 7): its ids are scoped to it (`coupons.shop_scope`)."""
     data: OrderPaid | StreamEnded | OrderRefunded | CustomerOptedOut | CouponRedeemed
     raw: dict[str, Any]
     text: str | None = None
@@ -330,15 +350,22 @@ def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> EventErr
     return EventError(_field_path(prefix + tuple(error["loc"])), reason)
 
 
-def validate_event(obj: Any, received_at: datetime | None = None, text: str | None = None) -> Event:
+def validate_event(obj: Any, received_at: datetime | None = None, text: str | None = None, *,
+                   shops: Shops | None = None) -> Event:
     """Validate one decoded JSON value as an event. With `received_at`, `occurred_at`
-    may lie at most `MAX_CLOCK_SKEW` after it (see README, rules where the spec is silent)."""
+    may lie at most `MAX_CLOCK_SKEW` after it (see README, rules where the spec is silent).
+    With `shops` (the install's shops file; every service passes it), an unknown `shop` is rejected."""
     if not isinstance(obj, dict):
         raise EventError("", "an event must be a JSON object")
     try:
         envelope = Envelope.model_validate(obj)
     except ValidationError as exc:
         raise _first_error(exc) from None
+    if shops is not None and envelope.shop not in shops.by_name:
+        try:
+            shops.get(envelope.shop)
+        except UnknownShopError as exc:
+            raise EventError("shop", str(exc)) from None
     if received_at is not None and envelope.occurred_at > received_at + MAX_CLOCK_SKEW:
         raise EventError("occurred_at", f"must not be more than {MAX_CLOCK_SKEW.days} day after it was received "
                                         f"({received_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ})")
@@ -346,7 +373,8 @@ def validate_event(obj: Any, received_at: datetime | None = None, text: str | No
         data = DATA_MODELS[envelope.type].model_validate(envelope.data)
     except ValidationError as exc:
         raise _first_error(exc, ("data",)) from None
-    return Event(id=envelope.id, type=envelope.type, occurred_at=envelope.occurred_at, data=data, raw=obj, text=text)
+    return Event(id=envelope.id, type=envelope.type, occurred_at=envelope.occurred_at, shop=envelope.shop, data=data,
+                 raw=obj, text=text)
 
 
 class _HugeInteger(Decimal):
@@ -389,7 +417,7 @@ def decode_line(raw: bytes) -> str:
         raise EventError("", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at position {exc.start})") from None
 
 
-def parse_event(text: str | bytes, received_at: datetime | None = None) -> Event:
+def parse_event(text: str | bytes, received_at: datetime | None = None, *, shops: Shops | None = None) -> Event:
     """Validate one raw JSON text (one line of JSON Lines, or one request body element).
 
     The text must be storable as it is (it becomes the inbox payload): bytes must be
@@ -406,7 +434,7 @@ def parse_event(text: str | bytes, received_at: datetime | None = None) -> Event
         raise EventError("", f"event is larger than {MAX_EVENT_BYTES // 1024} KiB")
     if "\x00" in text:  # outside a JSON string NUL is invalid anyway; inside one, JSON forbids it raw
         raise EventError("", "not valid JSON (a raw NUL character)")
-    return validate_event(load_json(text), received_at, text)
+    return validate_event(load_json(text), received_at, text, shops=shops)
 
 
 _ARRAY_TOKENS = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|["\[\]{},]', re.DOTALL)

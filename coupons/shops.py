@@ -34,6 +34,8 @@ Platform = Literal["shopify", "woocommerce", "none"]
 PLATFORMS: tuple[Platform, ...] = ("shopify", "woocommerce", "none")
 DEFAULT_SHOP = "default"
 """The shop of an install without a shops file, and of every event without `shop`."""
+ENCORE_SIGNATURE = "Encore"
+"""How the messages of the default shop without a brand are signed (as before shops)."""
 
 SHOPIFY_API_VERSION = "2026-10"
 """The Shopify Admin API version of the default `api_url`. There is no `platforms.shopify`
@@ -92,7 +94,13 @@ class Shop:
     key_env: str | None = None
     secret_env: str | None = None
     brand: str | None = None
-    """The shop's name in its messages; None keeps Encore's own signature."""
+    """The shop's name in its messages; None signs them with the shop's name (`signature`)."""
+
+    @property
+    def signature(self) -> str:
+        """The name its messages and pages are signed with: its brand, else its name; the
+        `default` shop without a brand keeps Encore's own ("Encore", as before shops)."""
+        return self.brand or (ENCORE_SIGNATURE if self.name == DEFAULT_SHOP else self.name)
 
     @property
     def secret_variables(self) -> tuple[str, ...]:
@@ -118,6 +126,14 @@ class Shops:
             raise UnknownShopError(f"unknown shop {name!r}: {self.source} defines "
                                    f"{', '.join(sorted(self.by_name))}{hint}")
         return shop
+
+    def signature(self, name: str) -> str:
+        """How the messages of shop `name` are signed (`Shop.signature`); a shop no longer
+        in the file (its rows remain) is signed with its name."""
+        shop = self.by_name.get(name)
+        if shop is not None:
+            return shop.signature
+        return ENCORE_SIGNATURE if name == DEFAULT_SHOP else name
 
     def for_shopify_domain(self, domain: str | None) -> Shop | None:
         """The Shopify shop whose myshopify domain is `domain` (as in X-Shopify-Shop-Domain:
@@ -148,6 +164,13 @@ def raw_id(shop: str, key: str) -> str:
     if not key.startswith(prefix):
         raise ValueError(f"{key!r} is not a key of shop {shop!r}")
     return key[len(prefix):]
+
+
+def shop_of_key(key: str) -> str:
+    """The shop of a stored key (`shop_key`): ids hold no control character, so a key
+    with the separator is another shop's, and one without is the default shop's."""
+    shop, separator, _ = key.partition(KEY_SEPARATOR)
+    return shop if separator else DEFAULT_SHOP
 
 
 def normalized_domain(domain: str | None) -> str:

@@ -51,7 +51,8 @@ class RedemptionStatus(StrEnum):
     ALREADY_REDEEMED = "already_redeemed"
     EXPIRED = "expired"
     VOID = "void"  # every order behind it was refunded after it was sent
-    UNKNOWN = "unknown"
+    UNKNOWN = "unknown"  # no such code (in the order's shop)
+    OTHER_CUSTOMER = "other_customer"  # the order's customer is not the coupon's
 
 
 class RunState(StrEnum):

@@ -40,6 +40,7 @@ from coupons.codes import new_code
 from coupons.delivery_rules import usable_channels
 from coupons.messages import render_message, resolve_language
 from coupons.model import Message, MessageContext, Offer
+from coupons.shops import raw_id
 from coupons.states import DeliveryState, RunState
 from coupons.timing import coupon_expires_at, customer_zone
 from store.bulk import dialect_insert
@@ -229,16 +230,19 @@ def start_due_runs(runtime: Runtime) -> int:
 # ------------------------------------------------------------------ reports
 
 
-def run_counts(session: Session, campaign_name: str, scheduled_at: datetime, planned: int) -> dict:
-    """A run's counts, from its coupons and deliveries by trigger key (set-based, live)."""
+def run_counts(session: Session, campaign_name: str, scheduled_at: datetime, planned: int,
+               shop: str | None = None) -> dict:
+    """A run's counts, from its coupons and deliveries by trigger key (set-based, live).
+    With `shop`, of that shop's customers only (`planned` is the run's, every shop's)."""
     key = campaign_trigger_key(campaign_name, scheduled_at)
+    of_shop = () if shop is None else (Coupon.shop == shop,)
     audience = dict(session.execute(
-        select(Coupon.market, func.count()).where(Coupon.trigger_key == key).group_by(Coupon.market)).all())
+        select(Coupon.market, func.count()).where(Coupon.trigger_key == key, *of_shop).group_by(Coupon.market)).all())
     counts: dict = {"audience": audience, "planned": planned, "suppressed": {}, "scheduled": 0, "sending": 0,
                     "sent": 0, "failed": 0, "expired": 0, "cancelled": 0}
     for state, reason, count in session.execute(
         select(Delivery.state, Delivery.reason, func.count()).join(Coupon, Coupon.id == Delivery.coupon_id)
-        .where(Coupon.trigger_key == key).group_by(Delivery.state, Delivery.reason)
+        .where(Coupon.trigger_key == key, *of_shop).group_by(Delivery.state, Delivery.reason)
     ):
         if state == DeliveryState.SUPPRESSED:
             counts["suppressed"][reason or "unknown"] = counts["suppressed"].get(reason or "unknown", 0) + count
@@ -310,8 +314,9 @@ def _sample(runtime: Runtime, row: Customer, offer: Offer, scheduled_at: datetim
         language=language, locale=locale, customer_name=customer.name, offer=offer, code=new_code(),
         expires_at=coupon_expires_at(scheduled_at, market.valid_days, customer_zone(customer, market)),
         timezone=customer_zone(customer, market), framing=market.framing,
+        shop_name=runtime.settings.shops.signature(row.shop),
     ), channel)
-    return customer.id, language, channel, message
+    return raw_id(row.shop, customer.id), language, channel, message
 
 
 # ------------------------------------------------------------------ command line views
@@ -326,9 +331,11 @@ def _offer_json(campaign: Campaign) -> str | dict:
     return offer
 
 
-def overview(session: Session, campaigns: list[Campaign], errors: list[CampaignFileError], now: datetime) -> dict:
+def overview(session: Session, campaigns: list[Campaign], errors: list[CampaignFileError], now: datetime,
+             shop: str | None = None) -> dict:
     """`encore campaigns --json`: each campaign, its next run (own zone and UTC) and its
-    last run with counts; each broken file with its error."""
+    last run with counts (of `shop`'s customers only, with `shop`); each broken file with
+    its error. Campaigns are the install's: a run reaches the audience of every shop."""
     from zoneinfo import ZoneInfo
 
     from coupons.campaigns import next_run_after
@@ -347,7 +354,7 @@ def overview(session: Session, campaigns: list[Campaign], errors: list[CampaignF
                 "scheduled_at": iso_utc(run.scheduled_at), "state": run.state,
                 "started_at": iso_utc(run.started_at),
                 "finished_at": None if run.finished_at is None else iso_utc(run.finished_at),
-                "counts": run_counts(session, campaign.name, run.scheduled_at, run.planned),
+                "counts": run_counts(session, campaign.name, run.scheduled_at, run.planned, shop),
             },
         })
     return {"campaigns": listed,

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from coupons.events import EventError, parse_event
 from coupons.privacy import mask_personal_data
+from coupons.shops import raw_id, shop_key
 from coupons.states import DeliveryState
 from store.models import Attempt, Coupon, DeadLetter, Delivery, InboxEvent
 
@@ -34,29 +35,34 @@ LIST_LIMIT = 1000
 kind however many dead letters and failed deliveries the tables hold."""
 
 
-def list_dead_letters(session: Session, include_replayed: bool = False, limit: int = LIST_LIMIT) -> list[dict]:
+def list_dead_letters(session: Session, include_replayed: bool = False, limit: int = LIST_LIMIT,
+                      shop: str | None = None) -> list[dict]:
     """Up to `limit` newest dead letters and `limit` newest failed deliveries, oldest first
-    within each kind; three queries in all."""
+    within each kind; three queries in all. With `shop`, only that shop's."""
     letters = select(DeadLetter).order_by(desc(DeadLetter.id)).limit(limit)
     if not include_replayed:
         letters = letters.where(DeadLetter.replayed_at.is_(None))
+    if shop is not None:
+        letters = letters.where(DeadLetter.shop == shop)
     rows = [
-        {"id": f"L{letter.id}", "kind": "event", "source": letter.source, "reason": letter.reason,
+        {"id": f"L{letter.id}", "kind": "event", "shop": letter.shop, "source": letter.source, "reason": letter.reason,
          "at": rfc3339(letter.received_at), "raw": letter.raw[:2000],
          "replayed_at": rfc3339(letter.replayed_at)}
         for letter in reversed(session.scalars(letters).all())
     ]
     # (state, due_at) is indexed: the newest failed deliveries without sorting them all.
-    failed = session.scalars(
-        select(Delivery).where(Delivery.state == DeliveryState.FAILED).order_by(desc(Delivery.due_at)).limit(limit)
-    ).all()
+    failed_query = select(Delivery).where(Delivery.state == DeliveryState.FAILED)
+    if shop is not None:
+        failed_query = failed_query.where(Delivery.shop == shop)
+    failed = session.scalars(failed_query.order_by(desc(Delivery.due_at)).limit(limit)).all()
     last_attempt = select(func.max(Attempt.id)).where(Attempt.delivery_id.in_([d.id for d in failed])) \
         .group_by(Attempt.delivery_id)
     details = dict(session.execute(
         select(Attempt.delivery_id, Attempt.detail).where(Attempt.id.in_(last_attempt.scalar_subquery()))
     ).all()) if failed else {}
     for delivery in sorted(failed, key=lambda d: d.id):
-        rows.append({"id": f"D{delivery.id}", "kind": "delivery", "source": delivery.customer_id,
+        rows.append({"id": f"D{delivery.id}", "kind": "delivery", "shop": delivery.shop,
+                     "source": raw_id(delivery.shop, delivery.customer_id),
                      "reason": delivery.reason, "at": rfc3339(delivery.updated_at),
                      # masked again: rows stored before provider text was masked on arrival
                      "raw": mask_personal_data(details.get(delivery.id) or ""),
@@ -98,25 +104,26 @@ def _replay_letter(session: Session, number: int, item_id: str, now: datetime, f
             return ReplayResult(item_id, False, "a planning dead letter is replayed without --file")
         return _replan(session, letter, item_id, now, runtime)
     try:
-        event = parse_event(fixed_text if fixed_text is not None else letter.raw, now)
+        event = parse_event(fixed_text if fixed_text is not None else letter.raw, now,
+                            shops=runtime.settings.shops if runtime is not None else None)
     except EventError as exc:
         return ReplayResult(item_id, False, f"still rejected: {exc}")
-    stored = session.get(InboxEvent, event.id)
+    stored = session.get(InboxEvent, shop_key(event.shop, event.id))
     if stored is None:
         store_events(session, [event], now)
         letter.replayed_at = now
-        return ReplayResult(item_id, True, f"accepted as event {event.id}", event_id=event.id)
+        return ReplayResult(item_id, True, f"accepted as event {event.id}", event_id=shop_key(event.shop, event.id))
     if letter.source != "apply":
         return ReplayResult(item_id, False, f"event {event.id} is already stored (an event id is accepted once); "
                                             "nothing replayed")
     if stored.processed_at is None:
         letter.replayed_at = now
-        return ReplayResult(item_id, True, f"event {event.id} is already waiting to be applied", event_id=event.id)
+        return ReplayResult(item_id, True, f"event {event.id} is already waiting to be applied", event_id=stored.id)
     # Applying it failed and the inbox row was marked processed: put it back, with the fixed text if given.
     stored.type, stored.occurred_at, stored.payload = event.type, event.occurred_at, payload_of(event)
     stored.processed_at, stored.enqueued_at = None, now
     letter.replayed_at = now
-    return ReplayResult(item_id, True, f"event {event.id} queued to be applied again", event_id=event.id)
+    return ReplayResult(item_id, True, f"event {event.id} queued to be applied again", event_id=stored.id)
 
 
 def _plan_target(raw: str) -> tuple[str, str] | None:

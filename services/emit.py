@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from coupons.events import Event, EventError, parse_event, split_array
+from coupons.events import Event, EventError, load_json, parse_event, split_array
+from coupons.shops import DEFAULT_SHOP, Shops
 from store.db import session_scope
 
 from .bootstrap import Runtime
@@ -54,7 +55,8 @@ def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]],
         with session_scope(runtime.database_url) as session:
             new_ids = store_events(session, [event for _, _, event in batch], now())
             for source, number, text, reason in rejects:
-                store_dead_letter(session, f"emit:{source}:{number}", text, reason, now())
+                store_dead_letter(session, f"emit:{source}:{number}", text, reason, now(),
+                                  claimed_shop(text, runtime.settings.shops))
         report.accepted += len(batch)
         report.rejected += len(rejects)
         if on_accept is not None:
@@ -80,7 +82,7 @@ def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]],
         if not text.strip():
             continue
         try:
-            batch.append((source, number, parse_event(text, received_at)))
+            batch.append((source, number, parse_event(text, received_at, shops=runtime.settings.shops)))
         except EventError as exc:
             raw = text.decode("utf-8", "backslashreplace") if isinstance(text, bytes) else text
             rejects.append((source, number, raw, str(exc)))
@@ -89,6 +91,16 @@ def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]],
     if batch or rejects:
         flush()
     return report
+
+
+def claimed_shop(text: str, shops: Shops) -> str:
+    """The shop a rejected event names, when it is one of the install's (its dead letter is
+    listed under it); `default` when it names none, or none that exists."""
+    try:
+        shop = load_json(text).get("shop", DEFAULT_SHOP)
+    except (EventError, AttributeError):
+        return DEFAULT_SHOP
+    return shop if isinstance(shop, str) and shop in shops.by_name else DEFAULT_SHOP
 
 
 @dataclass(frozen=True)

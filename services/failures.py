@@ -13,6 +13,7 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
 from coupons.privacy import mask_personal_data
+from coupons.shops import DEFAULT_SHOP
 from store.models import DeadLetter
 
 
@@ -42,15 +43,18 @@ def _source_column(source: str) -> str:
     return source if len(source) <= 64 else source[:20] + "…" + source[-43:]
 
 
-def store_dead_letter(session: Session, source: str, raw: str, reason: str, now: datetime) -> int:
+def store_dead_letter(session: Session, source: str, raw: str, reason: str, now: datetime,
+                      shop: str = DEFAULT_SHOP) -> int:
+    """`shop`: the event's or trigger's shop when it is known (`default` when not)."""
     letter = DeadLetter(source=_source_column(source), raw=storable_text(raw), reason=storable_text(reason),
-                        received_at=now)
+                        received_at=now, shop=shop)
     session.add(letter)
     session.flush()
     return letter.id
 
 
-def store_dead_letter_once(session: Session, source: str, raw: str, reason: str, now: datetime) -> int | None:
+def store_dead_letter_once(session: Session, source: str, raw: str, reason: str, now: datetime,
+                           shop: str = DEFAULT_SHOP) -> int | None:
     """A dead letter for a delivery a sender repeats (a webhook retried under the same id):
     stored the first time only, so retries do not pile up copies. `source` names the
     delivery; None when it is already kept. On PostgreSQL a transaction lock on it makes
@@ -60,4 +64,4 @@ def store_dead_letter_once(session: Session, source: str, raw: str, reason: str,
         session.execute(text("SELECT pg_advisory_xact_lock(7151, hashtext(:source))"), {"source": source})
     if session.scalar(select(DeadLetter.id).where(DeadLetter.source == source).limit(1)) is not None:
         return None
-    return store_dead_letter(session, source, raw, reason, now)
+    return store_dead_letter(session, source, raw, reason, now, shop)

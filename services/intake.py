@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 from coupons import consent
 from coupons.events import Event, load_json, validate_event
 from coupons.model import CHANNELS
+from coupons.shop_scope import stored_keys
+from coupons.shops import shop_key
 from coupons.states import DeliveryState, Reason
 from store.bulk import dialect_insert, insert_new
 from store.models import Coupon, Customer, Delivery, InboxEvent, Order, OrderItem, PendingRefund, Stream
@@ -36,12 +38,13 @@ log = logging.getLogger(__name__)
 
 
 def store_events(session: Session, events: list[Event], now: datetime) -> list[str]:
-    """Insert new events into the inbox; returns the ids that were new (repeats are ignored)."""
+    """Insert new events into the inbox; returns the stored keys that were new (repeats are
+    ignored). An event's key is its id scoped to its shop (`coupons.shops.shop_key`)."""
     if not events:
         return []
-    rows = [dict(id=e.id, type=e.type, occurred_at=e.occurred_at, received_at=now, payload=payload_of(e),
-                 enqueued_at=now)
-            for e in {e.id: e for e in events}.values()]
+    rows = [dict(id=key, shop=e.shop, type=e.type, occurred_at=e.occurred_at, received_at=now,
+                 payload=payload_of(e), enqueued_at=now)
+            for key, e in {shop_key(e.shop, e.id): e for e in events}.items()]
     # One short statement per batch (store.bulk): a multi-VALUES statement was compiled
     # again for every batch, a third of emit's time.
     return insert_new(session, InboxEvent, rows, ["id"], "id")
@@ -78,14 +81,14 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
     relay for the deliveries scheduled (`runtime.doorbell`)."""
     applied = Applied()
     inbox = session.execute(
-        select(InboxEvent.id, InboxEvent.payload, InboxEvent.received_at)
+        select(InboxEvent.id, InboxEvent.payload, InboxEvent.received_at, InboxEvent.shop)
         .where(InboxEvent.id.in_(event_ids), InboxEvent.processed_at.is_(None))
         .order_by(InboxEvent.occurred_at).with_for_update(skip_locked=True)
     ).all()
     plan_requests: list[PlanRequest] = []
     orders: list[tuple[str, str, Event]] = []  # a run of consecutive valid order.paid events
 
-    def apply_alone(event_id: str, payload: str, apply: Callable[[], list[PlanRequest]]) -> None:
+    def apply_alone(event_id: str, payload: str, apply: Callable[[], list[PlanRequest]], shop: str) -> None:
         try:
             with session.begin_nested():
                 plan_requests.extend(apply())
@@ -95,7 +98,7 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
             reason = failure_reason(exc)
             log.error("applying event %s failed: %s", event_id, reason)  # ids only: no payload in logs
             log.debug("applying event %s failed", event_id, exc_info=True)
-            store_dead_letter(session, "apply", payload, reason, now)
+            store_dead_letter(session, "apply", payload, reason, now, shop)
 
     def apply_orders() -> None:
         if len(orders) > 1:
@@ -110,20 +113,20 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
                 log.warning("applying %d orders together failed (%s); applying them one by one", len(orders),
                             failure_reason(exc))
         for event_id, payload, event in orders:
-            apply_alone(event_id, payload, lambda event=event: _order_paid(session, event, now))
+            apply_alone(event_id, payload, lambda event=event: _order_paid(session, event, now), event.shop)
         orders.clear()
 
-    for event_id, payload, received_at in inbox:
-        try:
-            event = validate_event(load_json(payload), received_at)
-        except Exception as exc:  # rules changed since it was stored, or a row written by hand
-            apply_alone(event_id, payload, lambda exc=exc: _raise(exc))
+    for event_id, payload, received_at, shop in inbox:
+        try:  # ids as stored: scoped to the event's shop
+            event = stored_keys(validate_event(load_json(payload), received_at, shops=runtime.settings.shops))
+        except Exception as exc:  # rules or shops changed since it was stored, or a row written by hand
+            apply_alone(event_id, payload, lambda exc=exc: _raise(exc), shop)
             continue
         if event.type == "order.paid":
             orders.append((event_id, payload, event))
             continue
         apply_orders()
-        apply_alone(event_id, payload, lambda event=event: _apply(session, event, now, applied))
+        apply_alone(event_id, payload, lambda event=event: _apply(session, event, now, applied), event.shop)
     apply_orders()
     if inbox:
         session.execute(update(InboxEvent).where(InboxEvent.id.in_([row.id for row in inbox]))
@@ -146,7 +149,7 @@ def _apply(session: Session, event: Event, now: datetime, applied: Applied) -> l
     if event.type == "order.paid":
         return _order_paid(session, event, now)
     if event.type == "stream.ended":
-        session.execute(dialect_insert(session)(Stream).values(id=data.stream_id)
+        session.execute(dialect_insert(session)(Stream).values(id=data.stream_id, shop=event.shop)
                         .on_conflict_do_nothing(index_elements=["id"]))
         session.execute(update(Stream).where(Stream.id == data.stream_id, Stream.ended_at.is_(None))
                         .values(ended_at=event.occurred_at))
@@ -155,8 +158,8 @@ def _apply(session: Session, event: Event, now: datetime, applied: Applied) -> l
         _order_refunded(session, event, now)
     elif event.type == "customer.opted_out":
         _opted_out(session, event)
-    elif event.type == "coupon.redeemed":
-        result = redeem(session, data.code, data.order_id, now)
+    elif event.type == "coupon.redeemed":  # in its shop; for its customer when the event names one
+        result = redeem(session, data.code, data.order_id, now, shop=event.shop, customer_id=data.customer_id)
         log.info("coupon.redeemed %s: %s", event.id, result.status)
     return []
 
@@ -179,7 +182,7 @@ def _orders_paid(session: Session, events: list[Event], now: datetime) -> list[P
     insert_new(session, OrderItem, [  # one row per item, for campaign audiences
         row for order_id, event in first_per_order.items() if order_id in inserted
         for row in order_item_rows(order_id, event.data.customer.id, event.data.currency, event.occurred_at,
-                                   _order_row(event)["items"])], ["id"], "id")
+                                   _order_row(event)["items"], shop=event.shop)], ["id"], "id")
     refunded = _take_early_refunds(session, inserted)
     requests: list[PlanRequest] = []
     stream_customers: dict[str, list[str]] = defaultdict(list)
@@ -188,7 +191,7 @@ def _orders_paid(session: Session, events: list[Event], now: datetime) -> list[P
             continue
         data = event.data
         if order_id not in refunded:
-            _redeem_discount_codes(session, data.discount_codes or [], order_id, now)
+            _redeem_discount_codes(session, event, now)
         if data.stream_id is not None:
             stream_customers[data.stream_id].append(data.customer.id)
         elif order_id not in refunded:  # an order refunded before it is applied promises nothing
@@ -204,7 +207,8 @@ def _orders_paid(session: Session, events: list[Event], now: datetime) -> list[P
 
 def _order_row(event: Event) -> dict:
     data = event.data
-    return dict(id=data.order_id, event_id=event.id, customer_id=data.customer.id, stream_id=data.stream_id,
+    return dict(id=data.order_id, shop=event.shop, event_id=event.id, customer_id=data.customer.id,
+                stream_id=data.stream_id,
                 currency=data.currency, occurred_at=event.occurred_at,
                 items=[{"sku": i.sku, "name": i.name, "unit_price": str(i.unit_price), "quantity": i.quantity,
                         "refill_sku": i.refill_sku} for i in data.items])
@@ -232,7 +236,8 @@ def _merge_order_customers(session: Session, events: list[Event]) -> None:
             if updated_at is None or event.occurred_at >= updated_at:  # the profile comes from the newest order
                 profile, updated_at = _profile(event), event.occurred_at
             state = consent.after_order(state, event.data.customer.consent, event.occurred_at)
-        new_rows.append(dict(id=customer_id, updated_at=updated_at, consent_changes=_dump_consent(state),
+        new_rows.append(dict(id=customer_id, shop=per_customer[customer_id][0].shop, updated_at=updated_at,
+                             consent_changes=_dump_consent(state),
                              consent=consent.consented(state), opted_out=consent.opted_out(state), **profile))
     inserted = set(insert_new(session, Customer, new_rows, ["id"], "id"))
     known = [customer_id for customer_id in ids if customer_id not in inserted]
@@ -275,7 +280,8 @@ def _order_refunded(session: Session, event: Event, now: datetime) -> None:
     if order is None:
         # The refund overtook its order: keep it until the order arrives.
         session.execute(dialect_insert(session)(PendingRefund).values(
-            order_id=order_id, event_id=event.id, received_at=now).on_conflict_do_nothing(index_elements=["order_id"]))
+            order_id=order_id, shop=event.shop, event_id=event.id, received_at=now
+        ).on_conflict_do_nothing(index_elements=["order_id"]))
         return
     if order.refunded_at is not None:
         return
@@ -301,7 +307,7 @@ def _opted_out(session: Session, event: Event) -> None:
     if customer is None:
         # Remember the opt-out for a customer we have not seen yet (country "" = no profile yet).
         state = consent.after_opt_out({}, channels, event.occurred_at)
-        if _insert_customer(session, data.customer_id, state, event.occurred_at, country=""):
+        if _insert_customer(session, data.customer_id, state, event.occurred_at, country="", shop=event.shop):
             return
         customer = _locked_customer(session, data.customer_id)
     _set_consent(customer, consent.after_opt_out(consent_state(customer), channels, event.occurred_at))
@@ -370,10 +376,13 @@ def _set_consent(row: Customer, state: consent.ConsentState) -> None:
     row.opted_out = consent.opted_out(state)
 
 
-def _redeem_discount_codes(session: Session, codes: list[str], order_id: str, now: datetime) -> None:
+def _redeem_discount_codes(session: Session, event: Event, now: datetime) -> None:
     """Rule 13 for shops that only report orders: an Encore code used at checkout
-    redeems its coupon. Codes Encore never issued (the shop's own) are ignored."""
-    for code in dict.fromkeys(codes):
-        result = redeem(session, code, order_id, now)
+    redeems its coupon, when the coupon is the order's customer's and of the order's shop
+    (a code passed on to someone else, or used in another shop, redeems nothing). Codes
+    Encore never issued (the shop's own) are ignored."""
+    order_id = event.data.order_id
+    for code in dict.fromkeys(event.data.discount_codes or []):
+        result = redeem(session, code, order_id, now, shop=event.shop, customer_id=event.data.customer.id)
         if result.status != "unknown":
             log.info("order %s used coupon %s: %s", order_id, result.code, result.status)

@@ -30,6 +30,7 @@ from coupons.delivery_rules import Plan, plan_delivery
 from coupons.markets import Market
 from coupons.model import ADDRESS_FIELD, Item, Offer
 from coupons.offers import choose_offer
+from coupons.shops import shop_of_key
 from coupons.states import DeliveryState
 from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, customer_zone, stream_fallback_at
 from store.bulk import dialect_insert, fill_where_null, insert_new, insert_new_rows, one_of
@@ -75,7 +76,7 @@ def _recent_triggers(session: Session, customer_ids: list[str], earliest: dateti
     return found
 
 
-CUSTOMER_COLUMNS = (Customer.id, Customer.country, Customer.name, Customer.locale, Customer.timezone,
+CUSTOMER_COLUMNS = (Customer.id, Customer.shop, Customer.country, Customer.name, Customer.locale, Customer.timezone,
                     Customer.email, Customer.phone, Customer.whatsapp, Customer.line_id, Customer.telegram_id,
                     cast(Customer.consent, Text).label("consent"), cast(Customer.opted_out, Text).label("opted_out"))
 """A customer as the planner reads it: the channel lists as their JSON text (see `_ChunkDecisions.channels`)."""
@@ -179,7 +180,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         key = (request.trigger_key, request.customer_id)
         delivery_plans[key] = (request, plan)
         coupon_rows.append(dict(
-            code=next(codes), trigger_key=request.trigger_key, customer_id=request.customer_id,
+            code=next(codes), trigger_key=request.trigger_key, customer_id=request.customer_id, shop=row.shop,
             market=market.name, offer_type=offer.type, sku=offer.sku, product_name=offer.product_name,
             currency=offer.currency, price=None if offer.price is None else str(offer.price),
             percent=None if offer.percent is None else str(offer.percent),
@@ -195,7 +196,8 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
     for coupon_id, trigger_key, customer_id in inserted:
         request, plan = delivery_plans[(trigger_key, customer_id)]
         delivery_rows.append(dict(
-            coupon_id=coupon_id, customer_id=customer_id, state=plan.state, reason=plan.reason,
+            coupon_id=coupon_id, customer_id=customer_id, shop=customers[customer_id].shop, state=plan.state,
+            reason=plan.reason,
             trigger_at=request.trigger_at, due_at=plan.due_at, deadline_at=plan.deadline_at,
             next_attempt_at=plan.due_at, attempts=0, channel_attempts=0, failed_channels=[], updated_at=now,
         ))
@@ -292,7 +294,7 @@ def record_plan_failure(session: Session, trigger_key: str, customer_id: str, or
     log.error("planning %s for customer %s failed: %s", trigger_key, customer_id, failure_reason(exc))
     log.debug("planning %s failed", trigger_key, exc_info=(type(exc), exc, exc.__traceback__))
     store_dead_letter(session, "plan", json.dumps({"trigger_key": trigger_key, "customer_id": customer_id}),
-                      failure_reason(exc), now)
+                      failure_reason(exc), now, shop_of_key(customer_id))
     ids = list(order_ids)
     if ids:
         session.execute(update(Order).where(Order.id.in_(ids), Order.coupon_id.is_(None))
@@ -399,7 +401,8 @@ PLANNING_LEASE = timedelta(minutes=5)
 def claim_stream_planning(session: Session, stream_id: str, now: datetime) -> bool:
     """Own the stream's planning for one lease; False while another planner owns it,
     so a sweep and a stream.ended never plan the same stream side by side."""
-    session.execute(dialect_insert(session)(Stream).values(id=stream_id).on_conflict_do_nothing(index_elements=["id"]))
+    session.execute(dialect_insert(session)(Stream).values(id=stream_id, shop=shop_of_key(stream_id))
+                    .on_conflict_do_nothing(index_elements=["id"]))
     claimed = session.execute(
         update(Stream).where(Stream.id == stream_id,
                              (Stream.planning_until.is_(None)) | (Stream.planning_until < now))

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Float, case, cast, func, select
 from sqlalchemy.orm import Session
 
+from coupons.shops import DEFAULT_SHOP, Shops, raw_id, shop_key
 from coupons.states import DeliveryState
 from store.models import Coupon, DeadLetter, Delivery, InboxEvent
 
@@ -40,7 +41,7 @@ def _latency_seconds(dialect: str):
     return case((seconds < 0, 0.0), else_=seconds)
 
 
-def _latency_percentiles(session: Session, sent: int) -> dict[str, float]:
+def _latency_percentiles(session: Session, sent: int, shop: str | None = None) -> dict[str, float]:
     if not sent:
         return {name: 0.0 for name, _ in PERCENTILES}
     dialect = session.get_bind().dialect.name
@@ -49,7 +50,7 @@ def _latency_percentiles(session: Session, sent: int) -> dict[str, float]:
         # percentile_disc is the nearest-rank percentile, computed by the database.
         row = session.execute(select(*(
             func.percentile_disc(percent / 100).within_group(latency.asc()) for _, percent in PERCENTILES
-        )).where(Delivery.state == DeliveryState.SENT)).one()
+        )).where(Delivery.state == DeliveryState.SENT, *_of_shop(Delivery, shop))).one()
         return {name: round(float(value or 0.0), 3) for (name, _), value in zip(PERCENTILES, row, strict=True)}
     # SQLite has no percentile aggregate: read the one row at each rank, sorting from
     # the nearer end so no offset is more than half the rows.
@@ -57,33 +58,41 @@ def _latency_percentiles(session: Session, sent: int) -> dict[str, float]:
     for name, percent in PERCENTILES:
         rank = nearest_rank(sent, percent)
         ascending = rank <= sent - rank + 1
-        query = (select(latency).where(Delivery.state == DeliveryState.SENT)
+        query = (select(latency).where(Delivery.state == DeliveryState.SENT, *_of_shop(Delivery, shop))
                  .order_by(latency.asc() if ascending else latency.desc())
                  .offset(rank - 1 if ascending else sent - rank).limit(1))
         found[name] = round(float(session.scalar(query) or 0.0), 3)
     return found
 
 
-def status(session: Session) -> dict:
-    """Counts and timings. `events.rejected` counts events refused by `encore emit`
-    and events that failed when applied ("apply" dead letters); an event that failed
-    when applied and was not replayed is not counted as accepted. Dead letters of
-    planning ("plan") are triggers, not events, and are not counted here."""
-    counts = dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())
+def _of_shop(table: Any, shop: str | None) -> tuple:
+    """The condition that keeps `shop`'s rows of `table`; none for every shop."""
+    return () if shop is None else (table.shop == shop,)
+
+
+def status(session: Session, shop: str | None = None) -> dict:
+    """Counts and timings (of one shop's events and deliveries with `shop`). `events.rejected`
+    counts events refused by `encore emit` and events that failed when applied ("apply" dead
+    letters); an event that failed when applied and was not replayed is not counted as
+    accepted. Dead letters of planning ("plan") are triggers, not events, and are not
+    counted here. A rejected event counts under the shop it named, when that shop exists."""
+    counts = dict(session.execute(select(Delivery.state, func.count()).where(*_of_shop(Delivery, shop))
+                                  .group_by(Delivery.state)).all())
     finished, sent_on_time = session.execute(
         select(func.count(), func.coalesce(func.sum(case(
             ((Delivery.state == DeliveryState.SENT) & (Delivery.sent_at <= Delivery.deadline_at), 1), else_=0)), 0))
-        .where(Delivery.state.in_((DeliveryState.SENT, DeliveryState.EXPIRED)))
+        .where(Delivery.state.in_((DeliveryState.SENT, DeliveryState.EXPIRED)), *_of_shop(Delivery, shop))
     ).one()
-    stored = session.scalar(select(func.count()).select_from(InboxEvent)) or 0
+    stored = session.scalar(select(func.count()).select_from(InboxEvent).where(*_of_shop(InboxEvent, shop))) or 0
     failed_when_applied = session.scalar(select(func.count()).select_from(DeadLetter).where(
-        DeadLetter.source == "apply", DeadLetter.replayed_at.is_(None))) or 0
-    rejected = session.scalar(select(func.count()).select_from(DeadLetter).where(DeadLetter.source != "plan")) or 0
+        DeadLetter.source == "apply", DeadLetter.replayed_at.is_(None), *_of_shop(DeadLetter, shop))) or 0
+    rejected = session.scalar(select(func.count()).select_from(DeadLetter).where(
+        DeadLetter.source != "plan", *_of_shop(DeadLetter, shop))) or 0
     return {
         "events": {"accepted": max(0, stored - failed_when_applied), "rejected": rejected},
         "deliveries": {state: counts.get(state, 0) for state in DeliveryState},
         "on_time_rate": round(sent_on_time / finished, 6) if finished else 1.0,
-        "latency_seconds": _latency_percentiles(session, counts.get(DeliveryState.SENT, 0)),
+        "latency_seconds": _latency_percentiles(session, counts.get(DeliveryState.SENT, 0), shop),
     }
 
 
@@ -109,21 +118,40 @@ _COLUMNS = (
     Delivery.id, Delivery.customer_id, Delivery.channel, Delivery.state, Delivery.reason, Delivery.trigger_at,
     Delivery.due_at, Delivery.deadline_at, Delivery.sent_at, Delivery.attempts, Coupon.code, Coupon.offer_type,
     Coupon.sku, Coupon.currency, Coupon.price, Coupon.percent, Coupon.redeemed_at, Coupon.expires_at,
-    Coupon.void_at, Coupon.trigger_key,
+    Coupon.void_at, Coupon.trigger_key, Delivery.shop, Coupon.code_synced_at,
 )
 
 
-def iter_deliveries(session: Session, customer_id: str | None = None) -> Iterator[dict]:
-    """One dict per delivery (SPEC section 4 fields, plus `id`, `expires_at`, `void`),
-    streamed in id order: rows are fetched `STREAM_BATCH` at a time, never all at once."""
-    query = select(*_COLUMNS).join(Coupon, Coupon.id == Delivery.coupon_id).order_by(Delivery.id)
+def _customer_keys(customer_id: str, shop: str | None, shops: Shops | None) -> list[str]:
+    """The stored keys a customer id shown to the user stands for: in `shop`, else in
+    every shop of the install (the same id in two shops is two customers, both shown)."""
+    names = [shop] if shop is not None else sorted(shops.by_name) if shops is not None else [DEFAULT_SHOP]
+    return [shop_key(name, customer_id) for name in names]
+
+
+def _delivery_filter(customer_id: str | None, shop: str | None, shops: Shops | None) -> tuple:
+    found = _of_shop(Delivery, shop)
     if customer_id is not None:
-        query = query.where(Delivery.customer_id == customer_id)
+        found += (Delivery.customer_id.in_(_customer_keys(customer_id, shop, shops)),)
+    return found
+
+
+def iter_deliveries(session: Session, customer_id: str | None = None, *, shop: str | None = None,
+                    shops: Shops | None = None) -> Iterator[dict]:
+    """One dict per delivery (SPEC section 4 fields, plus `id`, `expires_at`, `void`, and
+    SPEC section 7's `shop` and `code_synced_at`), streamed in id order: rows are fetched
+    `STREAM_BATCH` at a time, never all at once. Ids are shown as their shop sent them;
+    `customer_id` is such an id (of `shop`, else of any of `shops`). With `shops`, a shop
+    of platform `none` shows `code_synced_at` null whatever its column holds."""
+    query = select(*_COLUMNS).join(Coupon, Coupon.id == Delivery.coupon_id).order_by(Delivery.id)
+    query = query.where(*_delivery_filter(customer_id, shop, shops))
+    no_platform = {name for name, found in shops.by_name.items() if found.platform == "none"} if shops else set()
     for row in session.execute(query.execution_options(yield_per=STREAM_BATCH)):
         trigger, campaign = trigger_of(row.trigger_key)
         yield {
             "id": row.id,
-            "customer_id": row.customer_id,
+            "shop": row.shop,
+            "customer_id": raw_id(row.shop, row.customer_id),
             "code": row.code,
             "offer": offer_json(row),
             "channel": row.channel,
@@ -138,18 +166,20 @@ def iter_deliveries(session: Session, customer_id: str | None = None) -> Iterato
             "trigger": trigger,
             "campaign": campaign,
             "expires_at": rfc3339(row.expires_at),
+            "code_synced_at": None if row.shop in no_platform else rfc3339(row.code_synced_at),
             "void": row.void_at is not None,
         }
 
 
-def deliveries(session: Session, customer_id: str | None = None) -> list[dict]:
+def deliveries(session: Session, customer_id: str | None = None, *, shop: str | None = None,
+               shops: Shops | None = None) -> list[dict]:
     """All of `iter_deliveries` as a list: for tests and small result sets only."""
-    return list(iter_deliveries(session, customer_id))
+    return list(iter_deliveries(session, customer_id, shop=shop, shops=shops))
 
 
-def customer_id_width(session: Session, customer_id: str | None = None) -> int:
-    """The longest customer id among the rows `iter_deliveries` will show (for a text table)."""
-    query = select(func.max(func.length(Delivery.customer_id)))
-    if customer_id is not None:
-        query = query.where(Delivery.customer_id == customer_id)
+def customer_id_width(session: Session, customer_id: str | None = None, *, shop: str | None = None,
+                      shops: Shops | None = None) -> int:
+    """The longest customer key among the rows `iter_deliveries` will show (for a text
+    table; at least as long as the id shown)."""
+    query = select(func.max(func.length(Delivery.customer_id))).where(*_delivery_filter(customer_id, shop, shops))
     return session.scalar(query) or 0

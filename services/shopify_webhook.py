@@ -13,6 +13,7 @@ from typing import Literal
 
 from coupons.events import decode_line, load_json, validate_event
 from coupons.shopify_orders import Ignored, order_paid_event
+from coupons.shops import DEFAULT_SHOP
 from store.db import session_scope
 
 from .failures import store_dead_letter_once
@@ -31,8 +32,10 @@ class WebhookOutcome:
     naming the field when rejected."""
 
 
-def take_order_paid(runtime: Runtime, body: bytes, webhook_id: str | None) -> WebhookOutcome:
-    """Shopify's bytes, mapped and validated as every event is. A rejected order is kept as
+def take_order_paid(runtime: Runtime, body: bytes, webhook_id: str | None,
+                    shop: str = DEFAULT_SHOP) -> WebhookOutcome:
+    """Shopify's bytes, mapped and validated as every event is, as an event of `shop` (the
+    shop whose secret verified it). A rejected order is kept as
     a dead letter with those bytes, once per webhook: Shopify retries it unchanged, and each
     retry must not add another copy. An accepted one is stored, then enqueued."""
     received_at = runtime.clock()
@@ -41,12 +44,12 @@ def take_order_paid(runtime: Runtime, body: bytes, webhook_id: str | None) -> We
         if isinstance(mapped, Ignored):
             log.info("shopify webhook %s: %s", webhook_id, mapped.reason)  # ids only: no customer data in logs
             return WebhookOutcome("ignored", mapped.reason)
-        event = validate_event(mapped, received_at)
+        event = validate_event({**mapped, "shop": shop}, received_at, shops=runtime.settings.shops)
     except ValueError as exc:  # EventError and ShopifyPayloadError are ones
         delivery = webhook_id or "body:" + hashlib.sha256(body).hexdigest()[:16]
         with session_scope(runtime.database_url) as session:
             store_dead_letter_once(session, f"shopify:{delivery}", body.decode("utf-8", "backslashreplace"),
-                                   str(exc), received_at)
+                                   str(exc), received_at, shop)
         return WebhookOutcome("rejected", str(exc))
     with session_scope(runtime.database_url) as session:
         new_ids = store_events(session, [event], received_at)

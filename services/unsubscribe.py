@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from coupons.events import validate_event
 from coupons.messages import resolve_language
+from coupons.shops import ENCORE_SIGNATURE, raw_id, shop_of_key
 from coupons.unsubscribe import BadToken, read_token
 from store.db import session_scope
 from store.models import Customer
@@ -24,6 +25,8 @@ class UnsubscribeLink:
     channel: str
     language: str | None
     """The customer's language, when Encore knows their locale or country."""
+    brand: str = ENCORE_SIGNATURE
+    """The name of the customer's shop, which the page is signed with (SPEC section 7)."""
 
 
 def read_unsubscribe_link(runtime: Runtime, token: str) -> UnsubscribeLink | None:
@@ -45,11 +48,12 @@ def _follow(runtime: Runtime, token: str, opt_out_at: datetime | None) -> Unsubs
         target = read_token(secret, token)
     except BadToken:
         return None
+    shop = shop_of_key(target.customer_id)  # the token names the stored key, scoped to its shop
     with session_scope(runtime.database_url) as session:
         language = customer_language(runtime, session.get(Customer, target.customer_id))
         if opt_out_at is not None:
-            _opt_out(session, runtime, target.customer_id, target.channel, opt_out_at)
-    return UnsubscribeLink(target.channel, language)
+            _opt_out(session, runtime, shop, raw_id(shop, target.customer_id), target.channel, opt_out_at)
+    return UnsubscribeLink(target.channel, language, runtime.settings.shops.signature(shop))
 
 
 def customer_language(runtime: Runtime, customer: Customer | None) -> str | None:
@@ -62,10 +66,10 @@ def customer_language(runtime: Runtime, customer: Customer | None) -> str | None
     return resolve_language(customer.locale, region)[0]
 
 
-def _opt_out(session: Session, runtime: Runtime, customer_id: str, channel: str, now: datetime) -> None:
-    """Acts as a `customer.opted_out` event, stored and applied now: the sender checks
-    consent again before each send, so deliveries already scheduled stop too."""
-    event = validate_event({"id": f"unsubscribe:{uuid.uuid4().hex}", "type": "customer.opted_out",
+def _opt_out(session: Session, runtime: Runtime, shop: str, customer_id: str, channel: str, now: datetime) -> None:
+    """Acts as a `customer.opted_out` event of the customer's shop, stored and applied now:
+    the sender checks consent again before each send, so deliveries already scheduled stop too."""
+    event = validate_event({"id": f"unsubscribe:{uuid.uuid4().hex}", "type": "customer.opted_out", "shop": shop,
                             "occurred_at": now.astimezone(UTC).isoformat(),
                             "data": {"customer_id": customer_id, "channels": [channel]}}, now)
     apply_events(session, runtime, store_events(session, [event], now), now)

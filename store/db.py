@@ -80,12 +80,27 @@ def upgrade_schema(engine: Engine) -> None:
             return
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with engine.begin() as connection:
-            if engine.dialect.name == "postgresql":
-                # Several workers may start at once: one migrates, the others wait.
-                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(715517)")
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        sqlite = engine.dialect.name == "sqlite"
+        with engine.connect() as connection:
+            if sqlite:
+                # A migration that alters a table on SQLite copies it, drops it and renames the
+                # copy (Alembic's batch mode); dropping a table that other rows refer to fails
+                # while foreign keys are enforced. Alembic's documentation ("Dealing with
+                # Referencing Foreign Keys") says to turn them off meanwhile, which SQLite only
+                # takes outside a transaction; they are checked before the commit instead.
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with connection.begin():
+                    if engine.dialect.name == "postgresql":
+                        # Several workers may start at once: one migrates, the others wait.
+                        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(715517)")
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                    if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                        raise RuntimeError("the upgraded database has rows whose references are broken")
+            finally:
+                if sqlite:
+                    connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
         _upgraded.add(key)
 
 

@@ -26,10 +26,10 @@ def customer_value(row: Customer | Row, consent: frozenset[str] | None = None) -
 
 
 def order_item_rows(order_id: str, customer_id: str, currency: str, occurred_at: datetime,
-                    items: Iterable[dict]) -> list[dict]:
+                    items: Iterable[dict], shop: str = "default") -> list[dict]:
     """The `order_items` rows of one stored order (written at intake, beside the order;
-    read by campaign audiences)."""
-    return [dict(order_id=order_id, customer_id=customer_id, line_key=item.get("refill_sku") or item["sku"],
+    read by campaign audiences). Ids are the stored keys of `shop`."""
+    return [dict(order_id=order_id, customer_id=customer_id, shop=shop, line_key=item.get("refill_sku") or item["sku"],
                  sku=item["sku"], refill_sku=item.get("refill_sku"), name=item["name"],
                  unit_price=str(item["unit_price"]), quantity=int(item["quantity"]), currency=currency,
                  occurred_at=occurred_at)

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends
 from starlette.requests import Request
 
+from config.settings import Settings
 from coupons.shopify_orders import shopify_signature_ok
+from coupons.shops import DEFAULT_SHOP
 
 from .answers import Refused
 from .deps import Deps
@@ -107,15 +110,44 @@ async def signed_body(request: Request, body: RawBody, deps: Deps) -> bytes:
 SignedBody = Annotated[bytes, Depends(signed_body)]
 
 
-async def shopify_body(request: Request, body: RawBody, deps: Deps) -> bytes:
-    """The raw body, signed by Shopify with ENCORE_SHOPIFY_SECRET (401 otherwise, and
-    when that secret is not set)."""
-    secret = deps.runtime.settings.shopify_secret
+@dataclass(frozen=True)
+class ShopifyDelivery:
+    """A Shopify webhook's body, verified with the secret of the shop it came from."""
+
+    shop: str
+    body: bytes
+
+
+SHOP_DOMAIN_HEADER = "X-Shopify-Shop-Domain"
+
+
+def shopify_secret(settings: Settings, domain: str | None) -> tuple[str, str]:
+    """(shop, secret) for a webhook from `domain` (SPEC section 7): with a shops file, the
+    Shopify shop of that domain and the secret its `webhook_secret_env` names; without
+    one, the default shop and ENCORE_SHOPIFY_SECRET. Refused (401) naming why otherwise."""
+    if settings.shops.source is None:
+        if not settings.shopify_secret:
+            raise Refused(401, "ENCORE_SHOPIFY_SECRET is not set: Shopify webhooks cannot be verified")
+        return DEFAULT_SHOP, settings.shopify_secret
+    shop = settings.shops.for_shopify_domain(domain)
+    if shop is None:
+        raise Refused(401, f"{SHOP_DOMAIN_HEADER}: {(domain or '').strip()[:100]!r} is not the domain of a Shopify "
+                           "shop in ENCORE_SHOPS_FILE")
+    secret = settings.shop_secrets.get(shop.webhook_secret_env or "")
     if not secret:
-        raise Refused(401, "ENCORE_SHOPIFY_SECRET is not set: Shopify webhooks cannot be verified")
+        raise Refused(401, f"{shop.webhook_secret_env} is not set: webhooks of shop {shop.name} cannot be verified")
+    return shop.name, secret
+
+
+async def shopify_body(request: Request, body: RawBody, deps: Deps) -> ShopifyDelivery:
+    """The raw body, signed by Shopify with its shop's secret (401 otherwise, and when the
+    shop is unknown or its secret is not set)."""
+    shop, secret = shopify_secret(deps.runtime.settings, request.headers.get(SHOP_DOMAIN_HEADER))
     if not shopify_signature_ok(secret, body, request.headers.get("x-shopify-hmac-sha256")):
-        raise Refused(401, "X-Shopify-Hmac-Sha256: missing or wrong signature")
-    return body
+        raise Refused(401, "X-Shopify-Hmac-Sha256: missing or wrong signature" +
+                      ("" if shop == DEFAULT_SHOP and deps.runtime.settings.shops.source is None
+                       else f" for shop {shop}"))
+    return ShopifyDelivery(shop, body)
 
 
-ShopifyBody = Annotated[bytes, Depends(shopify_body)]
+ShopifyBody = Annotated[ShopifyDelivery, Depends(shopify_body)]

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from sqlalchemy.orm import Session
 
 from coupons.errors import ConfigError, EncoreError
+from coupons.shops import Shops, UnknownShopError
 from services.ports import Doorbell
 
 
@@ -115,13 +116,31 @@ def cmd_beat(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+class UnknownShopOption(ConfigError):
+    """`--shop` names no shop of the install."""
+
+
+def chosen_shop(args: argparse.Namespace, shops: Shops) -> str | None:
+    """The shop `--shop` names (None: every shop); UnknownShopOption names the option."""
+    if getattr(args, "shop", None) is None:
+        return None
+    if args.shop not in shops.by_name:
+        try:
+            shops.get(args.shop)
+        except UnknownShopError as exc:
+            raise UnknownShopOption(f"--shop: {exc}") from None
+    return args.shop
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from services.reports import status
     from services.bootstrap import bootstrap
     from store.db import session_scope
 
-    with session_scope(bootstrap().database_url) as session:
-        report = status(session)
+    runtime = bootstrap()
+    shop = chosen_shop(args, runtime.settings.shops)
+    with session_scope(runtime.database_url) as session:
+        report = status(session, shop)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -138,12 +157,16 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     from services.bootstrap import bootstrap
     from store.db import session_scope
 
-    with session_scope(bootstrap().database_url) as session:
-        rows = iter_deliveries(session, args.customer)
+    runtime = bootstrap()
+    shops = runtime.settings.shops
+    shop = chosen_shop(args, shops)
+    with session_scope(runtime.database_url) as session:
+        rows = iter_deliveries(session, args.customer, shop=shop, shops=shops)
         if args.json:
             write_json_array(rows, sys.stdout)
             return 0
-        write_delivery_table(rows, customer_id_width(session, args.customer), sys.stdout)
+        write_delivery_table(rows, customer_id_width(session, args.customer, shop=shop, shops=shops), sys.stdout,
+                             shop_width=max(map(len, shops.by_name)) if len(shops.by_name) > 1 else 0)
     return 0
 
 
@@ -156,14 +179,17 @@ def write_json_array(rows: Iterable[dict], out: TextIO) -> None:
     out.write("\n]\n")
 
 
-def write_delivery_table(rows: Iterable[dict], customer_width: int, out: TextIO) -> None:
+def write_delivery_table(rows: Iterable[dict], customer_width: int, out: TextIO, shop_width: int = 0) -> None:
+    """One line per delivery; with `shop_width` (an install with several shops), a first
+    column names each delivery's shop."""
     width = max(8, customer_width)
-    out.write(f"{'customer':<{width}} {'state':<10} {'reason':<14} {'channel':<9} {'offer':<30} {'code':<18} "
+    shop_column = (lambda shop: f"{shop:<{max(4, shop_width)}} ") if shop_width else (lambda shop: "")
+    out.write(f"{shop_column('shop')}{'customer':<{width}} {'state':<10} {'reason':<14} {'channel':<9} {'offer':<30} {'code':<18} "
               f"{'due_at':<21} sent_at\n")
     for row in rows:
         offer = row["offer"]
         what = f"{offer['type']} {offer.get('price') or str(offer.get('percent')) + '%'} {offer['currency']}"
-        out.write(f"{row['customer_id']:<{width}} {row['state']:<10} {row['reason'] or '':<14} "
+        out.write(f"{shop_column(row['shop'])}{row['customer_id']:<{width}} {row['state']:<10} {row['reason'] or '':<14} "
                   f"{row['channel'] or '':<9} {what:<30} {row['code']:<18} {row['due_at']:<21} "
                   f"{row['sent_at'] or ''}\n")
 
@@ -173,15 +199,20 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     from services.bootstrap import bootstrap
     from store.db import session_scope
 
-    with session_scope(bootstrap().database_url) as session:
-        rows = list_dead_letters(session, include_replayed=args.all)
+    runtime = bootstrap()
+    shops = runtime.settings.shops
+    shop = chosen_shop(args, shops)
+    with session_scope(runtime.database_url) as session:
+        rows = list_dead_letters(session, include_replayed=args.all, shop=shop)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0
     if not rows:
         print("no dead letters")
+    several = len(shops.by_name) > 1
     for row in rows:
-        print(f"{row['id']:<8} {row['kind']:<9} {row['at'] or '':<21} {row['source'][:24]:<24} {row['reason']}")
+        print(f"{row['id']:<8} {row['kind']:<9} " + (f"{row['shop']:<16} " if several else "") +
+              f"{row['at'] or '':<21} {row['source'][:24]:<24} {row['reason']}")
     return 0
 
 
@@ -229,9 +260,10 @@ def cmd_campaigns(args: argparse.Namespace) -> int:
     if args.action == "run":
         return cmd_campaigns_run(args)
     runtime = bootstrap()
+    shop = chosen_shop(args, runtime.settings.shops)
     campaigns, errors = load_all(runtime)
     with session_scope(runtime.database_url) as session:
-        report = overview(session, campaigns, errors, runtime.clock())
+        report = overview(session, campaigns, errors, runtime.clock(), shop)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
@@ -354,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="counts and timings")
     status.add_argument("--json", action="store_true")
     deliveries = commands.add_parser("deliveries", help="one row per delivery")
-    deliveries.add_argument("--customer")
+    deliveries.add_argument("--customer", help="a customer id as the shop sent it (in every shop, unless --shop)")
     deliveries.add_argument("--json", action="store_true")
     dead = commands.add_parser("dead-letters", help="rejected events and failed deliveries, with reasons")
     dead.add_argument("--json", action="store_true")
@@ -364,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--file", help="the fixed event text to use instead of the stored one (one id only)")
     campaigns = commands.add_parser("campaigns", help="scheduled campaigns: next runs and last runs' counts")
     campaigns.add_argument("--json", action="store_true")
+    for parser_with_shop in (status, deliveries, dead, campaigns):
+        parser_with_shop.add_argument("--shop", help="only this shop's (a shop of ENCORE_SHOPS_FILE); default: every shop")
     campaign_actions = campaigns.add_subparsers(dest="action")
     campaign_run = campaign_actions.add_parser("run", help="run a campaign's latest occurrence now, if not run yet")
     campaign_run.add_argument("name")

@@ -91,7 +91,7 @@ _PREPARE_COLUMNS = (
     _DELIVERIES.c.failed_channels, _DELIVERIES.c.deadline_at, _DELIVERIES.c.attempts,
     _DELIVERIES.c.channel_attempts, last_transient_reason(_DELIVERIES).label("last_transient_reason"),
     # the coupon: its offer (the names `offer_of` reads), code, expiry and campaign
-    _COUPONS.c.id.label("coupon_id"), _COUPONS.c.code, _COUPONS.c.expires_at, _COUPONS.c.campaign,
+    _COUPONS.c.id.label("coupon_id"), _COUPONS.c.code, _COUPONS.c.expires_at, _COUPONS.c.campaign, _COUPONS.c.shop,
     _COUPONS.c.offer_type, _COUPONS.c.sku, _COUPONS.c.product_name, _COUPONS.c.currency, _COUPONS.c.price,
     _COUPONS.c.percent, _COUPONS.c.regular_price,
     # the customer: the names `customer_value` reads, and the opt-outs
@@ -189,6 +189,7 @@ def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDec
     message = render_message(MessageContext(
         language=language, locale=locale, customer_name=customer.name, offer=offer_of(row),
         code=row.code, expires_at=row.expires_at, timezone=timezone, framing=market.framing,
+        shop_name=settings.shops.signature(row.shop),  # the coupon's shop signs it (SPEC section 7)
         unsubscribe_url=unsubscribe_url(settings.public_url, settings.webhook_secret, customer.id, channel),
     ), channel)
     return Outgoing(

@@ -15,7 +15,7 @@ def test_the_stored_and_shown_words_are_the_spec_s():
                                                     "quiet_hours", "render_error", "refunded", "rate_limited"}
     assert [str(action) for action in SendAction] == ["send", "reschedule", "end"]
     assert [str(status) for status in RedemptionStatus] == ["redeemed", "already_redeemed", "expired", "void",
-                                                            "unknown"]
+                                                            "unknown", "other_customer"]
     assert [str(state) for state in RunState] == ["running", "done", "missed"]
 
 

@@ -26,6 +26,8 @@ class ShopifyResult(EventsResult):
 _HEADERS = [
     {"name": "X-Shopify-Hmac-Sha256", "in": "header", "required": True, "schema": {"type": "string"}},
     {"name": "X-Shopify-Topic", "in": "header", "required": True, "schema": {"type": "string", "enum": [TOPIC]}},
+    {"name": "X-Shopify-Shop-Domain", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "With ENCORE_SHOPS_FILE: picks the shop (its myshopify domain) and so the secret to verify with."},
     {"name": "X-Shopify-Webhook-Id", "in": "header", "required": False, "schema": {"type": "string"}}]
 _ORDER_SCHEMA = {"type": "object", "properties": {
     "id": {"type": "integer"}, "currency": {"type": "string"},
@@ -39,7 +41,8 @@ _ORDER_SCHEMA = {"type": "object", "properties": {
 @router.post("/webhooks/shopify/orders-paid", response_model=ShopifyResult,
              summary="Shopify's orders/paid webhook",
              description="Verified with `X-Shopify-Hmac-Sha256` (base64 HMAC-SHA256 of the body, key "
-                         "ENCORE_SHOPIFY_SECRET); only the topic `orders/paid` is taken; idempotent on "
+                         "ENCORE_SHOPIFY_SECRET; with a shops file, the secret of the shop `X-Shopify-Shop-Domain` "
+                         "names, whose order it becomes); only the topic `orders/paid` is taken; idempotent on "
                          "`X-Shopify-Webhook-Id` and on the order. Mapped to `order.paid`; an Encore code among the "
                          "order's `discount_codes` redeems its coupon. Test orders, cancelled orders and orders "
                          "with no paid line are acknowledged and make no coupon; free lines are left out; a guest "
@@ -50,8 +53,9 @@ _ORDER_SCHEMA = {"type": "object", "properties": {
                         400: {"model": ErrorBody, "description": "A topic other than orders/paid (nothing "
                               "stored), or an order that cannot be mapped (the error names the field; kept as one "
                               "dead letter however often Shopify retries it)."},
-                        401: {"model": ErrorBody, "description": "Missing or wrong HMAC, or no "
-                              "ENCORE_SHOPIFY_SECRET set; nothing was stored."},
+                        401: {"model": ErrorBody, "description": "Missing or wrong HMAC, no "
+                              "ENCORE_SHOPIFY_SECRET set, or (with a shops file) a domain of no Shopify shop or a "
+                              "shop whose secret is not set; the body says which. Nothing was stored."},
                         408: BODY_ERRORS[408], 413: BODY_ERRORS[413]},
              openapi_extra={"parameters": _HEADERS, **json_body(_ORDER_SCHEMA, "The order, exactly as Shopify sends it.")})
 async def shopify_orders_paid(request: Request, body: ShopifyBody, deps: Deps) -> JSONResponse:
@@ -60,7 +64,7 @@ async def shopify_orders_paid(request: Request, body: ShopifyBody, deps: Deps) -
         return error(400, f"X-Shopify-Topic: only {TOPIC} is taken here, got {topic!r}; subscribe this address to "
                           "the Order payment event only")
     webhook_id = (request.headers.get("x-shopify-webhook-id") or "").strip() or None
-    taken = await run_in_threadpool(take_order_paid, deps.runtime, body, webhook_id)
+    taken = await run_in_threadpool(take_order_paid, deps.runtime, body.body, webhook_id, body.shop)
     if taken.outcome == "rejected":
         return error(400, taken.detail)
     if taken.outcome == "ignored":

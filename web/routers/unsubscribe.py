@@ -51,9 +51,10 @@ def _page(link: UnsubscribeLink | None, request: Request, *, done: bool) -> HTML
     language = link.language if link is not None and link.language else _browser_language(request)
     t = translations(language)
     if link is None:
-        return HTMLResponse(_render(t, language, t["unsubscribe_invalid"], show_button=False), status_code=404)
+        return HTMLResponse(_render(t, language, t["unsubscribe_invalid"], show_button=False, brand=None),
+                            status_code=404)
     text = t["unsubscribe_done" if done else "unsubscribe_question"].format(channel=link.channel)
-    return HTMLResponse(_render(t, language, text, show_button=not done))
+    return HTMLResponse(_render(t, language, text, show_button=not done, brand=link.brand))
 
 
 def _browser_language(request: Request) -> str:
@@ -61,6 +62,9 @@ def _browser_language(request: Request) -> str:
     return resolve_language(accepted or None, "en")[0]
 
 
-def _render(t: dict[str, str], language: str, text: str, *, show_button: bool) -> str:
+def _render(t: dict[str, str], language: str, text: str, *, show_button: bool, brand: str | None) -> str:
+    """`brand`: the shop the link's customer belongs to, which signs the page (none for a
+    link that is not valid: it names no shop)."""
     return render_page("unsubscribe.html.j2", lang=language, direction=text_direction(language),
-                       title=t["unsubscribe_title"], text=text, show_button=show_button, button=t["unsubscribe_button"])
+                       title=t["unsubscribe_title"], text=text, show_button=show_button, button=t["unsubscribe_button"],
+                       brand=brand)

@@ -213,7 +213,8 @@ def _order_row(event: Event) -> dict:
 def _profile(event: Event) -> dict:
     c = event.data.customer
     return dict(name=c.name, country=c.country, locale=c.locale, timezone=c.timezone, email=c.email,
-                phone=c.phone, whatsapp=c.whatsapp, line_id=c.line_id, telegram_id=c.telegram_id)
+                phone=c.phone, whatsapp=c.whatsapp, line_id=c.line_id, telegram_id=c.telegram_id,
+                region=c.region)
 
 
 def _merge_order_customers(session: Session, events: list[Event]) -> None:

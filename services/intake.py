@@ -250,7 +250,7 @@ def _merge_order_customers(session: Session, events: list[Event]) -> None:
                 for name, value in _profile(event).items():
                     setattr(customer, name, value)
                 customer.updated_at = event.occurred_at
-            _set_consent(customer, consent.after_order(consent_state(customer), event.data.customer.consent,
+            set_consent(customer, consent.after_order(consent_state(customer), event.data.customer.consent,
                                                        event.occurred_at))
 
 
@@ -305,7 +305,7 @@ def _opted_out(session: Session, event: Event) -> None:
         if _insert_customer(session, data.customer_id, state, event.occurred_at, country=""):
             return
         customer = _locked_customer(session, data.customer_id)
-    _set_consent(customer, consent.after_opt_out(consent_state(customer), channels, event.occurred_at))
+    set_consent(customer, consent.after_opt_out(consent_state(customer), channels, event.occurred_at))
 
 
 def _locked_customer(session: Session, customer_id: str) -> Customer | None:
@@ -365,7 +365,8 @@ def _dump_consent(state: consent.ConsentState) -> dict:
             for channel, c in state.items()}
 
 
-def _set_consent(row: Customer, state: consent.ConsentState) -> None:
+def set_consent(row: Customer, state: consent.ConsentState) -> None:
+    """Store a customer's consent state and the lists derived from it (planner, sender)."""
     row.consent_changes = _dump_consent(state)
     row.consent = consent.consented(state)
     row.opted_out = consent.opted_out(state)

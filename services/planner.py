@@ -165,7 +165,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
     recent = _recent_triggers(session, customer_ids, min(r.trigger_at for r in requests),
                               max(r.trigger_at for r in requests))
     suppressed_emails = set(connection.execute(select(EmailSuppression.email).where(one_of(
-        session, EmailSuppression.email, sorted({row.email for row in customers.values() if row.email})))).scalars())
+        session, EmailSuppression.email, sorted({row.email.lower() for row in customers.values() if row.email})))).scalars())
     shared = _ChunkDecisions(runtime, now)
     codes = iter(new_codes(len(requests)))
     coupon_rows, delivery_plans = [], {}
@@ -177,7 +177,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
             continue  # everything refunded before planning: nothing to promise
         offer = request.offer or shared.offer(live_orders, market)
         capped = any(abs(request.trigger_at - t) < FREQUENCY_CAP for t in recent[request.customer_id])
-        plan, expires_at = shared.timing(request.trigger_at, row, market, capped, row.email in suppressed_emails)
+        plan, expires_at = shared.timing(request.trigger_at, row, market, capped, bool(row.email) and row.email.lower() in suppressed_emails)
         if plan.state == DeliveryState.SCHEDULED:
             recent[request.customer_id].append(request.trigger_at)
         key = (request.trigger_key, request.customer_id)

@@ -141,7 +141,7 @@ class EmailSuppression(Base):
     same address is suppressed too; the first notice's time and kind are kept."""
 
     __tablename__ = "email_suppressions"
-    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)  # lowercased
     reason: Mapped[str] = mapped_column(String(16))  # complaint | bounce
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())

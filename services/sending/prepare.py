@@ -128,7 +128,7 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
         .where(one_of(session, deliveries.customer_id, {row.id for row in rows}), deliveries.state == SENT)
         .group_by(deliveries.customer_id)
     ).all())
-    suppressed_emails = suppressed_addresses(session, {row.email for row in rows if row.email})
+    suppressed_emails = suppressed_addresses(session, {row.email.lower() for row in rows if row.email})
     updates: list[dict] = []
     for row in rows:
         decision: SendDecision | None = None
@@ -145,7 +145,7 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
                 # a campaign coupon has no order behind it: no refund can cancel it
                 all_orders_refunded=row.campaign is None and live_orders.get(row.coupon_id, 0) == 0,
                 last_sent_to_customer_at=last_sent.get(customer.id),
-                suppressed=("email",) if customer.email in suppressed_emails else (),
+                suppressed=("email",) if customer.email and customer.email.lower() in suppressed_emails else (),
             )
             item = _render(row, customer, market, decision, runtime.settings) if decision.action == "send" else None
         except Exception as error:  # noqa: BLE001 - one bad row must not hold the batch
@@ -207,7 +207,7 @@ def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDec
 
 
 def suppressed_addresses(session: Session, emails: set[str]) -> set[str]:
-    """Which of `emails` are suppressed on email (rule 18)."""
+    """Which of `emails` (lowercased: suppression ignores case) are suppressed on email (rule 18)."""
     if not emails:
         return set()
     return set(session.scalars(select(EmailSuppression.email).where(one_of(session, EmailSuppression.email,

@@ -233,3 +233,16 @@ def test_a_suppressed_address_with_no_other_channel_ends_suppressed_email_suppre
                                                                   Reason.EMAIL_SUPPRESSED)
     planned = plan(only_email, noon, suppressed=("email",))
     assert (planned.state, planned.reason) == (DeliveryState.SUPPRESSED, Reason.EMAIL_SUPPRESSED)
+
+
+@pytest.mark.parametrize(("claimed", "morning_utc"), [
+    (local("America/New_York", 2026, 3, 7, 20, 30), datetime(2026, 3, 8, 12, 0, tzinfo=UTC)),  # spring forward
+    (local("America/New_York", 2026, 10, 31, 20, 30), datetime(2026, 11, 1, 13, 0, tzinfo=UTC)),  # fall back
+])
+def test_a_text_claimed_the_evening_before_a_daylight_saving_change_waits_for_eight_on_the_new_clock(claimed,
+                                                                                                     morning_utc):
+    decision = decide(FLORIDA_SMS, claimed)
+    assert (decision.action, decision.due_at) == (SendAction.RESCHEDULE, morning_utc)
+    window = send_window(now=claimed, deadline_at=claimed + timedelta(hours=20), timezone="America/New_York",
+                         market=NA, channel="sms", windows=sms_windows(FLORIDA_SMS, NA))
+    assert window.due_at == morning_utc

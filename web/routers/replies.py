@@ -15,13 +15,30 @@ from coupons.replies import SIGNATURE_HEADER as TWILIO_SIGNATURE, parse_twilio_f
 from services.email_feedback import record_feedback
 from services.sms_replies import BadTwilioSignature, TwilioNotConfigured, handle_reply, verify_inbound
 
-from ..answers import BODY_ERRORS, Refused
+from ..answers import BODY_ERRORS, Refused, json_body
 from ..deps import Deps
 from ..signing import SIGNED, RawBody, SignedBody
 
 router = APIRouter(tags=["replies and feedback"])
 
 TWIML = "text/xml; charset=utf-8"
+
+_TWILIO_FORM = {"requestBody": {"required": True, "description": "Twilio's inbound message parameters (more are "
+                                "sent; all of them are signed).",
+                                "content": {"application/x-www-form-urlencoded": {"schema": {
+                                    "type": "object", "required": ["From", "To", "MessageSid"], "properties": {
+                                        "From": {"type": "string", "description": "the customer's number, E.164"},
+                                        "To": {"type": "string", "description": "the seller's number"},
+                                        "Body": {"type": "string", "description": "the reply's text"},
+                                        "MessageSid": {"type": "string"}}}}}},
+                "parameters": [{"name": TWILIO_SIGNATURE, "in": "header", "required": True,
+                                "description": "Twilio's signature: base64 HMAC-SHA1 of the URL and the sorted form "
+                                               "parameters, key ENCORE_TWILIO_AUTH_TOKEN",
+                                "schema": {"type": "string"}}]}
+_NOTICE = {"type": "object", "required": ["type", "email", "occurred_at"], "properties": {
+    "type": {"type": "string", "enum": ["bounce", "complaint"]}, "email": {"type": "string"},
+    "permanent": {"type": "boolean", "description": "required for a bounce"},
+    "occurred_at": {"type": "string", "format": "date-time"}}}
 
 
 @router.post("/webhooks/sms/inbound", response_class=Response,
@@ -33,7 +50,8 @@ TWIML = "text/xml; charset=utf-8"
                         400: {"description": "A required field (From, To, MessageSid) is missing."},
                         401: {"description": "Missing or wrong X-Twilio-Signature; nothing changed."},
                         503: {"description": "ENCORE_TWILIO_AUTH_TOKEN is not set; nothing changed."},
-                        408: BODY_ERRORS[408], 413: BODY_ERRORS[413]})
+                        408: BODY_ERRORS[408], 413: BODY_ERRORS[413]},
+             openapi_extra=_TWILIO_FORM)
 async def sms_inbound(request: Request, body: RawBody, deps: Deps) -> Response:
     try:
         params = parse_twilio_form(body)
@@ -71,7 +89,8 @@ def _called_url(request: Request, deps: Deps) -> str:
              responses={200: {"description": "`{\"suppressed\": n, \"transient\": n}`"},
                         400: {"description": "A notice is not valid; the error names the field. Nothing stored."},
                         **BODY_ERRORS},
-             openapi_extra=SIGNED)
+             openapi_extra={**SIGNED, **json_body({"oneOf": [_NOTICE, {"type": "array", "items": _NOTICE}]},
+                                                  "One notice or an array of them.")})
 async def email_feedback(body: SignedBody, deps: Deps) -> JSONResponse:
     try:
         payload = json.loads(body)

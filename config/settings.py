@@ -49,6 +49,8 @@ class Settings:
     refill_ratio: Decimal = Decimal("0.70")
     webhook_secret: str | None = None
     shopify_secret: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    """ENCORE_TWILIO_AUTH_TOKEN: verifies Twilio's inbound SMS webhook (rule 18)."""
     rate_limits: dict[str, float] = field(default_factory=dict)
     campaigns_dir: str | None = None
     public_url: str | None = None
@@ -167,6 +169,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         refill_ratio=Decimal(str(ratio)),
         webhook_secret=webhook_secret,
         shopify_secret=env.get("ENCORE_SHOPIFY_SECRET") or None,
+        twilio_auth_token=(env.get("ENCORE_TWILIO_AUTH_TOKEN") or "").strip() or None,
         rate_limits=rate_limits,
         campaigns_dir=env.get("ENCORE_CAMPAIGNS_DIR") or None,
         public_url=public_url,

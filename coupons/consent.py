@@ -19,13 +19,16 @@ from .model import CHANNELS
 
 ORDER = "order"
 OPT_OUT = "opt_out"
+OPT_IN = "opt_in"  # a reply that gives consent back (START, rule 18)
+_RANK = {ORDER: 0, OPT_IN: 1, OPT_OUT: 2}
+"""Which change wins a tie at the same instant: an opt-out over all, a reply's opt-in over a checkout."""
 
 
 @dataclass(frozen=True)
 class ChannelConsent:
     granted: bool
     at: datetime
-    by: str  # ORDER | OPT_OUT
+    by: str  # ORDER | OPT_OUT | OPT_IN
 
 
 ConsentState = Mapping[str, ChannelConsent]
@@ -36,7 +39,8 @@ def _applies(current: ChannelConsent | None, at: datetime, by: str) -> bool:
         return True
     if at < current.at:
         return False
-    return by == OPT_OUT or current.by == ORDER  # same instant: an opt-out is never undone by an order
+    # same instant: an opt-out is never undone by an order or a reply
+    return _RANK.get(by, 0) >= _RANK.get(current.by, 0)
 
 
 def after_order(state: ConsentState, consented: Collection[str], at: datetime) -> dict[str, ChannelConsent]:
@@ -54,6 +58,20 @@ def after_opt_out(state: ConsentState, channels: Collection[str], at: datetime) 
     for channel in channels:
         if _applies(state.get(channel), at, OPT_OUT):
             new[channel] = ChannelConsent(False, at, OPT_OUT)
+    return new
+
+
+def after_opt_in(state: ConsentState, channels: Collection[str], at: datetime) -> dict[str, ChannelConsent]:
+    """The state after the customer asked for `channels` back at `at` (an SMS reply
+    START, rule 18). It gives back only what an opt-out took: a channel whose newest
+    change is not an opt-out (never consented at checkout, or withdrawn by a newer
+    checkout) stays as it is. Ordered by time like every change: an opt-out newer than
+    the reply still wins."""
+    new = dict(state)
+    for channel in channels:
+        current = state.get(channel)
+        if current is not None and current.by == OPT_OUT and _applies(current, at, OPT_IN):
+            new[channel] = ChannelConsent(True, at, OPT_IN)
     return new
 
 

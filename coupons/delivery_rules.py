@@ -15,8 +15,11 @@ from datetime import datetime, timedelta
 
 from .markets import Market
 from .model import Customer
+from .sms_hours import SmsWindows, next_allowed_sms, sms_window_for
 from .states import DeliveryState, Reason, SendAction
 from .timing import FREQUENCY_CAP, customer_zone, deadline_for, outside_quiet_hours, retry_due_at
+
+SMS = "sms"
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,11 @@ class Plan:
 
 
 def usable_channels(customer: Customer, market: Market, configured: Collection[str],
-                    opted_out: Collection[str] = (), failed: Collection[str] = ()) -> list[str]:
+                    opted_out: Collection[str] = (), failed: Collection[str] = (),
+                    suppressed: Collection[str] = ()) -> list[str]:
     """Rule 7: the market's order, keeping consented, addressed, configured channels that
-    did not fail permanently (`failed`)."""
+    did not fail permanently (`failed`) and whose address is not suppressed (`suppressed`:
+    email after a complaint or a permanent bounce, rule 18)."""
     return [
         channel
         for channel in market.channels
@@ -38,17 +43,46 @@ def usable_channels(customer: Customer, market: Market, configured: Collection[s
         and channel not in opted_out
         and channel in configured
         and channel not in failed
+        and channel not in suppressed
         and customer.address(channel)
     ]
 
 
+def _no_channel_reason(customer: Customer, market: Market, configured: Collection[str], opted_out: Collection[str],
+                       suppressed: Collection[str]) -> Reason:
+    """`email_suppressed` when only a suppressed address kept the delivery from a channel."""
+    if suppressed and usable_channels(customer, market, configured, opted_out):
+        return Reason.EMAIL_SUPPRESSED
+    return Reason.NO_CHANNEL
+
+
+def sms_windows(customer: Customer, market: Market) -> SmsWindows | None:
+    """The SMS hours that apply to `customer` (rule 17): their state's, else their
+    country's; None where the market sets none (quiet hours alone)."""
+    return sms_window_for(market, customer.country, customer.region)
+
+
+def channel_allowed_at(channel: str, when: datetime, timezone: str, market: Market,
+                       windows: SmsWindows | None) -> datetime:
+    """The first instant at or after `when` at which `channel` may carry a coupon: the end
+    of quiet hours, and for SMS also inside the SMS hours (rule 17: they narrow quiet
+    hours for SMS only)."""
+    if channel == SMS and windows is not None:
+        return next_allowed_sms(when, timezone, windows, market.quiet_start, market.quiet_end)
+    return outside_quiet_hours(when, timezone, market.quiet_start, market.quiet_end)
+
+
 def plan_delivery(*, trigger_at: datetime, now: datetime, customer: Customer, market: Market,
                   configured: Collection[str], opted_out: Collection[str] = (),
-                  capped: bool = False) -> Plan:
-    """State, due time and deadline for a new coupon's delivery (rules 8–10).
+                  capped: bool = False, suppressed: Collection[str] = ()) -> Plan:
+    """State, due time and deadline for a new coupon's delivery (rules 8–10, 17).
 
-    `capped` says another coupon message for this customer falls within 24 h.
-    """
+    `capped` says another coupon message for this customer falls within 24 h;
+    `suppressed`: channels whose address is suppressed (rule 18). The due time is when
+    the first channel may carry it: an SMS-first delivery to a US number waits for the
+    SMS hours of the customer's state; when those open only after the deadline, a later
+    channel goes at the end of quiet hours instead, and with none the delivery expires
+    (`sms_hours`)."""
     deadline_at = deadline_for(trigger_at)
     timezone = customer_zone(customer, market)
     due_at = outside_quiet_hours(trigger_at, timezone, market.quiet_start, market.quiet_end)
@@ -57,8 +91,16 @@ def plan_delivery(*, trigger_at: datetime, now: datetime, customer: Customer, ma
                     deadline_at)
     if capped:
         return Plan(DeliveryState.SUPPRESSED, Reason.FREQUENCY_CAP, due_at, deadline_at)
-    if not usable_channels(customer, market, configured, opted_out):
-        return Plan(DeliveryState.SUPPRESSED, Reason.NO_CHANNEL, due_at, deadline_at)
+    channels = usable_channels(customer, market, configured, opted_out, suppressed=suppressed)
+    if not channels:
+        return Plan(DeliveryState.SUPPRESSED, _no_channel_reason(customer, market, configured, opted_out, suppressed),
+                    due_at, deadline_at)
+    if channels[0] == SMS:
+        sms_at = channel_allowed_at(SMS, trigger_at, timezone, market, sms_windows(customer, market))
+        if sms_at < deadline_at - ATTEMPT_MARGIN:
+            due_at = sms_at
+        elif len(channels) == 1:
+            return Plan(DeliveryState.EXPIRED, Reason.SMS_HOURS, sms_at, deadline_at)
     return Plan(DeliveryState.SCHEDULED, None, due_at, deadline_at)
 
 
@@ -122,26 +164,41 @@ def decide_send(*, now: datetime, deadline_at: datetime, customer: Customer, mar
                 last_reason: str | None, all_orders_refunded: bool,
                 last_sent_to_customer_at: datetime | None, max_attempts: int,
                 current_channel: str | None = None, channel_attempts: int = 0,
-                last_transient_reason: str | None = None) -> SendDecision:
+                last_transient_reason: str | None = None, suppressed: Collection[str] = ()) -> SendDecision:
     """What a sender does with a claimed delivery right now.
 
     `failed_channels` failed permanently; `current_channel` and `channel_attempts` are
     where the last attempt stands (`next_turn`); `last_transient_reason` is the reason of
-    the delivery's last transient failure, which an expiry keeps (rule 12)."""
+    the delivery's last transient failure, which an expiry keeps (rule 12); `suppressed`:
+    channels whose address is suppressed (rule 18), passed over like a channel that cannot
+    be used. An SMS turn outside the SMS hours of the customer's state (rule 17) waits for
+    them; when they open only after the deadline, the turn passes to the next channel."""
     if all_orders_refunded:
         return SendDecision(SendAction.END, state=DeliveryState.CANCELLED, reason=Reason.REFUNDED)
     if now >= deadline_at:
         return SendDecision(SendAction.END, state=DeliveryState.EXPIRED, reason=last_transient_reason or Reason.DEADLINE)
     if last_sent_to_customer_at is not None and now - last_sent_to_customer_at < FREQUENCY_CAP:
         return SendDecision(SendAction.END, state=DeliveryState.SUPPRESSED, reason=Reason.FREQUENCY_CAP)
-    channels = usable_channels(customer, market, configured, opted_out, failed_channels)
+    channels = usable_channels(customer, market, configured, opted_out, failed_channels, suppressed)
     turn = next_turn(channels, market.channels, current_channel, channel_attempts, max_attempts)
     if turn is None:
         if failed_channels:
             return SendDecision(SendAction.END, state=DeliveryState.FAILED,
                                 reason=last_reason or Reason.CHANNELS_EXHAUSTED)
-        return SendDecision(SendAction.END, state=DeliveryState.SUPPRESSED, reason=Reason.NO_CHANNEL)
+        return SendDecision(SendAction.END, state=DeliveryState.SUPPRESSED,
+                            reason=_no_channel_reason(customer, market, configured, opted_out, suppressed))
     timezone = customer_zone(customer, market)
+    if turn.channel == SMS:
+        sms_at = channel_allowed_at(SMS, now, timezone, market, sms_windows(customer, market))
+        if now < sms_at < deadline_at - ATTEMPT_MARGIN:
+            return SendDecision(SendAction.RESCHEDULE, due_at=sms_at)
+        if sms_at >= deadline_at - ATTEMPT_MARGIN:
+            # The SMS hours open too late: the turn passes to the next channel, if any.
+            others = [channel for channel in channels if channel != SMS]
+            turn = next_turn(others, market.channels, SMS, max(channel_attempts, max_attempts), max_attempts)
+            if turn is None:
+                return SendDecision(SendAction.END, state=DeliveryState.EXPIRED,
+                                    reason=last_transient_reason or Reason.SMS_HOURS)
     window = send_window(now=now, deadline_at=deadline_at, timezone=timezone, market=market,
                          margin=timedelta(0), last_transient_reason=last_transient_reason)
     if window.action != SendAction.SEND:
@@ -156,12 +213,17 @@ started in time is accepted in time. The same margin bounds retries (`after_atte
 
 
 def send_window(*, now: datetime, deadline_at: datetime, timezone: str, market: Market,
-                margin: timedelta = ATTEMPT_MARGIN, last_transient_reason: str | None = None) -> SendDecision:
-    """Rule 8 at the moment of an attempt: send, wait for the end of quiet hours
+                margin: timedelta = ATTEMPT_MARGIN, last_transient_reason: str | None = None,
+                channel: str | None = None, windows: SmsWindows | None = None) -> SendDecision:
+    """Rules 8 and 17 at the moment of an attempt: send, wait for the end of quiet hours
     (`reschedule` with `due_at`), or end `expired` (with the last transient failure's
     reason when there was one: what kept it from going out). Checked again right before
     every attempt, in-call retries included: a slow batch must not carry a decision taken
-    minutes earlier past the deadline or into the night."""
+    minutes earlier past the deadline or into the night.
+
+    For an SMS (`channel`) with SMS hours (`windows`), outside them: wait for them, or,
+    when they open only after the deadline, go back to the relay now (`due_at` now), where
+    `decide_send` passes the turn to the next channel."""
     if now >= deadline_at - margin:
         return SendDecision(SendAction.END, state=DeliveryState.EXPIRED, reason=last_transient_reason or Reason.DEADLINE)
     allowed_at = outside_quiet_hours(now, timezone, market.quiet_start, market.quiet_end)
@@ -170,6 +232,10 @@ def send_window(*, now: datetime, deadline_at: datetime, timezone: str, market: 
             return SendDecision(SendAction.END, state=DeliveryState.EXPIRED,
                                 reason=last_transient_reason or Reason.QUIET_HOURS)
         return SendDecision(SendAction.RESCHEDULE, due_at=allowed_at)
+    if channel == SMS and windows is not None:
+        sms_at = channel_allowed_at(SMS, now, timezone, market, windows)
+        if sms_at > now:
+            return SendDecision(SendAction.RESCHEDULE, due_at=sms_at if sms_at < deadline_at - margin else now)
     return SendDecision(SendAction.SEND)
 
 
@@ -187,10 +253,11 @@ class AttemptOutcome:
 def after_attempt(*, now: datetime, deadline_at: datetime, channel: str, ok: bool, transient: bool,
                   reason: str, retry_after: float | None, channel_attempts: int, max_attempts: int,
                   channels: Sequence[str], failed_channels: Sequence[str], retry_base_seconds: float,
-                  timezone: str, market: Market, rng: random.Random | None = None) -> AttemptOutcome:
+                  timezone: str, market: Market, rng: random.Random | None = None,
+                  windows: SmsWindows | None = None) -> AttemptOutcome:
     """Rule 12 after one attempt on `channel` (`channel_attempts` counts it in its turn;
     `channels`: those usable when it was claimed, market order; `failed_channels`: those
-    that failed permanently before it).
+    that failed permanently before it; `windows`: the customer's SMS hours, rule 17).
 
     A transient failure is retried (`next_turn`: this channel, or the next one once its
     turn is over) after the backoff; a permanent one moves to the next channel at once and
@@ -210,7 +277,7 @@ def after_attempt(*, now: datetime, deadline_at: datetime, channel: str, ok: boo
     # A provider's Retry-After speaks for its own channel only.
     hint = retry_after if transient and turn.channel == channel else None
     retry_at = retry_due_at(now, turn.attempts, retry_base_seconds, rng, hint)
-    retry_at = outside_quiet_hours(retry_at, timezone, market.quiet_start, market.quiet_end)
+    retry_at = channel_allowed_at(turn.channel, retry_at, timezone, market, windows)
     if retry_at < deadline_at - ATTEMPT_MARGIN:
         return AttemptOutcome(DeliveryState.SCHEDULED, reason, retry_at, failed, channel_attempts)
     turn_over = max(channel_attempts, max_attempts)

@@ -91,6 +91,21 @@ def country_zones() -> dict[str, str]:
     return parse_country_zones(resources.files("coupons").joinpath(SHIPPED_COUNTRY_ZONES_FILE).read_text("utf-8"))
 
 
+SHIPPED_REGION_ZONES_FILE = "region_timezones.toml"
+
+
+@cache
+def region_zones() -> dict[str, str]:
+    """The shipped table of each US state's main zone (`region_timezones.toml`), read once."""
+    return tomllib.loads(resources.files("coupons").joinpath(SHIPPED_REGION_ZONES_FILE).read_text("utf-8"))
+
+
+def region_timezone(region: str | None) -> str | None:
+    """The main zone of an ISO 3166-2 region (`US-FL` → America/New_York), or None when
+    the table does not pin one."""
+    return region_zones().get(region.strip().upper()) if region else None
+
+
 def default_timezone(country: str) -> str:
     """A country's main zone when neither the customer nor the markets file names one;
     UTC for a code the table lacks."""

@@ -41,6 +41,7 @@ class Customer:
     line_id: str | None = None
     telegram_id: str | None = None
     consent: frozenset[str] = field(default_factory=frozenset)
+    region: str | None = None  # ISO 3166-2 (US-FL): a state's SMS hours and, in the US, its zone (rule 17)
 
     def address(self, channel: str) -> str | None:
         return getattr(self, ADDRESS_FIELD[channel])

@@ -29,6 +29,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from coupons.errors import EventError
+from coupons.sms_hours import SUBDIVISION_CODE
 
 TOPIC = "orders/paid"
 """The only `X-Shopify-Topic` taken: orders/create and orders/updated come before or
@@ -122,9 +123,10 @@ def order_paid_event(payload: Any, webhook_id: str | None) -> dict | Ignored:
         raise ShopifyPayloadError("email", "required for a guest checkout (no customer): the guest is known by it")
     shipping, billing = _obj(payload.get("shipping_address")), _obj(payload.get("billing_address"))
     default_address = _obj(customer.get("default_address"))
-    country = next((c for c in (_text(a.get("country_code")) for a in (shipping, billing, default_address)) if c), None)
-    if country is None:
+    address = next((a for a in (shipping, billing, default_address) if _text(a.get("country_code"))), None)
+    if address is None:
         raise ShopifyPayloadError("shipping_address.country_code", "required (or billing_address.country_code)")
+    country = _text(address.get("country_code"))
 
     consent = []
     if _email_consent(customer, payload):
@@ -144,6 +146,9 @@ def order_paid_event(payload: Any, webhook_id: str | None) -> dict | Ignored:
                   if p and _E164.match(p)), None)
     if phone:
         person["phone"] = phone
+    region = _region(country, _text(address.get("province_code")))
+    if region:
+        person["region"] = region  # rule 17: a state's SMS hours (and, in the US, its zone)
     locale = _text(payload.get("customer_locale"))
     if locale:
         person["locale"] = locale
@@ -180,3 +185,14 @@ def order_paid_event(payload: Any, webhook_id: str | None) -> dict | Ignored:
         data["discount_codes"] = codes
     event_id = f"shopify:{webhook_id.strip()}" if webhook_id and webhook_id.strip() else f"shopify:order:{order_id}"
     return {"id": event_id[:128], "type": "order.paid", "occurred_at": occurred_at, "data": data}
+
+
+def _region(country: str | None, province_code: str | None) -> str | None:
+    """The ISO 3166-2 code of the address's province (`province_code` "FL" in the US is
+    `US-FL`), from the same address as the country; None when there is none or it is
+    not a code (a free-text province is left out rather than refusing the order)."""
+    if not country or not province_code:
+        return None
+    code = province_code.strip().upper()
+    code = code if code.startswith(f"{country.upper()}-") else f"{country.upper()}-{code}"
+    return code if SUBDIVISION_CODE.fullmatch(code) else None

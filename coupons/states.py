@@ -29,6 +29,8 @@ class Reason(StrEnum):
     LATE_EVENT = "late_event"  # expired on arrival: the event was older than its deadline
     DEADLINE = "deadline"  # the deadline passed before it could go out
     QUIET_HOURS = "quiet_hours"  # quiet hours last until the deadline
+    SMS_HOURS = "sms_hours"  # SMS only, and the SMS hours of the customer's state (rule 17) open after the deadline
+    EMAIL_SUPPRESSED = "email_suppressed"  # the address complained or bounced for good (rule 18)
     FREQUENCY_CAP = "frequency_cap"  # another coupon message within 24 h
     NO_CHANNEL = "no_channel"  # no consented, addressed, configured channel
     CHANNELS_EXHAUSTED = "channels_exhausted"  # every channel failed permanently

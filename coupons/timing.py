@@ -9,7 +9,7 @@ import random
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from .markets import Market
+from .markets import Market, region_timezone
 from .model import Customer
 
 DEADLINE_AFTER = timedelta(hours=24)
@@ -18,17 +18,20 @@ FREQUENCY_CAP = timedelta(hours=24)
 
 
 def customer_zone(customer: Customer, market: Market) -> str:
-    """The one rule for the zone a customer reads times in (quiet hours, the deadline's
-    local time, the expiry date): theirs if it is a real IANA zone, else the market's zone
-    for their country, else the country's main zone. A zone that does not exist (a row
-    written by hand, a zone withdrawn since the event came) falls back instead of failing."""
+    """The one rule for the zone a customer reads times in (quiet hours, SMS hours, the
+    deadline's local time, the expiry date): theirs if it is a real IANA zone, else their
+    region's main zone when the shipped table pins one (a US state: `region_timezones.toml`),
+    else the market's zone for their country, else the country's main zone. A zone that
+    does not exist (a row written by hand, a zone withdrawn since the event came) falls
+    back instead of failing."""
     if customer.timezone:
         try:
             ZoneInfo(customer.timezone)
             return customer.timezone
         except (ValueError, LookupError):
             pass
-    return market.timezone_for(customer.country)
+    region = customer.region if customer.region and customer.region.upper().startswith(f"{customer.country}-") else None
+    return region_timezone(region) or market.timezone_for(customer.country)
 
 
 def deadline_for(trigger_at: datetime) -> datetime:

@@ -217,7 +217,8 @@ def _order_row(event: Event) -> dict:
 def _profile(event: Event) -> dict:
     c = event.data.customer
     return dict(name=c.name, country=c.country, locale=c.locale, timezone=c.timezone, email=c.email,
-                phone=c.phone, whatsapp=c.whatsapp, line_id=c.line_id, telegram_id=c.telegram_id)
+                phone=c.phone, whatsapp=c.whatsapp, line_id=c.line_id, telegram_id=c.telegram_id,
+                region=c.region)
 
 
 def _merge_order_customers(session: Session, events: list[Event]) -> None:
@@ -254,7 +255,7 @@ def _merge_order_customers(session: Session, events: list[Event]) -> None:
                 for name, value in _profile(event).items():
                     setattr(customer, name, value)
                 customer.updated_at = event.occurred_at
-            _set_consent(customer, consent.after_order(consent_state(customer), event.data.customer.consent,
+            set_consent(customer, consent.after_order(consent_state(customer), event.data.customer.consent,
                                                        event.occurred_at))
 
 
@@ -310,7 +311,7 @@ def _opted_out(session: Session, event: Event) -> None:
         if _insert_customer(session, data.customer_id, state, event.occurred_at, country="", shop=event.shop):
             return
         customer = _locked_customer(session, data.customer_id)
-    _set_consent(customer, consent.after_opt_out(consent_state(customer), channels, event.occurred_at))
+    set_consent(customer, consent.after_opt_out(consent_state(customer), channels, event.occurred_at))
 
 
 def _locked_customer(session: Session, customer_id: str) -> Customer | None:
@@ -370,7 +371,8 @@ def _dump_consent(state: consent.ConsentState) -> dict:
             for channel, c in state.items()}
 
 
-def _set_consent(row: Customer, state: consent.ConsentState) -> None:
+def set_consent(row: Customer, state: consent.ConsentState) -> None:
+    """Store a customer's consent state and the lists derived from it (planner, sender)."""
     row.consent_changes = _dump_consent(state)
     row.consent = consent.consented(state)
     row.opted_out = consent.opted_out(state)

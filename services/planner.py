@@ -35,7 +35,7 @@ from coupons.states import DeliveryState
 from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, customer_zone, stream_fallback_at
 from store.bulk import dialect_insert, fill_where_null, insert_new, insert_new_rows, one_of
 from store.db import session_scope
-from store.models import Coupon, Customer, Delivery, Order, Stream
+from store.models import Coupon, Customer, Delivery, EmailSuppression, Order, Stream
 from store.rows import customer_value
 
 from .bootstrap import Runtime
@@ -78,7 +78,7 @@ def _recent_triggers(session: Session, customer_ids: list[str], earliest: dateti
 
 CUSTOMER_COLUMNS = (Customer.id, Customer.shop, Customer.country, Customer.name, Customer.locale, Customer.timezone,
                     Customer.email, Customer.phone, Customer.whatsapp, Customer.line_id, Customer.telegram_id,
-                    cast(Customer.consent, Text).label("consent"), cast(Customer.opted_out, Text).label("opted_out"))
+                    Customer.region, cast(Customer.consent, Text).label("consent"), cast(Customer.opted_out, Text).label("opted_out"))
 """A customer as the planner reads it: the channel lists as their JSON text (see `_ChunkDecisions.channels`)."""
 
 
@@ -123,19 +123,21 @@ class _ChunkDecisions:
             channels = self._channel_sets[stored] = frozenset(json.loads(stored) or ()) if stored else frozenset()
         return channels
 
-    def timing(self, trigger_at: datetime, row: Row, market: Market, capped: bool) -> tuple[Plan, datetime]:
+    def timing(self, trigger_at: datetime, row: Row, market: Market, capped: bool,
+               email_suppressed: bool = False) -> tuple[Plan, datetime]:
         """The delivery's plan (rules 8-10) and the coupon's expiry. Both read of the
         customer only the country, zone, consent, opt-outs and which addresses are
         set -- the key -- so buyers alike in those (most of a stream) share one
         computation; `now` and the configured channels are the same for the whole chunk."""
-        key = (trigger_at, row.country, row.timezone, row.consent, row.opted_out,
-               *map(bool, _addresses(row)), capped)
+        key = (trigger_at, row.country, row.timezone, row.region, row.consent, row.opted_out,
+               *map(bool, _addresses(row)), capped, email_suppressed)
         timing = self._timings.get(key)
         if timing is None:
             customer = customer_value(row, consent=self.channels(row.consent))
             plan = plan_delivery(trigger_at=trigger_at, now=self.now, customer=customer, market=market,
                                  configured=self.runtime.configured_channels,
-                                 opted_out=self.channels(row.opted_out), capped=capped)
+                                 opted_out=self.channels(row.opted_out), capped=capped,
+                                 suppressed=("email",) if email_suppressed else ())
             expires_at = coupon_expires_at(trigger_at, market.valid_days, customer_zone(customer, market))
             timing = self._timings[key] = (plan, expires_at)
         return timing
@@ -163,6 +165,8 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         .where(one_of(session, Order.id, order_ids)))} if order_ids else {}
     recent = _recent_triggers(session, customer_ids, min(r.trigger_at for r in requests),
                               max(r.trigger_at for r in requests))
+    suppressed_emails = set(connection.execute(select(EmailSuppression.email).where(one_of(
+        session, EmailSuppression.email, sorted({row.email.lower() for row in customers.values() if row.email})))).scalars())
     shared = _ChunkDecisions(runtime, now)
     codes = iter(new_codes(len(requests)))
     coupon_rows, delivery_plans = [], {}
@@ -174,7 +178,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
             continue  # everything refunded before planning: nothing to promise
         offer = request.offer or shared.offer(live_orders, market)
         capped = any(abs(request.trigger_at - t) < FREQUENCY_CAP for t in recent[request.customer_id])
-        plan, expires_at = shared.timing(request.trigger_at, row, market, capped)
+        plan, expires_at = shared.timing(request.trigger_at, row, market, capped, bool(row.email) and row.email.lower() in suppressed_emails)
         if plan.state == DeliveryState.SCHEDULED:
             recent[request.customer_id].append(request.trigger_at)
         key = (request.trigger_key, request.customer_id)

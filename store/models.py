@@ -55,6 +55,8 @@ EVENT_KEY_LENGTH = 200
 """An event's stored key: its id (at most 128 characters) scoped to its shop
 (`coupons.shops.shop_key`: the shop, a separator, the id; the default shop's keys are
 the ids themselves)."""
+REGION_LENGTH = 8
+"""An ISO 3166-2 code: two letters, a hyphen, up to three letters or digits."""
 KEY_LENGTH = 330
 """A stored customer, order or stream key: the id (at most 256 characters) scoped to
 its shop, as for events."""
@@ -119,6 +121,8 @@ class Customer(Base):
     whatsapp: Mapped[str | None] = mapped_column(String(32), nullable=True)
     line_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
     telegram_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    # ISO 3166-2 (US-FL): the state whose SMS hours apply, and a US customer's zone (rule 17).
+    region: Mapped[str | None] = mapped_column(String(REGION_LENGTH), nullable=True)
     # Effective lists derived from consent_changes (what the planner and sender read).
     consent: Mapped[list] = mapped_column(JSON, default=list)
     opted_out: Mapped[list] = mapped_column(JSON, default=list)
@@ -127,6 +131,20 @@ class Customer(Base):
     consent_changes: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     # occurred_at of the order whose profile (name, addresses, ...) the row holds.
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # An SMS reply (STOP, START) acts on every customer holding the number it came from.
+    __table_args__ = (Index("ix_customers_phone", "phone"),)
+
+
+class EmailSuppression(Base):
+    """An address that gets no more email (rule 18): a complaint or a permanent bounce
+    said so. Kept per address, not per customer, so a customer created later with the
+    same address is suppressed too; the first notice's time and kind are kept."""
+
+    __tablename__ = "email_suppressions"
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)  # lowercased
+    reason: Mapped[str] = mapped_column(String(16))  # complaint | bounce
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Stream(Base):

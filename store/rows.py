@@ -21,7 +21,7 @@ def customer_value(row: Customer | Row, consent: frozenset[str] | None = None) -
     return CustomerValue(
         id=row.id, country=row.country, name=row.name, locale=row.locale, timezone=row.timezone,
         email=row.email, phone=row.phone, whatsapp=row.whatsapp, line_id=row.line_id,
-        telegram_id=row.telegram_id, consent=frozenset(row.consent or ()) if consent is None else consent,
+        telegram_id=row.telegram_id, region=row.region, consent=frozenset(row.consent or ()) if consent is None else consent,
     )
 
 

@@ -55,7 +55,8 @@ SENT_NOW, RETRY_LATER, ENDED, RESCHEDULED, LOST = "sent", "retry", "ended", "res
 def _window(runtime: Runtime, item: Outgoing, now: datetime) -> SendDecision:
     return send_window(now=now, deadline_at=item.deadline_at, timezone=item.timezone,
                        market=runtime.markets.by_name[item.market_name],
-                       last_transient_reason=item.last_transient_reason)
+                       last_transient_reason=item.last_transient_reason, channel=item.channel,
+                       windows=item.sms_windows)
 
 
 def _send_one(runtime: Runtime, claim: Claim, sender: ChannelSender, item: Outgoing, clock: Clock) -> str:

@@ -21,15 +21,16 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from channels.adapter import SendResult
-from coupons.delivery_rules import SendDecision, after_attempt, decide_send
+from coupons.delivery_rules import SMS, SendDecision, after_attempt, decide_send, sms_windows
 from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
 from coupons.model import Customer as CustomerValue
 from coupons.model import Message, MessageContext, Offer
+from coupons.sms_hours import SmsWindows
 from coupons.timing import customer_zone
 from coupons.unsubscribe import unsubscribe_url
 from store.bulk import one_of
-from store.models import FAILED, SCHEDULED, SENT, Coupon, Customer, Delivery, Order
+from store.models import FAILED, SCHEDULED, SENT, Coupon, Customer, Delivery, EmailSuppression, Order
 from store.rows import customer_value
 from config.settings import Settings
 
@@ -57,6 +58,7 @@ class Outgoing:
     channels: tuple[str, ...]  # usable when claimed, market order: what may follow a failure
     last_reason: str | None = None
     last_transient_reason: str | None = None  # an expiry keeps it (rule 12)
+    sms_windows: SmsWindows | None = None  # the customer's SMS hours (rule 17), checked before each SMS attempt
 
 
 @dataclass
@@ -97,7 +99,7 @@ _PREPARE_COLUMNS = (
     # the customer: the names `customer_value` reads, and the opt-outs
     _CUSTOMERS.c.id, _CUSTOMERS.c.country, _CUSTOMERS.c.name, _CUSTOMERS.c.locale, _CUSTOMERS.c.timezone,
     _CUSTOMERS.c.email, _CUSTOMERS.c.phone, _CUSTOMERS.c.whatsapp, _CUSTOMERS.c.line_id,
-    _CUSTOMERS.c.telegram_id, _CUSTOMERS.c.consent, _CUSTOMERS.c.opted_out,
+    _CUSTOMERS.c.telegram_id, _CUSTOMERS.c.region, _CUSTOMERS.c.consent, _CUSTOMERS.c.opted_out,
 )
 
 
@@ -126,6 +128,7 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
         .where(one_of(session, deliveries.customer_id, {row.id for row in rows}), deliveries.state == SENT)
         .group_by(deliveries.customer_id)
     ).all())
+    suppressed_emails = suppressed_addresses(session, {row.email.lower() for row in rows if row.email})
     updates: list[dict] = []
     for row in rows:
         decision: SendDecision | None = None
@@ -142,6 +145,7 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
                 # a campaign coupon has no order behind it: no refund can cancel it
                 all_orders_refunded=row.campaign is None and live_orders.get(row.coupon_id, 0) == 0,
                 last_sent_to_customer_at=last_sent.get(customer.id),
+                suppressed=("email",) if customer.email and customer.email.lower() in suppressed_emails else (),
             )
             item = _render(row, customer, market, decision, runtime.settings) if decision.action == "send" else None
         except Exception as error:  # noqa: BLE001 - one bad row must not hold the batch
@@ -199,7 +203,16 @@ def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDec
         failed_channels=list(row.failed_channels or []), attempts=row.attempts,
         timezone=timezone, market_name=market.name, channels=decision.channels, last_reason=row.reason,
         last_transient_reason=row.last_transient_reason,
+        sms_windows=sms_windows(customer, market) if channel == SMS else None,
     )
+
+
+def suppressed_addresses(session: Session, emails: set[str]) -> set[str]:
+    """Which of `emails` (lowercased: suppression ignores case) are suppressed on email (rule 18)."""
+    if not emails:
+        return set()
+    return set(session.scalars(select(EmailSuppression.email).where(one_of(session, EmailSuppression.email,
+                                                                           sorted(emails)))))
 
 
 def _decision_row(delivery_id: int, now: datetime, *, state: str, reason: str | None = None,
@@ -217,7 +230,7 @@ def outcome_values(item: Outgoing, result: SendResult, now: datetime, runtime: R
         reason=result.reason, retry_after=result.retry_after, channel_attempts=item.channel_attempts + 1,
         max_attempts=settings.max_attempts_per_channel, channels=item.channels, failed_channels=item.failed_channels,
         retry_base_seconds=settings.retry_base_seconds, timezone=item.timezone,
-        market=runtime.markets.by_name[item.market_name],
+        market=runtime.markets.by_name[item.market_name], windows=item.sms_windows,
     )
     return dict(
         delivery_id=item.delivery_id, state=outcome.state, reason=outcome.reason, updated_at=now,

@@ -22,7 +22,9 @@ from tests.support import SHOPIFY_SECRET, WEBHOOK_SECRET, ServeProcess, signed_h
 
 MAX_EXAMPLES = 60
 """Per operation; 8 operations run in well under a minute."""
-SIGNED_PATHS = ("/events", "/coupons/{code}/redeem")
+SIGNED_PATHS = ("/events", "/coupons/{code}/redeem", "/webhooks/email/feedback")
+TWILIO_TOKEN = "schemathesis-twilio-token"
+PUBLIC_URL = "https://encore.example.com"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,8 @@ def served_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("schemathesis")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")}
     env.update({"ENCORE_DATA_DIR": str(folder / "var"), "ENCORE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                "ENCORE_SHOPIFY_SECRET": SHOPIFY_SECRET, "ENCORE_PUBLIC_URL": "https://encore.example.com"})
+                "ENCORE_SHOPIFY_SECRET": SHOPIFY_SECRET, "ENCORE_PUBLIC_URL": PUBLIC_URL,
+                "ENCORE_TWILIO_AUTH_TOKEN": TWILIO_TOKEN})
     serve = ServeProcess(env, folder / "serve.log", cwd=folder).start()
     yield serve.url
     serve.stop()
@@ -43,7 +46,8 @@ def web_schema(served_url):
 
 OPERATIONS = [("POST", "/events"), ("POST", "/webhooks/shopify/orders-paid"), ("POST", "/coupons/{code}/redeem"),
               ("GET", "/unsubscribe/{token}"), ("POST", "/unsubscribe/{token}"), ("GET", "/healthz"),
-              ("GET", "/metrics"), ("GET", "/")]
+              ("GET", "/metrics"), ("GET", "/"), ("POST", "/webhooks/sms/inbound"),
+              ("POST", "/webhooks/email/feedback")]
 
 
 def test_the_schema_lists_exactly_these_operations(web_schema):
@@ -66,11 +70,23 @@ def send(case, served_url: str) -> None:
     if "json" in kwargs:  # sign the exact bytes we send
         kwargs["data"] = json.dumps(kwargs.pop("json")).encode()
     headers = dict(kwargs.get("headers") or {})
+    if case.path == "/webhooks/sms/inbound" and isinstance(kwargs.get("data"), dict):  # a form, as Twilio posts
+        from urllib.parse import urlencode
+
+        kwargs["data"] = urlencode(kwargs["data"], doseq=True).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
     body = kwargs.get("data") or b""
     body = body.encode() if isinstance(body, str) else body
     if case.path == "/webhooks/shopify/orders-paid" and isinstance(body, bytes):
         headers["X-Shopify-Hmac-Sha256"] = base64.b64encode(
             hmac.new(SHOPIFY_SECRET.encode(), body, hashlib.sha256).digest()).decode()
+    elif case.path == "/webhooks/sms/inbound" and isinstance(body, bytes):
+        from urllib.parse import parse_qsl
+
+        from coupons.replies import twilio_signature
+
+        params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        headers["X-Twilio-Signature"] = twilio_signature(PUBLIC_URL + case.path, params, TWILIO_TOKEN)
     elif case.path in SIGNED_PATHS and isinstance(body, bytes):
         headers.update(signed_headers(body))
     kwargs["headers"] = headers

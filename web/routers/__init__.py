@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import coupons, intake, shopify, unsubscribe, views
+from . import coupons, intake, replies, shopify, unsubscribe, views
 
-ROUTERS: tuple[APIRouter, ...] = (intake.router, shopify.router, coupons.router, unsubscribe.router, views.router)
+ROUTERS: tuple[APIRouter, ...] = (intake.router, shopify.router, coupons.router, unsubscribe.router, replies.router,
+                                  views.router)
 """In the order of the OpenAPI document: the routes that change something, then the views."""

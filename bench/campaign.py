@@ -147,8 +147,10 @@ def count(url: str, scheduled_at: str) -> tuple[int, int, int]:
     with psycopg.connect(url) as conn:
         coupons = conn.execute("SELECT count(*), count(DISTINCT customer_id) FROM coupons WHERE trigger_key = %s",
                                (key,)).fetchone()
-        deliveries = conn.execute("SELECT count(*) FROM deliveries d JOIN coupons c ON c.id = d.coupon_id "
-                                  "WHERE c.trigger_key = %s AND d.state = 'scheduled'", (key,)).fetchone()[0]
+        scheduled = conn.execute("SELECT count(*) FROM deliveries d JOIN coupons c ON c.id = d.coupon_id "
+                                 "WHERE c.trigger_key = %s AND d.state = 'scheduled'", (key,)).fetchone()
+    assert coupons is not None and scheduled is not None  # count(*) always answers one row
+    deliveries = scheduled[0]
     return coupons[0], coupons[1], deliveries
 
 

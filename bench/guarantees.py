@@ -119,7 +119,9 @@ class Run:
             raise RuntimeError(f"encore emit failed: {done.stdout} {done.stderr[-2000:]}")
 
     def scalar(self, query: str):
-        return self._db.execute(query).fetchone()[0]
+        row = self._db.execute(query).fetchone()
+        assert row is not None, query
+        return row[0]
 
     def wait(self, what: str, predicate, timeout: float = STALL_SECONDS) -> None:
         deadline = time.monotonic() + timeout

@@ -9,6 +9,7 @@ Each scenario (bench/fanout.py, bench/intake.py, bench/latency.py) subclasses `S
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -23,6 +24,10 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_BASE = "postgresql://postgres@127.0.0.1:5432"
@@ -134,6 +139,8 @@ class Stack:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.argv: list[str] = []
+        """The command line as given, for the figures' `command`."""
         self.channels: dict[str, str] = {}
         """ENCORE_CHANNEL_* variables of every Encore process; a callable value is read when used."""
         self.processes: list[tuple[str, subprocess.Popen]] = []
@@ -144,10 +151,14 @@ class Stack:
         self.sink_port = 0
         self.status_port = 0
         self._status_socket: socket.socket | None = None
-        self._status_file = None
-        self._db = None
+        self._status_file: io.BufferedRWPair | None = None
+        self._db: psycopg.Connection | None = None
 
     # ----------------------------------------------------------------- setup
+
+    def run(self) -> int:
+        """The benchmark itself: print the figures, return the exit status."""
+        raise NotImplementedError
 
     def env(self) -> dict[str, str]:
         # ENCORE_SEND_CONCURRENCY[_<CHANNEL>] pass through: experiments with sends in flight.
@@ -252,6 +263,7 @@ class Stack:
         log(f"{kind} sink pid {proc.pid} on 127.0.0.1:{self.sink_port}, answering after {latency_ms:g} ms")
 
     def sink(self, command: str = "status") -> dict:
+        assert self._status_file is not None, "the sink is not started"
         self._status_file.write(command.encode() + b"\n")
         self._status_file.flush()
         return json.loads(self._status_file.readline())

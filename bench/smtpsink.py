@@ -84,7 +84,7 @@ async def serve(host: str, port: int, status_port: int, latency_ms: float = 0.0,
     await serve_until_stopped(counter, smtp_server, "smtp", host, status_port)
 
 
-async def serve_until_stopped(counter: Counter, server: asyncio.AbstractServer, kind: str, host: str,
+async def serve_until_stopped(counter: Counter, server: asyncio.Server, kind: str, host: str,
                               status_port: int) -> None:
     """Beside `server`, the status port the benchmarks read (`count`, `reset`, `arrivals`);
     print where both listen, then serve until SIGTERM or SIGINT. Shared by the SMTP and

@@ -326,7 +326,7 @@ def _load_template(channel: str, template: str):
         )
     if _scheme(template) in EMAIL_SCHEMES:
         targets = [addr for _, addr in getattr(plugin, "targets", [])]
-        if targets != [sample] or plugin.cc or plugin.bcc:
+        if targets != [sample] or getattr(plugin, "cc", None) or getattr(plugin, "bcc", None):
             raise ChannelConfigError(
                 f"{name}: {{{field}}} must be the only recipient (to=, no cc/bcc)"
             )

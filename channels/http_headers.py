@@ -52,7 +52,7 @@ def _install() -> None:
                 recorder.retry_after = response.headers.get("Retry-After")
             return response
 
-        requests.Session.send = send
+        requests.Session.send = send  # type: ignore[method-assign]
         _installed = True
 
 

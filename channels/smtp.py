@@ -102,7 +102,9 @@ def build_email_with_generator(message: Message, settings: SmtpSettings, to_addr
     else:
         email = text
     subject = message.subject or ""
-    email["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
+    # A Header object keeps the standard library's folding of long encoded subjects;
+    # typeshed types the item as str only.
+    email["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")  # type: ignore[assignment]
     email["From"] = formataddr((settings.from_name or "", settings.from_addr), charset="utf-8")
     email["To"] = to_addr
     email["Date"] = date

@@ -44,7 +44,7 @@ from coupons.shops import raw_id
 from coupons.states import DeliveryState, RunState
 from coupons.timing import coupon_expires_at, customer_zone
 from store.bulk import dialect_insert
-from store.db import session_scope
+from store.db import rows_changed, session_scope
 from store.models import CampaignRun, Coupon, Customer, Delivery
 from store.rows import customer_value
 
@@ -104,12 +104,12 @@ def claim_run(session: Session, campaign: Campaign, scheduled_at: datetime, now:
     ).scalar()
     if inserted is not None:
         return RunState.MISSED if missed else "claimed"
-    taken = session.execute(
+    taken = rows_changed(session.execute(
         update(CampaignRun).where(CampaignRun.campaign == campaign.name, CampaignRun.scheduled_at == scheduled_at,
                                   CampaignRun.state == RunState.RUNNING,
                                   or_(CampaignRun.lease_until.is_(None), CampaignRun.lease_until < now))
         .values(lease_until=now + RUN_LEASE)
-    ).rowcount
+    ))
     if taken:
         return "claimed"
     run = find_run(session, campaign.name, scheduled_at)

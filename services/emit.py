@@ -50,6 +50,7 @@ def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]],
     now = runtime.clock
     batch: list[tuple[str, int, Event]] = []
     rejects: list[tuple[str, int, str, str]] = []
+    received_at = now()
 
     def flush() -> None:
         with session_scope(runtime.database_url) as session:
@@ -75,7 +76,6 @@ def emit_lines(runtime: Runtime, lines: Iterable[tuple[str, int, str | bytes]],
         nonlocal received_at
         received_at = now()
 
-    received_at = now()
     for source, number, text in lines:
         if bom_on_first_line and number == 1 and text[:1] in ("\ufeff", b"\xef"):
             text = text.removeprefix("\ufeff") if isinstance(text, str) else text.removeprefix(b"\xef\xbb\xbf")

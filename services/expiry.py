@@ -13,12 +13,12 @@ going out; one never refused expires with `deadline`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
 
-from sqlalchemy import ColumnElement, CursorResult, FromClause, case, func, select, update
+from sqlalchemy import ColumnElement, FromClause, case, func, select, update
 from sqlalchemy.orm import Session
 
 from coupons.states import DeliveryState, Reason
+from store.db import rows_changed
 from store.models import Attempt, Delivery
 
 
@@ -37,4 +37,4 @@ def expire_overdue(session: Session, now: datetime) -> int:
         .values(state=DeliveryState.EXPIRED, reason=func.coalesce(last_transient_reason(Delivery.__table__), Reason.DEADLINE),
                 enqueued_at=None, updated_at=now)
     )
-    return cast(CursorResult, result).rowcount
+    return rows_changed(result)

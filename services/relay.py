@@ -15,7 +15,7 @@ from sqlalchemy import any_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from coupons.states import DeliveryState
-from store.db import session_scope
+from store.db import rows_changed, session_scope
 from store.models import Delivery, InboxEvent
 
 from .bootstrap import Runtime
@@ -37,10 +37,10 @@ def release_expired_leases(session: Session, now: datetime) -> int:
     """Deliveries whose worker died (or stalled) mid-send go back to `scheduled`. The
     claim token stays: only the next claim replaces it, and a stalled owner's late
     writes are refused because the row is no longer `sending` (see services.sender)."""
-    return session.execute(
+    return rows_changed(session.execute(
         update(Delivery).where(Delivery.state == DeliveryState.SENDING, Delivery.lease_expires_at < now)
         .values(state=DeliveryState.SCHEDULED, lease_expires_at=None, enqueued_at=None, updated_at=now)
-    ).rowcount
+    ))
 
 
 def _stamp_and_return(session: Session, model, ready, order_by, now: datetime, requeue_after: timedelta,

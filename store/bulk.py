@@ -74,9 +74,9 @@ def insert_new_rows(session: Session, model, rows: list[dict], key: list[str],
     dialect = session.get_bind().dialect
     table = model.__table__
     if dialect.name != "postgresql":
-        statement = (sqlite.insert(table).on_conflict_do_nothing(index_elements=key)
-                     .returning(*(table.c[name] for name in returning)))
-        return list(session.execute(statement, rows))
+        sqlite_statement = (sqlite.insert(table).on_conflict_do_nothing(index_elements=key)
+                            .returning(*(table.c[name] for name in returning)))
+        return list(session.execute(sqlite_statement, rows))
     columns = list(rows[0])
     table_of_rows, params = unnest({name: table.c[name] for name in columns}, rows, dialect)
     statement = (

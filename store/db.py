@@ -6,9 +6,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any, cast
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -158,3 +159,9 @@ def _run_on_commit(session: Session) -> None:
 def _drop_on_rollback(session: Session, transaction) -> None:
     if transaction.parent is None:
         session.info[_ON_COMMIT].clear()  # after a commit it is empty already
+
+
+def rows_changed(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE changed: what `Session.execute` returns for one
+    is a `CursorResult`, which its signature does not say."""
+    return cast(CursorResult[Any], result).rowcount

@@ -114,7 +114,7 @@ def time_chart(name: str, series: Sequence[tuple[datetime, dict[str, int]]], buc
     points = 0
     for index, (when, counts) in enumerate(series):
         x = left + index * step + step * 0.15
-        y = height
+        y = float(height)
         for channel in channels:
             value = counts.get(channel, 0)
             if not value:

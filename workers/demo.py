@@ -45,6 +45,8 @@ BROKEN_LINE = '{"id": "broken", "type": "order.paid", "occurred_at": "yesterday"
 def _customer(run: str, index: int, spec: tuple) -> dict:
     country, _currency, locale, name, consent, _product = spec
     example = phonenumbers.example_number_for_type(country, phonenumbers.PhoneNumberType.MOBILE)
+    if example is None:
+        raise ValueError(f"phonenumbers has no example mobile number for {country}")
     phone = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
     return {
         "id": f"{run}-cust-{index:04d}", "name": name, "country": country, "locale": locale,
@@ -232,10 +234,16 @@ def _summary(snapshot: dict, smtp: SmtpSink, http: HttpSink) -> None:
           "for the embedded broker, which is read about once a second)")
     shown = 0
     for mail in smtp.messages[:2]:
-        print(f"\n── email to {mail['To']} ──\nSubject: {mail['Subject']}\n{mail.get_body(('plain',)).get_content().strip()}")
+        print(f"\n── email to {mail['To']} ──\nSubject: {mail['Subject']}\n{_plain_text(mail)}")
         shown += 1
     for request in http.requests[:3]:
         body = request.json or {}
         print(f"\n── {request.path.split('/')[1]} to {request.path.split('/')[-1]} ──\n{body.get('message', '').strip()}")
         shown += 1
     print("\nNow try: encore status   ·   encore deliveries   ·   encore deliveries --json")
+
+
+def _plain_text(mail) -> str:
+    """The text part of a demo email (every email Encore sends has one)."""
+    part = mail.get_body(("plain",))
+    return "(no text part)" if part is None else part.get_content().strip()

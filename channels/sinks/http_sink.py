@@ -164,7 +164,7 @@ class HttpSink(LocalHttpServer):
             elif len(answer) == 2:
                 queue.append((answer[0], answer[1], None))
             else:
-                queue.append(answer)  # type: ignore[arg-type]
+                queue.append(answer)
         with self._scripts_lock:
             self._scripts[path_prefix] = _Script(queue, forever)
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -116,7 +117,7 @@ class GroupWriter:
                 # One retried round trip per shape (rarely more than one), so a retry
                 # after an outage never re-runs a statement that had already applied.
                 for shape in by_shape(writes).values():
-                    done = self.execute(lambda connection, shape=shape: write_fenced_group(connection, self.token, shape))
+                    done: list[bool] = self.execute(partial(write_fenced_group, token=self.token, writes=shape))
                     applied.update(values["delivery_id"] for (values, _), ok in zip(shape, done, strict=True) if ok)
                 self.on_written(values["delivery_id"] for values, _ in writes)
             for ticket in group:

@@ -5,6 +5,7 @@ report can be narrowed to one shop."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from sqlalchemy import select
@@ -396,3 +397,52 @@ def test_a_shopify_order_redeems_a_code_of_its_own_store_and_customer_only(shopi
     post_order(services, client, shopify_order(4, processed_at=later, discount_codes=[coupon["code"]]),
                "w4", domain="glow-us.myshopify.com", secret=US_SECRET)
     assert [row["redeemed_at"] for row in deliveries_of(services, "glow-us") if row["code"] == coupon["code"]] != [None]
+
+
+# ------------------------------------------------------------------------------ dashboard and metrics
+
+
+@pytest.fixture()
+def shop_web(make_services, shops_file):
+    from fastapi.testclient import TestClient
+
+    from web.app import create_app
+
+    services = make_services(ENCORE_SHOPS_FILE=str(shops_file), ENCORE_WEBHOOK_SECRET="test-webhook-secret-0123456789")
+    now = services.clock()
+    services.emit(in_shop("glow", order_paid("e1", stream_id="live-1", occurred_at=now, timezone="UTC")),
+                  in_shop("glow", {"id": "end", "type": "stream.ended", "occurred_at": now.isoformat(),
+                                   "data": {"stream_id": "live-1"}}),
+                  in_shop("lumi", order_paid("e1", occurred_at=now, timezone="UTC")),
+                  in_shop("lumi", order_paid("e2", customer_id="c2", occurred_at=now, consent=[])),
+                  in_shop("lumi", {"id": "bad"}))
+    services.relay_and_send()
+    return services, TestClient(create_app(services.runtime))
+
+
+def test_metrics_carry_a_shop_label_when_there_are_several_shops(shop_web):
+    _, client = shop_web
+    text = client.get("/metrics").text
+    assert 'encore_events_total{outcome="applied",shop="glow",type="order.paid"} 1.0' in text
+    assert 'encore_events_total{outcome="rejected",shop="lumi",type="unknown"} 1.0' in text
+    assert 'encore_deliveries{channel="email",shop="lumi",state="sent"} 1.0' in text
+    assert 'encore_deliveries{channel="none",shop="lumi",state="suppressed"} 1.0' in text
+    assert 'encore_deliveries{channel="email",shop="glow",state="sent"} 1.0' in text
+    assert 'encore_send_latency_seconds_count{shop="default"} 0.0' in text
+    assert 'encore_on_time_rate{shop="glow"} 1.0' in text and 'encore_due_backlog{shop="lumi"} 0.0' in text
+
+
+def test_the_dashboard_shows_one_shop_when_asked_and_refuses_an_unknown_one(shop_web):
+    _, client = shop_web
+    every, glow, lumi = client.get("/"), client.get("/?shop=glow"), client.get("/?shop=lumi")
+    assert every.status_code == glow.status_code == lumi.status_code == 200
+
+    def kpi(page, label: str) -> str:
+        return re.search(rf"<b>([\d,%–]+)</b><span>{label}</span>", page.text).group(1)
+
+    assert (kpi(every, "buyers"), kpi(glow, "buyers"), kpi(lumi, "buyers")) == ("3", "1", "2")
+    assert (kpi(every, "coupons issued"), kpi(glow, "coupons issued"), kpi(lumi, "coupons issued")) == ("3", "1", "2")
+    assert "glow · live-1" in every.text and "live-1" in glow.text and "live-1" not in lumi.text
+    assert "Glow (glow)" in glow.text and 'href="?shop=lumi"' in glow.text
+    refused = client.get("/?shop=nowhere")
+    assert refused.status_code == 400 and refused.json()["error"].startswith("shop: unknown shop 'nowhere'")

@@ -5,6 +5,7 @@ report can be narrowed to one shop."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -446,3 +447,58 @@ def test_the_dashboard_shows_one_shop_when_asked_and_refuses_an_unknown_one(shop
     assert "Glow (glow)" in glow.text and 'href="?shop=lumi"' in glow.text
     refused = client.get("/?shop=nowhere")
     assert refused.status_code == 400 and refused.json()["error"].startswith("shop: unknown shop 'nowhere'")
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+@pytest.fixture()
+def cli(shop_services, shops_file, database_url, tmp_path, monkeypatch, capsys):
+    """`encore ...` in-process, on the database and shops file of `shop_services`."""
+    from workers.cli import main
+
+    for name in [name for name in os.environ if name.startswith("ENCORE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ENCORE_DATABASE_URL", database_url)
+    monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("ENCORE_SHOPS_FILE", str(shops_file))
+    monkeypatch.setenv("ENCORE_CAMPAIGNS_DIR", str(tmp_path / "no-campaigns"))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_the_command_line_narrows_status_deliveries_and_dead_letters_to_one_shop(shop_services, cli):
+    services = shop_services
+    now = services.clock()
+    services.emit(in_shop("glow", order_paid("e1", occurred_at=now)), in_shop("lumi", order_paid("e1", occurred_at=now)),
+                  in_shop("lumi", order_paid("e2", customer_id="c2", occurred_at=now)), in_shop("lumi", {"id": "x"}))
+    code, out, _ = cli("status", "--json", "--shop", "lumi")
+    assert code == 0 and json.loads(out)["deliveries"]["scheduled"] == 2
+    assert json.loads(out)["events"] == {"accepted": 2, "rejected": 1}
+    code, out, _ = cli("deliveries", "--json", "--shop", "glow")
+    [row] = json.loads(out)
+    assert (row["shop"], row["customer_id"], row["code_synced_at"]) == ("glow", "c1", None)
+    assert row["expires_at"].endswith("Z")
+    code, out, _ = cli("deliveries", "--json", "--customer", "c1")
+    assert sorted(row["shop"] for row in json.loads(out)) == ["glow", "lumi"]
+    code, out, _ = cli("deliveries", "--shop", "lumi")
+    assert out.splitlines()[0].split()[:2] == ["shop", "customer"]
+    assert sorted(line.split()[:2] for line in out.splitlines()[1:]) == [["lumi", "c1"], ["lumi", "c2"]]
+    code, out, _ = cli("dead-letters", "--json", "--shop", "glow")
+    assert json.loads(out) == []
+    code, out, _ = cli("dead-letters", "--json", "--shop", "lumi")
+    assert [row["shop"] for row in json.loads(out)] == ["lumi"]
+    code, out, _ = cli("campaigns", "--json", "--shop", "lumi")
+    assert code == 0 and json.loads(out)["campaigns"] == []
+
+
+@pytest.mark.parametrize("command", [["status"], ["deliveries", "--json"], ["dead-letters"], ["campaigns"]])
+def test_an_unknown_shop_on_the_command_line_is_refused_naming_the_option(cli, command):
+    code, out, err = cli(*command, "--shop", "nowhere")
+    assert code == 2 and out == ""
+    assert err.startswith("encore: --shop: unknown shop 'nowhere'") and "glow, lumi" in err

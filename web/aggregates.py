@@ -14,6 +14,7 @@ from sqlalchemy import Float, and_, case, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from coupons.markets import Markets
+from coupons.shops import DEFAULT_SHOP, raw_id, shop_of_key
 from store.models import (
     CANCELLED,
     EXPIRED,
@@ -73,26 +74,36 @@ class MetricsSnapshot:
     oldest_due_age_seconds: float = 0.0
 
 
-def metrics_snapshot(session: Session, now: datetime) -> MetricsSnapshot:
+def _of_shop(table, shop: str | None) -> tuple:
+    """The condition keeping `shop`'s rows of `table` (SPEC section 7); none for every shop."""
+    return () if shop is None else (table.shop == shop,)
+
+
+def metrics_snapshot(session: Session, now: datetime, shop: str | None = None) -> MetricsSnapshot:
+    """The figures of /metrics, of every shop or of `shop`'s rows only."""
     snap = MetricsSnapshot()
     processed = case((InboxEvent.processed_at.is_(None), literal("pending")), else_=literal("applied"))
     for event_type, outcome, count in session.execute(
-            select(InboxEvent.type, processed, func.count()).group_by(InboxEvent.type, processed)):
+            select(InboxEvent.type, processed, func.count()).where(*_of_shop(InboxEvent, shop))
+            .group_by(InboxEvent.type, processed)):
         snap.events[(event_type, outcome)] = count
-    rejected = session.scalar(select(func.count()).select_from(DeadLetter).where(DeadLetter.source != "apply")) or 0
+    rejected = session.scalar(select(func.count()).select_from(DeadLetter).where(
+        DeadLetter.source != "apply", *_of_shop(DeadLetter, shop))) or 0
     failed_to_apply = session.scalar(select(func.count()).select_from(DeadLetter)
-                                     .where(DeadLetter.source == "apply")) or 0
+                                     .where(DeadLetter.source == "apply", *_of_shop(DeadLetter, shop))) or 0
     # A rejected event has no trustworthy type: it failed validation.
     snap.events[("unknown", "rejected")] = rejected
     snap.events[("unknown", "failed_to_apply")] = failed_to_apply
 
     channel = func.coalesce(Delivery.channel, literal("none"))
     for state, channel_name, count in session.execute(
-            select(Delivery.state, channel, func.count()).group_by(Delivery.state, channel)):
+            select(Delivery.state, channel, func.count()).where(*_of_shop(Delivery, shop))
+            .group_by(Delivery.state, channel)):
         snap.deliveries[(state, channel_name)] = count
 
     # One pass: each sent delivery falls in its first bucket; cumulative counts are summed here.
-    latency = select(_latency(session).label("seconds")).where(Delivery.state == SENT).subquery()
+    latency = select(_latency(session).label("seconds")).where(Delivery.state == SENT,
+                                                               *_of_shop(Delivery, shop)).subquery()
     bucket = case(*[(latency.c.seconds <= bound, index) for index, bound in enumerate(LATENCY_BUCKETS)],
                   else_=len(LATENCY_BUCKETS))
     per_bucket = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -110,12 +121,13 @@ def metrics_snapshot(session: Session, now: datetime) -> MetricsSnapshot:
         select(func.count(), func.coalesce(func.sum(case((and_(Delivery.state == SENT,
                                                                Delivery.sent_at <= Delivery.deadline_at), 1),
                                                          else_=0)), 0))
-        .where(Delivery.state.in_((SENT, EXPIRED)))
+        .where(Delivery.state.in_((SENT, EXPIRED)), *_of_shop(Delivery, shop))
     ).one()
     snap.on_time_rate = _rate(int(on_time), int(finished)) if finished else 1.0
 
     backlog, oldest = session.execute(
-        select(func.count(), func.min(_next_attempt)).where(Delivery.state == SCHEDULED, _next_attempt <= now)
+        select(func.count(), func.min(_next_attempt)).where(Delivery.state == SCHEDULED, _next_attempt <= now,
+                                                            *_of_shop(Delivery, shop))
     ).one()
     snap.due_backlog = int(backlog)
     if oldest is not None:
@@ -163,12 +175,14 @@ STREAMS_SHOWN = 8
 BUCKETS_SHOWN = 48
 
 
-def dashboard(session: Session, markets: Markets, now: datetime) -> Dashboard:
+def dashboard(session: Session, markets: Markets, now: datetime, shop: str | None = None) -> Dashboard:
+    """Every figure of the dashboard, of every shop or of `shop`'s rows only."""
     # Buyers per market: every customer with a country placed an order (a customer row
     # without one is a remembered opt-out). Countries come from SQL, markets from the file.
     by_market: dict[str, Funnel] = {}
     for country, buyers in session.execute(
-            select(Customer.country, func.count()).where(Customer.country != "").group_by(Customer.country)):
+            select(Customer.country, func.count()).where(Customer.country != "", *_of_shop(Customer, shop))
+            .group_by(Customer.country)):
         name = markets.for_country(country).name
         by_market.setdefault(name, Funnel(name)).buyers += buyers
 
@@ -181,7 +195,7 @@ def dashboard(session: Session, markets: Markets, now: datetime) -> Dashboard:
             select(Coupon.market, Coupon.offer_type, func.count(),
                    _count_if(and_(sent, Delivery.sent_at <= Delivery.deadline_at)), _count_if(sent),
                    _count_if(and_(sent, is_redeemed)), _count_if(is_redeemed))
-            .select_from(Coupon).outerjoin(Delivery, Delivery.coupon_id == Coupon.id)
+            .select_from(Coupon).outerjoin(Delivery, Delivery.coupon_id == Coupon.id).where(*_of_shop(Coupon, shop))
             .group_by(Coupon.market, Coupon.offer_type)):
         funnel = by_market.setdefault(market, Funnel(market))
         funnel.coupons += coupons
@@ -194,7 +208,8 @@ def dashboard(session: Session, markets: Markets, now: datetime) -> Dashboard:
                 rate.sent += int(sent_count)
 
     streams = {stream: Funnel(stream, buyers=buyers) for stream, buyers in session.execute(
-        select(Order.stream_id, func.count(func.distinct(Order.customer_id))).where(Order.stream_id.is_not(None))
+        select(Order.stream_id, func.count(func.distinct(Order.customer_id)))
+        .where(Order.stream_id.is_not(None), *_of_shop(Order, shop))
         .group_by(Order.stream_id).order_by(func.count(func.distinct(Order.customer_id)).desc(), Order.stream_id)
         .limit(STREAMS_SHOWN))}
     if streams:
@@ -206,13 +221,13 @@ def dashboard(session: Session, markets: Markets, now: datetime) -> Dashboard:
             funnel = streams[key.removeprefix("stream:")]
             funnel.coupons, funnel.sent_on_time, funnel.redeemed = coupons, int(sent_on_time), int(redeemed_count)
 
-    over_time, bucket = _sent_over_time(session, now)
+    over_time, bucket = _sent_over_time(session, now, shop)
     problems = [(state, reason or "unknown", count) for state, reason, count in session.execute(
         select(Delivery.state, Delivery.reason, func.count())
-        .where(Delivery.state.in_((FAILED, SUPPRESSED, EXPIRED, CANCELLED)))
+        .where(Delivery.state.in_((FAILED, SUPPRESSED, EXPIRED, CANCELLED)), *_of_shop(Delivery, shop))
         .group_by(Delivery.state, Delivery.reason).order_by(func.count().desc()))]
     waiting = session.scalar(select(func.count()).select_from(Delivery)
-                             .where(Delivery.state.in_((SCHEDULED, SENDING)))) or 0
+                             .where(Delivery.state.in_((SCHEDULED, SENDING)), *_of_shop(Delivery, shop))) or 0
     totals = Funnel("all markets")
     for funnel in by_market.values():
         totals.buyers += funnel.buyers
@@ -220,20 +235,30 @@ def dashboard(session: Session, markets: Markets, now: datetime) -> Dashboard:
         totals.sent_on_time += funnel.sent_on_time
         totals.redeemed += funnel.redeemed
     return Dashboard(totals=totals, by_market=sorted(by_market.values(), key=lambda f: (-f.buyers, f.label)),
-                     by_stream=list(streams.values()),
+                     by_stream=[_shown_stream(funnel) for funnel in streams.values()],
                      by_offer=[offer_rates[k] for k in sorted(offer_rates)],
                      by_market_rate=[market_rates[k] for k in sorted(market_rates)],
                      over_time=over_time, bucket=bucket, problems=problems, waiting=waiting)
+
+
+def _shown_stream(funnel: Funnel) -> Funnel:
+    """A stream as its shop named it (its key is scoped to the shop), with the shop's name
+    in front for a shop other than the default."""
+    shop = shop_of_key(funnel.label)
+    shown = raw_id(shop, funnel.label)
+    funnel.label = shown if shop == DEFAULT_SHOP else f"{shop} · {shown}"
+    return funnel
 
 
 def _count_if(condition):
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def _sent_over_time(session: Session, now: datetime) -> tuple[list[tuple[datetime, dict[str, int]]], str]:
+def _sent_over_time(session: Session, now: datetime,
+                    shop: str | None = None) -> tuple[list[tuple[datetime, dict[str, int]]], str]:
     """Messages sent per hour (or per day when the history is longer than 3 days), by channel."""
     first, last = session.execute(select(func.min(Delivery.sent_at), func.max(Delivery.sent_at))
-                                  .where(Delivery.state == SENT)).one()
+                                  .where(Delivery.state == SENT, *_of_shop(Delivery, shop))).one()
     if first is None:
         return [], "hour"
     bucket = "hour" if last - first <= timedelta(days=3) else "day"
@@ -244,7 +269,8 @@ def _sent_over_time(session: Session, now: datetime) -> tuple[list[tuple[datetim
     else:
         slot = func.strftime("%Y-%m-%dT%H:00:00" if bucket == "hour" else "%Y-%m-%dT00:00:00", Delivery.sent_at)
     rows = session.execute(
-        select(slot, Delivery.channel, func.count()).where(Delivery.state == SENT, Delivery.sent_at >= start)
+        select(slot, Delivery.channel, func.count()).where(Delivery.state == SENT, Delivery.sent_at >= start,
+                                                           *_of_shop(Delivery, shop))
         .group_by(slot, Delivery.channel).order_by(slot)
     ).all()
     series: dict[str, dict[str, int]] = {}

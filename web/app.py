@@ -37,7 +37,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         redoc_url=None,
     )
     app.state.deps = AppDeps(runtime=runtime, clock=runtime.clock,
-                             metrics=make_registry(runtime.database_url, runtime.clock),
+                             metrics=make_registry(runtime.database_url, runtime.clock,
+                                                   sorted(runtime.settings.shops.by_name)),
                              webhook_secret=runtime.settings.webhook_secret)
     app.add_exception_handler(Refused, answer_refused)
     for router in ROUTERS:

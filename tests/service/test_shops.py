@@ -5,6 +5,8 @@ report can be narrowed to one shop."""
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import pytest
 from sqlalchemy import select
@@ -396,3 +398,107 @@ def test_a_shopify_order_redeems_a_code_of_its_own_store_and_customer_only(shopi
     post_order(services, client, shopify_order(4, processed_at=later, discount_codes=[coupon["code"]]),
                "w4", domain="glow-us.myshopify.com", secret=US_SECRET)
     assert [row["redeemed_at"] for row in deliveries_of(services, "glow-us") if row["code"] == coupon["code"]] != [None]
+
+
+# ------------------------------------------------------------------------------ dashboard and metrics
+
+
+@pytest.fixture()
+def shop_web(make_services, shops_file):
+    from fastapi.testclient import TestClient
+
+    from web.app import create_app
+
+    services = make_services(ENCORE_SHOPS_FILE=str(shops_file), ENCORE_WEBHOOK_SECRET="test-webhook-secret-0123456789")
+    now = services.clock()
+    services.emit(in_shop("glow", order_paid("e1", stream_id="live-1", occurred_at=now, timezone="UTC")),
+                  in_shop("glow", {"id": "end", "type": "stream.ended", "occurred_at": now.isoformat(),
+                                   "data": {"stream_id": "live-1"}}),
+                  in_shop("lumi", order_paid("e1", occurred_at=now, timezone="UTC")),
+                  in_shop("lumi", order_paid("e2", customer_id="c2", occurred_at=now, consent=[])),
+                  in_shop("lumi", {"id": "bad"}))
+    services.relay_and_send()
+    return services, TestClient(create_app(services.runtime))
+
+
+def test_metrics_carry_a_shop_label_when_there_are_several_shops(shop_web):
+    _, client = shop_web
+    text = client.get("/metrics").text
+    assert 'encore_events_total{outcome="applied",shop="glow",type="order.paid"} 1.0' in text
+    assert 'encore_events_total{outcome="rejected",shop="lumi",type="unknown"} 1.0' in text
+    assert 'encore_deliveries{channel="email",shop="lumi",state="sent"} 1.0' in text
+    assert 'encore_deliveries{channel="none",shop="lumi",state="suppressed"} 1.0' in text
+    assert 'encore_deliveries{channel="email",shop="glow",state="sent"} 1.0' in text
+    assert 'encore_send_latency_seconds_count{shop="default"} 0.0' in text
+    assert 'encore_on_time_rate{shop="glow"} 1.0' in text and 'encore_due_backlog{shop="lumi"} 0.0' in text
+
+
+def test_the_dashboard_shows_one_shop_when_asked_and_refuses_an_unknown_one(shop_web):
+    _, client = shop_web
+    every, glow, lumi = client.get("/"), client.get("/?shop=glow"), client.get("/?shop=lumi")
+    assert every.status_code == glow.status_code == lumi.status_code == 200
+
+    def kpi(page, label: str) -> str:
+        return re.search(rf"<b>([\d,%–]+)</b><span>{label}</span>", page.text).group(1)
+
+    assert (kpi(every, "buyers"), kpi(glow, "buyers"), kpi(lumi, "buyers")) == ("3", "1", "2")
+    assert (kpi(every, "coupons issued"), kpi(glow, "coupons issued"), kpi(lumi, "coupons issued")) == ("3", "1", "2")
+    assert "glow · live-1" in every.text and "live-1" in glow.text and "live-1" not in lumi.text
+    assert "Glow (glow)" in glow.text and 'href="?shop=lumi"' in glow.text
+    refused = client.get("/?shop=nowhere")
+    assert refused.status_code == 400 and refused.json()["error"].startswith("shop: unknown shop 'nowhere'")
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+@pytest.fixture()
+def cli(shop_services, shops_file, database_url, tmp_path, monkeypatch, capsys):
+    """`encore ...` in-process, on the database and shops file of `shop_services`."""
+    from workers.cli import main
+
+    for name in [name for name in os.environ if name.startswith("ENCORE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ENCORE_DATABASE_URL", database_url)
+    monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("ENCORE_SHOPS_FILE", str(shops_file))
+    monkeypatch.setenv("ENCORE_CAMPAIGNS_DIR", str(tmp_path / "no-campaigns"))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_the_command_line_narrows_status_deliveries_and_dead_letters_to_one_shop(shop_services, cli):
+    services = shop_services
+    now = services.clock()
+    services.emit(in_shop("glow", order_paid("e1", occurred_at=now)), in_shop("lumi", order_paid("e1", occurred_at=now)),
+                  in_shop("lumi", order_paid("e2", customer_id="c2", occurred_at=now)), in_shop("lumi", {"id": "x"}))
+    code, out, _ = cli("status", "--json", "--shop", "lumi")
+    assert code == 0 and json.loads(out)["deliveries"]["scheduled"] == 2
+    assert json.loads(out)["events"] == {"accepted": 2, "rejected": 1}
+    code, out, _ = cli("deliveries", "--json", "--shop", "glow")
+    [row] = json.loads(out)
+    assert (row["shop"], row["customer_id"], row["code_synced_at"]) == ("glow", "c1", None)
+    assert row["expires_at"].endswith("Z")
+    code, out, _ = cli("deliveries", "--json", "--customer", "c1")
+    assert sorted(row["shop"] for row in json.loads(out)) == ["glow", "lumi"]
+    code, out, _ = cli("deliveries", "--shop", "lumi")
+    assert out.splitlines()[0].split()[:2] == ["shop", "customer"]
+    assert sorted(line.split()[:2] for line in out.splitlines()[1:]) == [["lumi", "c1"], ["lumi", "c2"]]
+    code, out, _ = cli("dead-letters", "--json", "--shop", "glow")
+    assert json.loads(out) == []
+    code, out, _ = cli("dead-letters", "--json", "--shop", "lumi")
+    assert [row["shop"] for row in json.loads(out)] == ["lumi"]
+    code, out, _ = cli("campaigns", "--json", "--shop", "lumi")
+    assert code == 0 and json.loads(out)["campaigns"] == []
+
+
+@pytest.mark.parametrize("command", [["status"], ["deliveries", "--json"], ["dead-letters"], ["campaigns"]])
+def test_an_unknown_shop_on_the_command_line_is_refused_naming_the_option(cli, command):
+    code, out, err = cli(*command, "--shop", "nowhere")
+    assert code == 2 and out == ""
+    assert err.startswith("encore: --shop: unknown shop 'nowhere'") and "glow, lumi" in err

@@ -68,6 +68,8 @@ def test_stop_opts_out_every_customer_holding_the_number_and_start_opts_them_bac
     # Given two customers of the shop sharing one phone, each with a text scheduled
     assert order(site, "e1", "c1").status_code == 202
     assert order(site, "e2", "c2").status_code == 202
+    with site.services.session() as session:
+        assert session.get(Customer, "c1").region == "US-FL"  # stored: the state's SMS hours and zone
     # When the number replies STOP (in any case, as Twilio matches it)
     answer = reply(site, " Stop ")
     # Then both are opted out of SMS, Twilio gets empty TwiML, and nothing is texted

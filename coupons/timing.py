@@ -24,14 +24,21 @@ def customer_zone(customer: Customer, market: Market) -> str:
     else the market's zone for their country, else the country's main zone. A zone that
     does not exist (a row written by hand, a zone withdrawn since the event came) falls
     back instead of failing."""
-    if customer.timezone:
-        try:
-            ZoneInfo(customer.timezone)
-            return customer.timezone
-        except (ValueError, LookupError):
-            pass
+    if customer_zone_is_own(customer):
+        return customer.timezone  # type: ignore[return-value]
     region = customer.region if customer.region and customer.region.upper().startswith(f"{customer.country}-") else None
     return region_timezone(region) or market.timezone_for(customer.country)
+
+
+def customer_zone_is_own(customer: Customer) -> bool:
+    """Whether the customer gave a zone that exists (else `customer_zone` infers one)."""
+    if not customer.timezone:
+        return False
+    try:
+        ZoneInfo(customer.timezone)
+        return True
+    except (ValueError, LookupError):
+        return False
 
 
 def deadline_for(trigger_at: datetime) -> datetime:

@@ -21,12 +21,11 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from channels.adapter import SendResult
-from coupons.delivery_rules import SMS, SendDecision, after_attempt, decide_send, sms_windows
+from coupons.delivery_rules import SMS, SendDecision, SmsRule, after_attempt, decide_send, sms_windows
 from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
 from coupons.model import Customer as CustomerValue
 from coupons.model import Message, MessageContext, Offer
-from coupons.sms_hours import SmsWindows
 from coupons.timing import customer_zone
 from coupons.unsubscribe import unsubscribe_url
 from store.bulk import one_of
@@ -58,7 +57,7 @@ class Outgoing:
     channels: tuple[str, ...]  # usable when claimed, market order: what may follow a failure
     last_reason: str | None = None
     last_transient_reason: str | None = None  # an expiry keeps it (rule 12)
-    sms_windows: SmsWindows | None = None  # the customer's SMS hours (rule 17), checked before each SMS attempt
+    sms_windows: SmsRule | None = None  # the customer's SMS hours (rule 17), checked before each SMS attempt
 
 
 @dataclass

@@ -59,9 +59,10 @@ def sms_consent(site, customer_id: str) -> bool:
 
 
 def order(site, event_id: str, customer_id: str, **kwargs):
-    # The fixed clock's 12:00 UTC is 08:00 in Florida in March (EDT): inside its SMS hours.
+    # Customers in Miami: the fixed clock's 12:00 UTC is 08:00 there in March (EDT), inside Florida's SMS hours.
     return site.post("/events", order_paid(event_id, customer_id=customer_id, occurred_at=site.services.clock(),
-                                          consent=["sms"], phone=SHARED_PHONE, region="US-FL", **kwargs))
+                                           consent=["sms"], phone=SHARED_PHONE, region="US-FL",
+                                           timezone="America/New_York", **kwargs))
 
 
 def test_stop_opts_out_every_customer_holding_the_number_and_start_opts_them_back_in(site):

@@ -22,10 +22,11 @@ NA = MARKETS.by_name["north_america"]
 ALL = frozenset(CHANNELS)
 NEW_YORK = ZoneInfo("America/New_York")
 
-# A Florida customer who sent no timezone: their zone comes from their state.
-FLORIDA_SMS = Customer(id="c-fl", country="US", region="US-FL", phone="+13055550100", consent=frozenset({"sms"}))
-FLORIDA_BOTH = Customer(id="c-fl2", country="US", region="US-FL", phone="+13055550101", email="fl@example.com",
-                        consent=frozenset({"email", "sms"}))
+# Florida customers in Miami (their zone given): Florida's window on their own clock.
+FLORIDA_SMS = Customer(id="c-fl", country="US", region="US-FL", timezone="America/New_York", phone="+13055550100",
+                       consent=frozenset({"sms"}))
+FLORIDA_BOTH = Customer(id="c-fl2", country="US", region="US-FL", timezone="America/New_York", phone="+13055550101",
+                        email="fl@example.com", consent=frozenset({"email", "sms"}))
 
 
 def local(zone: str, *args: int) -> datetime:
@@ -101,10 +102,31 @@ def test_a_federal_state_customer_may_still_get_a_text_at_half_past_eight():
     assert plan(georgia, evening).due_at == evening
 
 
-def test_texas_sunday_texts_wait_for_noon_in_central_time():
+def test_texas_sunday_texts_wait_for_noon_on_the_customers_clock():
     sunday_morning = local("America/Chicago", 2026, 5, 10, 9, 30)  # 2026-05-10 is a Sunday
-    texan = Customer(id="c-tx", country="US", region="US-TX", phone="+12145550100", consent=frozenset({"sms"}))
+    texan = Customer(id="c-tx", country="US", region="US-TX", timezone="America/Chicago", phone="+12145550100",
+                     consent=frozenset({"sms"}))
     assert plan(texan, sunday_morning).due_at == local("America/Chicago", 2026, 5, 10, 12, 0)
+
+
+def test_without_a_timezone_a_state_with_two_zones_is_texted_only_when_both_clocks_allow():
+    # No timezone: the customer may live in Florida's Central panhandle, where 08:00
+    # Eastern is 07:00. The text waits for 08:00 Central (09:00 Eastern), and stops at 20:00 Eastern.
+    evening = local("America/New_York", 2026, 5, 12, 20, 30)
+    floridian = Customer(id="c", country="US", region="US-FL", phone="+13055550100", consent=frozenset({"sms"}))
+    assert plan(floridian, evening).due_at == local("America/Chicago", 2026, 5, 13, 8, 0)
+    late = decide(floridian, local("America/Chicago", 2026, 5, 13, 19, 30))  # 20:30 Eastern
+    assert (late.action, late.due_at) == (SendAction.RESCHEDULE, local("America/Chicago", 2026, 5, 14, 8, 0))
+    # Texas, Sunday: noon in El Paso (Mountain) is 13:00 in Dallas
+    texan = Customer(id="c-tx", country="US", region="US-TX", phone="+12145550100", consent=frozenset({"sms"}))
+    assert plan(texan, local("America/Chicago", 2026, 5, 10, 9, 30)).due_at == local("America/Denver", 2026, 5, 10,
+                                                                                          12, 0)
+
+
+def test_without_a_timezone_a_state_with_one_zone_keeps_its_window_on_that_clock():
+    evening = local("America/New_York", 2026, 5, 12, 20, 30)
+    marylander = Customer(id="c-md", country="US", region="US-MD", phone="+14105550100", consent=frozenset({"sms"}))
+    assert plan(marylander, evening).due_at == local("America/New_York", 2026, 5, 13, 8, 0)
 
 
 @pytest.mark.parametrize(("evening", "morning_utc"), [

@@ -268,3 +268,28 @@ def test_a_text_claimed_the_evening_before_a_daylight_saving_change_waits_for_ei
     window = send_window(now=claimed, deadline_at=claimed + timedelta(hours=20), timezone="America/New_York",
                          market=NA, channel="sms", windows=sms_windows(FLORIDA_SMS, NA))
     assert window.due_at == morning_utc
+
+
+# --- the shipped region zones and the Twilio token ---------------------------------
+
+US_STATES = ("AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY "
+             "NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY").split()
+
+
+def test_every_state_has_a_main_zone_and_every_zone_exists():
+    from coupons.markets import region_zones
+
+    zones = region_zones()
+    assert {f"US-{state}" for state in US_STATES} <= set(zones)
+    for region, names in zones.items():
+        assert names and all(ZoneInfo(name) for name in names), region
+        assert len(set(names)) == len(names), region
+
+
+def test_the_twilio_token_is_read_trimmed_and_never_shown():
+    from config.settings import load_settings
+
+    settings = load_settings({"ENCORE_TWILIO_AUTH_TOKEN": " secret-token "})
+    assert settings.twilio_auth_token == "secret-token"
+    assert "secret-token" not in repr(settings)
+    assert load_settings({"ENCORE_TWILIO_AUTH_TOKEN": "  "}).twilio_auth_token is None

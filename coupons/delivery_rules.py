@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 
 from .markets import Market
 from .model import Customer
-from .markets import region_timezones
 from .sms_hours import NoSmsTime, SmsWindows, next_allowed_sms, sms_window_for
 from .states import DeliveryState, Reason, SendAction
 from .timing import (
@@ -25,6 +24,7 @@ from .timing import (
     deadline_for,
     outside_quiet_hours,
     retry_due_at,
+    state_zones,
 )
 
 SMS = "sms"
@@ -81,14 +81,13 @@ _ZONE_ROUNDS = 16
 agree within two or three rounds."""
 
 
-def sms_windows(customer: Customer, market: Market) -> SmsRule | None:
+def sms_rule_for(customer: Customer, market: Market) -> SmsRule | None:
     """The SMS hours that apply to `customer` (rule 17): their state's, else their
     country's; None where the market sets none (quiet hours alone)."""
     windows = sms_window_for(market, customer.country, customer.region)
     if windows is None:
         return None
-    zones = () if customer_zone_is_own(customer) else region_timezones(
-        customer.region if customer.region and customer.region.upper().startswith(f"{customer.country}-") else None)
+    zones = () if customer_zone_is_own(customer) else state_zones(customer)
     return SmsRule(windows, zones if len(zones) > 1 else ())
 
 
@@ -140,7 +139,7 @@ def plan_delivery(*, trigger_at: datetime, now: datetime, customer: Customer, ma
         return Plan(DeliveryState.SUPPRESSED, _no_channel_reason(customer, market, configured, opted_out, suppressed),
                     due_at, deadline_at)
     if channels[0] == SMS:
-        sms_at = channel_allowed_at(SMS, trigger_at, timezone, market, sms_windows(customer, market))
+        sms_at = channel_allowed_at(SMS, trigger_at, timezone, market, sms_rule_for(customer, market))
         if sms_at < deadline_at - ATTEMPT_MARGIN:
             due_at = sms_at
         elif len(channels) == 1:
@@ -233,7 +232,7 @@ def decide_send(*, now: datetime, deadline_at: datetime, customer: Customer, mar
                             reason=_no_channel_reason(customer, market, configured, opted_out, suppressed))
     timezone = customer_zone(customer, market)
     if turn.channel == SMS:
-        sms_at = channel_allowed_at(SMS, now, timezone, market, sms_windows(customer, market))
+        sms_at = channel_allowed_at(SMS, now, timezone, market, sms_rule_for(customer, market))
         if now < sms_at < deadline_at - ATTEMPT_MARGIN:
             return SendDecision(SendAction.RESCHEDULE, due_at=sms_at)
         if sms_at >= deadline_at - ATTEMPT_MARGIN:

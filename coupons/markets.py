@@ -107,13 +107,6 @@ def region_timezones(region: str | None) -> tuple[str, ...]:
     return region_zones().get(region.strip().upper(), ()) if region else ()
 
 
-def region_timezone(region: str | None) -> str | None:
-    """The main zone of an ISO 3166-2 region (`US-FL` → America/New_York), or None when
-    the table does not pin one."""
-    zones = region_timezones(region)
-    return zones[0] if zones else None
-
-
 def default_timezone(country: str) -> str:
     """A country's main zone when neither the customer nor the markets file names one;
     UTC for a code the table lacks."""

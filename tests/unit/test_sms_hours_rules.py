@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from coupons.delivery_rules import after_attempt, decide_send, plan_delivery, send_window, sms_windows
+from coupons.delivery_rules import after_attempt, decide_send, plan_delivery, send_window, sms_rule_for
 from coupons.markets import load_markets, parse_markets
 from coupons.model import CHANNELS, Customer
 from coupons.shopify_orders import order_paid_event
@@ -206,7 +206,7 @@ def test_after_email_failed_for_good_the_text_waits_for_the_morning():
 
 
 def test_every_attempt_checks_the_window_again_so_a_batch_that_crosses_eight_stops():
-    windows = sms_windows(FLORIDA_SMS, NA)
+    windows = sms_rule_for(FLORIDA_SMS, NA)
     deadline = local("America/New_York", 2026, 5, 13, 19, 0)
 
     def window(now):
@@ -225,7 +225,7 @@ def test_every_attempt_checks_the_window_again_so_a_batch_that_crosses_eight_sto
 def test_a_window_that_opens_after_the_deadline_hands_the_row_back_at_once_for_the_next_channel():
     now = SATURDAY_EVENING
     decision = send_window(now=now, deadline_at=now + timedelta(hours=24), timezone="America/Chicago",
-                           market=NO_SUNDAY, channel="sms", windows=sms_windows(MISSISSIPPI_SMS, NO_SUNDAY))
+                           market=NO_SUNDAY, channel="sms", windows=sms_rule_for(MISSISSIPPI_SMS, NO_SUNDAY))
     assert (decision.action, decision.due_at) == (SendAction.RESCHEDULE, now)
 
 
@@ -234,7 +234,7 @@ def test_a_failed_text_is_retried_inside_the_sms_hours_not_at_the_end_of_quiet_h
     outcome = after_attempt(now=at, deadline_at=at + timedelta(hours=20), channel="sms", ok=False, transient=True,
                             reason="http_503", retry_after=None, channel_attempts=1, max_attempts=5, channels=["sms"],
                             failed_channels=[], retry_base_seconds=120, timezone="America/New_York", market=NA,
-                            rng=random.Random(1), windows=sms_windows(FLORIDA_SMS, NA))
+                            rng=random.Random(1), windows=sms_rule_for(FLORIDA_SMS, NA))
     assert outcome.due_at == local("America/New_York", 2026, 5, 13, 8, 0)
 
 
@@ -266,7 +266,7 @@ def test_a_text_claimed_the_evening_before_a_daylight_saving_change_waits_for_ei
     decision = decide(FLORIDA_SMS, claimed)
     assert (decision.action, decision.due_at) == (SendAction.RESCHEDULE, morning_utc)
     window = send_window(now=claimed, deadline_at=claimed + timedelta(hours=20), timezone="America/New_York",
-                         market=NA, channel="sms", windows=sms_windows(FLORIDA_SMS, NA))
+                         market=NA, channel="sms", windows=sms_rule_for(FLORIDA_SMS, NA))
     assert window.due_at == morning_utc
 
 

@@ -201,3 +201,21 @@ def test_a_broken_notice_is_400_naming_the_field_and_an_unsigned_one_401(site):
     with site.services.session() as session:
         assert session.scalars(select(EmailSuppression)).all() == []
     assert json.loads(site.post(FEEDBACK, b"nope").text)["error"].startswith("body:")
+
+
+# ------------------------------------------------------------ rule 17: the state from Shopify
+
+
+def test_a_shopify_order_shipped_to_texas_makes_a_texan_read_central_time(site):
+    from coupons.markets import load_markets
+    from coupons.timing import customer_zone
+    from store.rows import customer_value
+    from tests.support import shopify_order
+
+    payload = shopify_order(processed_at=site.services.clock(), sms_consent="subscribed")
+    payload["shipping_address"]["province_code"] = "TX"
+    assert web_tier.post_shopify(site, payload, "w-tx").status_code == 200
+    with site.services.session() as session:
+        [customer] = session.scalars(select(Customer)).all()
+        assert customer.region == "US-TX"
+        assert customer_zone(customer_value(customer), load_markets().for_country("US")) == "America/Chicago"

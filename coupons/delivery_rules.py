@@ -15,9 +15,17 @@ from datetime import datetime, timedelta
 
 from .markets import Market
 from .model import Customer
-from .sms_hours import SmsWindows, next_allowed_sms, sms_window_for
+from .sms_hours import NoSmsTime, SmsWindows, next_allowed_sms, sms_window_for
 from .states import DeliveryState, Reason, SendAction
-from .timing import FREQUENCY_CAP, customer_zone, deadline_for, outside_quiet_hours, retry_due_at
+from .timing import (
+    FREQUENCY_CAP,
+    customer_zone,
+    customer_zone_is_own,
+    deadline_for,
+    outside_quiet_hours,
+    retry_due_at,
+    state_zones,
+)
 
 SMS = "sms"
 
@@ -56,20 +64,55 @@ def _no_channel_reason(customer: Customer, market: Market, configured: Collectio
     return Reason.NO_CHANNEL
 
 
-def sms_windows(customer: Customer, market: Market) -> SmsWindows | None:
+@dataclass(frozen=True)
+class SmsRule:
+    """The SMS hours that apply to one customer (rule 17): their state's windows, and the
+    zones a text must find them open in. `zones` is empty when the customer's own zone
+    (the one the caller passes) is known; it lists every zone of their state when their
+    zone was only inferred from a state that spans several (`region_timezones.toml`):
+    the law counts the recipient's clock, which Encore cannot tell then."""
+
+    windows: SmsWindows
+    zones: tuple[str, ...] = ()
+
+
+_ZONE_ROUNDS = 16
+"""Rounds of `_next_allowed_everywhere`: windows hours wide in zones an hour or two apart
+agree within two or three rounds."""
+
+
+def sms_rule_for(customer: Customer, market: Market) -> SmsRule | None:
     """The SMS hours that apply to `customer` (rule 17): their state's, else their
     country's; None where the market sets none (quiet hours alone)."""
-    return sms_window_for(market, customer.country, customer.region)
+    windows = sms_window_for(market, customer.country, customer.region)
+    if windows is None:
+        return None
+    zones = () if customer_zone_is_own(customer) else state_zones(customer)
+    return SmsRule(windows, zones if len(zones) > 1 else ())
 
 
 def channel_allowed_at(channel: str, when: datetime, timezone: str, market: Market,
-                       windows: SmsWindows | None) -> datetime:
+                       windows: SmsRule | None) -> datetime:
     """The first instant at or after `when` at which `channel` may carry a coupon: the end
     of quiet hours, and for SMS also inside the SMS hours (rule 17: they narrow quiet
-    hours for SMS only)."""
+    hours for SMS only), in every zone of `windows.zones` when it names several."""
     if channel == SMS and windows is not None:
-        return next_allowed_sms(when, timezone, windows, market.quiet_start, market.quiet_end)
+        return _next_allowed_everywhere(when, windows.zones or (timezone,), windows.windows, market)
     return outside_quiet_hours(when, timezone, market.quiet_start, market.quiet_end)
+
+
+def _next_allowed_everywhere(when: datetime, zones: Sequence[str], windows: SmsWindows, market: Market) -> datetime:
+    """The first instant at or after `when` allowed in each of `zones` at once: each zone
+    moves the candidate forward to its own next allowed instant until none moves it."""
+    at = when
+    for _ in range(_ZONE_ROUNDS):
+        moved = at
+        for zone in zones:
+            moved = next_allowed_sms(moved, zone, windows, market.quiet_start, market.quiet_end)
+        if moved == at:
+            return at
+        at = moved
+    raise NoSmsTime(f"the SMS windows of {windows.where} are never open in all of {', '.join(zones)} at once")
 
 
 def plan_delivery(*, trigger_at: datetime, now: datetime, customer: Customer, market: Market,
@@ -96,7 +139,7 @@ def plan_delivery(*, trigger_at: datetime, now: datetime, customer: Customer, ma
         return Plan(DeliveryState.SUPPRESSED, _no_channel_reason(customer, market, configured, opted_out, suppressed),
                     due_at, deadline_at)
     if channels[0] == SMS:
-        sms_at = channel_allowed_at(SMS, trigger_at, timezone, market, sms_windows(customer, market))
+        sms_at = channel_allowed_at(SMS, trigger_at, timezone, market, sms_rule_for(customer, market))
         if sms_at < deadline_at - ATTEMPT_MARGIN:
             due_at = sms_at
         elif len(channels) == 1:
@@ -189,7 +232,7 @@ def decide_send(*, now: datetime, deadline_at: datetime, customer: Customer, mar
                             reason=_no_channel_reason(customer, market, configured, opted_out, suppressed))
     timezone = customer_zone(customer, market)
     if turn.channel == SMS:
-        sms_at = channel_allowed_at(SMS, now, timezone, market, sms_windows(customer, market))
+        sms_at = channel_allowed_at(SMS, now, timezone, market, sms_rule_for(customer, market))
         if now < sms_at < deadline_at - ATTEMPT_MARGIN:
             return SendDecision(SendAction.RESCHEDULE, due_at=sms_at)
         if sms_at >= deadline_at - ATTEMPT_MARGIN:
@@ -214,7 +257,7 @@ started in time is accepted in time. The same margin bounds retries (`after_atte
 
 def send_window(*, now: datetime, deadline_at: datetime, timezone: str, market: Market,
                 margin: timedelta = ATTEMPT_MARGIN, last_transient_reason: str | None = None,
-                channel: str | None = None, windows: SmsWindows | None = None) -> SendDecision:
+                channel: str | None = None, windows: SmsRule | None = None) -> SendDecision:
     """Rules 8 and 17 at the moment of an attempt: send, wait for the end of quiet hours
     (`reschedule` with `due_at`), or end `expired` (with the last transient failure's
     reason when there was one: what kept it from going out). Checked again right before
@@ -254,7 +297,7 @@ def after_attempt(*, now: datetime, deadline_at: datetime, channel: str, ok: boo
                   reason: str, retry_after: float | None, channel_attempts: int, max_attempts: int,
                   channels: Sequence[str], failed_channels: Sequence[str], retry_base_seconds: float,
                   timezone: str, market: Market, rng: random.Random | None = None,
-                  windows: SmsWindows | None = None) -> AttemptOutcome:
+                  windows: SmsRule | None = None) -> AttemptOutcome:
     """Rule 12 after one attempt on `channel` (`channel_attempts` counts it in its turn;
     `channels`: those usable when it was claimed, market order; `failed_channels`: those
     that failed permanently before it; `windows`: the customer's SMS hours, rule 17).

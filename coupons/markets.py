@@ -95,15 +95,16 @@ SHIPPED_REGION_ZONES_FILE = "region_timezones.toml"
 
 
 @cache
-def region_zones() -> dict[str, str]:
-    """The shipped table of each US state's main zone (`region_timezones.toml`), read once."""
-    return tomllib.loads(resources.files("coupons").joinpath(SHIPPED_REGION_ZONES_FILE).read_text("utf-8"))
+def region_zones() -> dict[str, tuple[str, ...]]:
+    """The shipped table of each US state's zones, main zone first (`region_timezones.toml`), read once."""
+    raw = tomllib.loads(resources.files("coupons").joinpath(SHIPPED_REGION_ZONES_FILE).read_text("utf-8"))
+    return {region: (zones,) if isinstance(zones, str) else tuple(zones) for region, zones in raw.items()}
 
 
-def region_timezone(region: str | None) -> str | None:
-    """The main zone of an ISO 3166-2 region (`US-FL` → America/New_York), or None when
-    the table does not pin one."""
-    return region_zones().get(region.strip().upper()) if region else None
+def region_timezones(region: str | None) -> tuple[str, ...]:
+    """Every zone of an ISO 3166-2 region, main zone first (`US-FL` → America/New_York,
+    America/Chicago); empty when the table does not name the region."""
+    return region_zones().get(region.strip().upper(), ()) if region else ()
 
 
 def default_timezone(country: str) -> str:

@@ -9,7 +9,7 @@ import random
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from .markets import Market, region_timezone
+from .markets import Market, region_timezones
 from .model import Customer
 
 DEADLINE_AFTER = timedelta(hours=24)
@@ -24,14 +24,30 @@ def customer_zone(customer: Customer, market: Market) -> str:
     else the market's zone for their country, else the country's main zone. A zone that
     does not exist (a row written by hand, a zone withdrawn since the event came) falls
     back instead of failing."""
-    if customer.timezone:
-        try:
-            ZoneInfo(customer.timezone)
-            return customer.timezone
-        except (ValueError, LookupError):
-            pass
-    region = customer.region if customer.region and customer.region.upper().startswith(f"{customer.country}-") else None
-    return region_timezone(region) or market.timezone_for(customer.country)
+    if customer_zone_is_own(customer):
+        return customer.timezone  # type: ignore[return-value]
+    zones = state_zones(customer)
+    return zones[0] if zones else market.timezone_for(customer.country)
+
+
+def state_zones(customer: Customer) -> tuple[str, ...]:
+    """The zones of the customer's region (main zone first) when the shipped table names
+    it and it lies in their country; empty otherwise."""
+    region = customer.region
+    if not region or not region.upper().startswith(f"{customer.country}-"):
+        return ()
+    return region_timezones(region)
+
+
+def customer_zone_is_own(customer: Customer) -> bool:
+    """Whether the customer gave a zone that exists (else `customer_zone` infers one)."""
+    if not customer.timezone:
+        return False
+    try:
+        ZoneInfo(customer.timezone)
+        return True
+    except (ValueError, LookupError):
+        return False
 
 
 def deadline_for(trigger_at: datetime) -> datetime:

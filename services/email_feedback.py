@@ -18,7 +18,7 @@ delivery past its deadline, or for no delivery Encore knows, changes nothing.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -37,6 +37,9 @@ from .ports import RELAY
 
 log = logging.getLogger(__name__)
 
+CLOCK_SKEW = timedelta(minutes=2)
+"""A bounce is matched to a send up to this long after its `occurred_at`: the provider's
+clock and Encore's (which stamps `sent_at` after the provider's answer) may differ."""
 TRANSIENT_BOUNCE = "email_bounce"
 """The reason of the attempt row a transient bounce adds to the delivery it answers."""
 
@@ -87,7 +90,7 @@ def _count_transient_bounce(session, runtime: Runtime, notice: EmailFeedback, no
     found = session.execute(
         select(Delivery, Customer).join(Customer, Customer.id == Delivery.customer_id)
         .where(func.lower(Customer.email) == notice.email.lower(), Delivery.channel == "email", Delivery.state == DeliveryState.SENT,
-               Delivery.sent_at <= notice.occurred_at, Delivery.deadline_at > now)
+               Delivery.sent_at <= notice.occurred_at + CLOCK_SKEW, Delivery.deadline_at > now)
         .order_by(Delivery.sent_at.desc()).limit(1).with_for_update(of=Delivery)
     ).first()
     if found is None:

@@ -56,7 +56,7 @@ def _window(runtime: Runtime, item: Outgoing, now: datetime) -> SendDecision:
     return send_window(now=now, deadline_at=item.deadline_at, timezone=item.timezone,
                        market=runtime.markets.by_name[item.market_name],
                        last_transient_reason=item.last_transient_reason, channel=item.channel,
-                       windows=item.sms_windows)
+                       windows=item.sms_rule)
 
 
 def _send_one(runtime: Runtime, claim: Claim, sender: ChannelSender, item: Outgoing, clock: Clock) -> str:

@@ -21,12 +21,11 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from channels.adapter import SendResult
-from coupons.delivery_rules import SMS, SendDecision, after_attempt, decide_send, sms_windows
+from coupons.delivery_rules import SMS, SendDecision, SmsRule, after_attempt, decide_send, sms_rule_for
 from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
 from coupons.model import Customer as CustomerValue
 from coupons.model import Message, MessageContext, Offer
-from coupons.sms_hours import SmsWindows
 from coupons.timing import customer_zone
 from coupons.unsubscribe import unsubscribe_url
 from store.bulk import one_of
@@ -58,7 +57,7 @@ class Outgoing:
     channels: tuple[str, ...]  # usable when claimed, market order: what may follow a failure
     last_reason: str | None = None
     last_transient_reason: str | None = None  # an expiry keeps it (rule 12)
-    sms_windows: SmsWindows | None = None  # the customer's SMS hours (rule 17), checked before each SMS attempt
+    sms_rule: SmsRule | None = None  # the customer's SMS hours (rule 17), checked before each SMS attempt
 
 
 @dataclass
@@ -203,7 +202,7 @@ def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDec
         failed_channels=list(row.failed_channels or []), attempts=row.attempts,
         timezone=timezone, market_name=market.name, channels=decision.channels, last_reason=row.reason,
         last_transient_reason=row.last_transient_reason,
-        sms_windows=sms_windows(customer, market) if channel == SMS else None,
+        sms_rule=sms_rule_for(customer, market) if channel == SMS else None,
     )
 
 
@@ -230,7 +229,7 @@ def outcome_values(item: Outgoing, result: SendResult, now: datetime, runtime: R
         reason=result.reason, retry_after=result.retry_after, channel_attempts=item.channel_attempts + 1,
         max_attempts=settings.max_attempts_per_channel, channels=item.channels, failed_channels=item.failed_channels,
         retry_base_seconds=settings.retry_base_seconds, timezone=item.timezone,
-        market=runtime.markets.by_name[item.market_name], windows=item.sms_windows,
+        market=runtime.markets.by_name[item.market_name], windows=item.sms_rule,
     )
     return dict(
         delivery_id=item.delivery_id, state=outcome.state, reason=outcome.reason, updated_at=now,

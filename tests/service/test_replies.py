@@ -59,15 +59,18 @@ def sms_consent(site, customer_id: str) -> bool:
 
 
 def order(site, event_id: str, customer_id: str, **kwargs):
-    # The fixed clock's 12:00 UTC is 08:00 in Florida in March (EDT): inside its SMS hours.
+    # Customers in Miami: the fixed clock's 12:00 UTC is 08:00 there in March (EDT), inside Florida's SMS hours.
     return site.post("/events", order_paid(event_id, customer_id=customer_id, occurred_at=site.services.clock(),
-                                          consent=["sms"], phone=SHARED_PHONE, region="US-FL", **kwargs))
+                                           consent=["sms"], phone=SHARED_PHONE, region="US-FL",
+                                           timezone="America/New_York", **kwargs))
 
 
 def test_stop_opts_out_every_customer_holding_the_number_and_start_opts_them_back_in(site):
     # Given two customers of the shop sharing one phone, each with a text scheduled
     assert order(site, "e1", "c1").status_code == 202
     assert order(site, "e2", "c2").status_code == 202
+    with site.services.session() as session:
+        assert session.get(Customer, "c1").region == "US-FL"  # stored: the state's SMS hours and zone
     # When the number replies STOP (in any case, as Twilio matches it)
     answer = reply(site, " Stop ")
     # Then both are opted out of SMS, Twilio gets empty TwiML, and nothing is texted
@@ -198,3 +201,21 @@ def test_a_broken_notice_is_400_naming_the_field_and_an_unsigned_one_401(site):
     with site.services.session() as session:
         assert session.scalars(select(EmailSuppression)).all() == []
     assert json.loads(site.post(FEEDBACK, b"nope").text)["error"].startswith("body:")
+
+
+# ------------------------------------------------------------ rule 17: the state from Shopify
+
+
+def test_a_shopify_order_shipped_to_texas_makes_a_texan_read_central_time(site):
+    from coupons.markets import load_markets
+    from coupons.timing import customer_zone
+    from store.rows import customer_value
+    from tests.support import shopify_order
+
+    payload = shopify_order(processed_at=site.services.clock(), sms_consent="subscribed")
+    payload["shipping_address"]["province_code"] = "TX"
+    assert web_tier.post_shopify(site, payload, "w-tx").status_code == 200
+    with site.services.session() as session:
+        [customer] = session.scalars(select(Customer)).all()
+        assert customer.region == "US-TX"
+        assert customer_zone(customer_value(customer), load_markets().for_country("US")) == "America/Chicago"

@@ -580,8 +580,10 @@ def test_openapi_describes_every_route_with_its_status_codes(web):
     routes = [r for r in iter_route_contexts(web.client.app.routes) if isinstance(r.original_route, APIRoute)]
     assert {r.path for r in routes} == set(schema["paths"]) == {
         "/events", "/webhooks/shopify/orders-paid", "/coupons/{code}/redeem", "/unsubscribe/{token}", "/healthz",
-        "/metrics", "/"}
+        "/metrics", "/", "/webhooks/sms/inbound", "/webhooks/email/feedback"}
     expected = {("/events", "post"): {"202", "400", "401", "413"},
+                ("/webhooks/sms/inbound", "post"): {"200", "400", "401", "413", "503"},
+                ("/webhooks/email/feedback", "post"): {"200", "400", "401", "413"},
                 ("/webhooks/shopify/orders-paid", "post"): {"200", "400", "401", "413"},
                 ("/coupons/{code}/redeem", "post"): {"200", "400", "401", "404", "409", "410", "413"},
                 ("/unsubscribe/{token}", "post"): {"200", "404", "413"},

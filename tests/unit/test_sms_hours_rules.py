@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from coupons.delivery_rules import after_attempt, decide_send, plan_delivery, send_window, sms_windows
+from coupons.delivery_rules import after_attempt, decide_send, plan_delivery, send_window, sms_rule_for
 from coupons.markets import load_markets, parse_markets
 from coupons.model import CHANNELS, Customer
 from coupons.shopify_orders import order_paid_event
@@ -22,10 +22,11 @@ NA = MARKETS.by_name["north_america"]
 ALL = frozenset(CHANNELS)
 NEW_YORK = ZoneInfo("America/New_York")
 
-# A Florida customer who sent no timezone: their zone comes from their state.
-FLORIDA_SMS = Customer(id="c-fl", country="US", region="US-FL", phone="+13055550100", consent=frozenset({"sms"}))
-FLORIDA_BOTH = Customer(id="c-fl2", country="US", region="US-FL", phone="+13055550101", email="fl@example.com",
-                        consent=frozenset({"email", "sms"}))
+# Florida customers in Miami (their zone given): Florida's window on their own clock.
+FLORIDA_SMS = Customer(id="c-fl", country="US", region="US-FL", timezone="America/New_York", phone="+13055550100",
+                       consent=frozenset({"sms"}))
+FLORIDA_BOTH = Customer(id="c-fl2", country="US", region="US-FL", timezone="America/New_York", phone="+13055550101",
+                        email="fl@example.com", consent=frozenset({"email", "sms"}))
 
 
 def local(zone: str, *args: int) -> datetime:
@@ -101,10 +102,31 @@ def test_a_federal_state_customer_may_still_get_a_text_at_half_past_eight():
     assert plan(georgia, evening).due_at == evening
 
 
-def test_texas_sunday_texts_wait_for_noon_in_central_time():
+def test_texas_sunday_texts_wait_for_noon_on_the_customers_clock():
     sunday_morning = local("America/Chicago", 2026, 5, 10, 9, 30)  # 2026-05-10 is a Sunday
-    texan = Customer(id="c-tx", country="US", region="US-TX", phone="+12145550100", consent=frozenset({"sms"}))
+    texan = Customer(id="c-tx", country="US", region="US-TX", timezone="America/Chicago", phone="+12145550100",
+                     consent=frozenset({"sms"}))
     assert plan(texan, sunday_morning).due_at == local("America/Chicago", 2026, 5, 10, 12, 0)
+
+
+def test_without_a_timezone_a_state_with_two_zones_is_texted_only_when_both_clocks_allow():
+    # No timezone: the customer may live in Florida's Central panhandle, where 08:00
+    # Eastern is 07:00. The text waits for 08:00 Central (09:00 Eastern), and stops at 20:00 Eastern.
+    evening = local("America/New_York", 2026, 5, 12, 20, 30)
+    floridian = Customer(id="c", country="US", region="US-FL", phone="+13055550100", consent=frozenset({"sms"}))
+    assert plan(floridian, evening).due_at == local("America/Chicago", 2026, 5, 13, 8, 0)
+    late = decide(floridian, local("America/Chicago", 2026, 5, 13, 19, 30))  # 20:30 Eastern
+    assert (late.action, late.due_at) == (SendAction.RESCHEDULE, local("America/Chicago", 2026, 5, 14, 8, 0))
+    # Texas, Sunday: noon in El Paso (Mountain) is 13:00 in Dallas
+    texan = Customer(id="c-tx", country="US", region="US-TX", phone="+12145550100", consent=frozenset({"sms"}))
+    assert plan(texan, local("America/Chicago", 2026, 5, 10, 9, 30)).due_at == local("America/Denver", 2026, 5, 10,
+                                                                                          12, 0)
+
+
+def test_without_a_timezone_a_state_with_one_zone_keeps_its_window_on_that_clock():
+    evening = local("America/New_York", 2026, 5, 12, 20, 30)
+    marylander = Customer(id="c-md", country="US", region="US-MD", phone="+14105550100", consent=frozenset({"sms"}))
+    assert plan(marylander, evening).due_at == local("America/New_York", 2026, 5, 13, 8, 0)
 
 
 @pytest.mark.parametrize(("evening", "morning_utc"), [
@@ -184,7 +206,7 @@ def test_after_email_failed_for_good_the_text_waits_for_the_morning():
 
 
 def test_every_attempt_checks_the_window_again_so_a_batch_that_crosses_eight_stops():
-    windows = sms_windows(FLORIDA_SMS, NA)
+    windows = sms_rule_for(FLORIDA_SMS, NA)
     deadline = local("America/New_York", 2026, 5, 13, 19, 0)
 
     def window(now):
@@ -203,7 +225,7 @@ def test_every_attempt_checks_the_window_again_so_a_batch_that_crosses_eight_sto
 def test_a_window_that_opens_after_the_deadline_hands_the_row_back_at_once_for_the_next_channel():
     now = SATURDAY_EVENING
     decision = send_window(now=now, deadline_at=now + timedelta(hours=24), timezone="America/Chicago",
-                           market=NO_SUNDAY, channel="sms", windows=sms_windows(MISSISSIPPI_SMS, NO_SUNDAY))
+                           market=NO_SUNDAY, channel="sms", windows=sms_rule_for(MISSISSIPPI_SMS, NO_SUNDAY))
     assert (decision.action, decision.due_at) == (SendAction.RESCHEDULE, now)
 
 
@@ -212,7 +234,7 @@ def test_a_failed_text_is_retried_inside_the_sms_hours_not_at_the_end_of_quiet_h
     outcome = after_attempt(now=at, deadline_at=at + timedelta(hours=20), channel="sms", ok=False, transient=True,
                             reason="http_503", retry_after=None, channel_attempts=1, max_attempts=5, channels=["sms"],
                             failed_channels=[], retry_base_seconds=120, timezone="America/New_York", market=NA,
-                            rng=random.Random(1), windows=sms_windows(FLORIDA_SMS, NA))
+                            rng=random.Random(1), windows=sms_rule_for(FLORIDA_SMS, NA))
     assert outcome.due_at == local("America/New_York", 2026, 5, 13, 8, 0)
 
 
@@ -244,5 +266,30 @@ def test_a_text_claimed_the_evening_before_a_daylight_saving_change_waits_for_ei
     decision = decide(FLORIDA_SMS, claimed)
     assert (decision.action, decision.due_at) == (SendAction.RESCHEDULE, morning_utc)
     window = send_window(now=claimed, deadline_at=claimed + timedelta(hours=20), timezone="America/New_York",
-                         market=NA, channel="sms", windows=sms_windows(FLORIDA_SMS, NA))
+                         market=NA, channel="sms", windows=sms_rule_for(FLORIDA_SMS, NA))
     assert window.due_at == morning_utc
+
+
+# --- the shipped region zones and the Twilio token ---------------------------------
+
+US_STATES = ("AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY "
+             "NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY").split()
+
+
+def test_every_state_has_a_main_zone_and_every_zone_exists():
+    from coupons.markets import region_zones
+
+    zones = region_zones()
+    assert {f"US-{state}" for state in US_STATES} <= set(zones)
+    for region, names in zones.items():
+        assert names and all(ZoneInfo(name) for name in names), region
+        assert len(set(names)) == len(names), region
+
+
+def test_the_twilio_token_is_read_trimmed_and_never_shown():
+    from config.settings import load_settings
+
+    settings = load_settings({"ENCORE_TWILIO_AUTH_TOKEN": " secret-token "})
+    assert settings.twilio_auth_token == "secret-token"
+    assert "secret-token" not in repr(settings)
+    assert load_settings({"ENCORE_TWILIO_AUTH_TOKEN": "  "}).twilio_auth_token is None

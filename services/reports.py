@@ -15,7 +15,7 @@ from sqlalchemy import Float, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from coupons.states import DeliveryState
-from store.models import Coupon, DeadLetter, Delivery, InboxEvent
+from store.models import Attempt, Coupon, DeadLetter, Delivery, InboxEvent
 
 PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
 STREAM_BATCH = 1000
@@ -119,7 +119,7 @@ def iter_deliveries(session: Session, customer_id: str | None = None) -> Iterato
     query = select(*_COLUMNS).join(Coupon, Coupon.id == Delivery.coupon_id).order_by(Delivery.id)
     if customer_id is not None:
         query = query.where(Delivery.customer_id == customer_id)
-    for row in session.execute(query.execution_options(yield_per=STREAM_BATCH)):
+    for row, skipped in _with_skipped(session, session.execute(query.execution_options(yield_per=STREAM_BATCH))):
         trigger, campaign = trigger_of(row.trigger_key)
         yield {
             "id": row.id,
@@ -139,7 +139,25 @@ def iter_deliveries(session: Session, customer_id: str | None = None) -> Iterato
             "campaign": campaign,
             "expires_at": rfc3339(row.expires_at),
             "void": row.void_at is not None,
+            "skipped": skipped,
         }
+
+
+def _with_skipped(session: Session, result: Any) -> Iterator[tuple[Any, list[dict]]]:
+    """Each row of `result` with its `skipped` (SPEC rule 16): every channel passed over
+    (attempt outcome `skipped`, e.g. whatsapp_us_blocked) or given up before the one in
+    the delivery's `channel`, in the order first tried, with the reason of its last
+    attempt. One query per fetched block of rows."""
+    for rows in result.partitions():
+        channel_of = {row.id: row.channel for row in rows}
+        reasons: dict[int, dict[str, str]] = {}
+        for delivery_id, channel, reason in session.execute(
+                select(Attempt.delivery_id, Attempt.channel, Attempt.reason)
+                .where(Attempt.delivery_id.in_(channel_of), Attempt.outcome != "sent").order_by(Attempt.id)):
+            if channel != channel_of[delivery_id]:
+                reasons.setdefault(delivery_id, {})[channel] = reason  # the first try's place, the last's reason
+        for row in rows:
+            yield row, [{"channel": channel, "reason": reason} for channel, reason in reasons.get(row.id, {}).items()]
 
 
 def deliveries(session: Session, customer_id: str | None = None) -> list[dict]:

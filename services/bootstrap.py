@@ -17,6 +17,7 @@ must start while the database is still away (its tasks retry).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -44,6 +45,9 @@ class Runtime:
     markets: Markets
     clock: Clock = utcnow
     doorbell: Doorbell = field(default_factory=NoDoorbell)
+    stopping: threading.Event = field(default_factory=threading.Event, compare=False)
+    """Set when the process is asked to stop (SIGTERM, SPEC rule 19): sends in flight finish
+    and are recorded, and what no sending thread has taken yet goes back to the relay."""
 
     @property
     def database_url(self) -> str:

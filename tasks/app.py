@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import time
 
 from celery import Celery
 from billiard.process import current_process
@@ -106,10 +107,19 @@ def runtime() -> Runtime:
     return _runtime
 
 
+RESUME_AFTER_SECONDS = 30.0
+"""A pool process still given new tasks this long after its SIGTERM belongs to a worker
+that is not stopping (the signal reached that process alone): it sends again. A stopping
+worker's main process gives its pool no new task once its warm shutdown began."""
+_stop_requested_at: float | None = None
+
+
 def _stop_taking_sends(signum: int, _frame: object) -> None:
     """SIGTERM in a pool child: finish the sends in flight, hand the rest back (SPEC rule
     19); a second SIGTERM ends the child at once."""
+    global _stop_requested_at
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _stop_requested_at = time.monotonic()
     os.write(2, f"encore: pool process {os.getpid()} asked to stop: finishing its sends in flight\n".encode())
     if _runtime is not None:
         _runtime.stopping.set()
@@ -124,9 +134,14 @@ def _stop_gracefully_on_sigterm(**_: object) -> None:
     it is replaced here, before each task): that ended a batch mid-send, leaving a
     message the provider took that no row recorded, sent again by the next worker. In
     the worker's main process (solo or threads pool) Celery's own handler stays."""
+    global _stop_requested_at
     if current_process()._name == "MainProcess":
         return
-    if signal.getsignal(signal.SIGTERM) is not _stop_taking_sends:
+    if _stop_requested_at is not None and time.monotonic() - _stop_requested_at > RESUME_AFTER_SECONDS:
+        _stop_requested_at = None
+        if _runtime is not None:
+            _runtime.stopping.clear()
+    if _stop_requested_at is None and signal.getsignal(signal.SIGTERM) is not _stop_taking_sends:
         signal.signal(signal.SIGTERM, _stop_taking_sends)
 
 

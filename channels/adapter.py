@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from types import TracebackType
 
 import apprise
@@ -89,6 +90,22 @@ def check_channel(channel: str, template: str) -> str:
         return f"{valid}; {check_smtp(SmtpSettings.from_apprise(plugin))}"
     except SmtpCheckError as error:
         raise SmtpCheckError(f"{valid}, but {error}") from None
+
+
+@lru_cache(maxsize=8)
+def email_sender_domain(template: str) -> str | None:
+    """The domain of the From address an email channel sends as (for its Message-IDs,
+    SPEC rule 19), or None when the template's plugin does not say."""
+    try:
+        plugin = _load_template("email", template)
+    except ChannelConfigError:
+        return None
+    sender = getattr(plugin, "from_addr", None) or getattr(plugin, "from_email", None)
+    if isinstance(sender, (tuple, list)) and sender:
+        sender = sender[-1]
+    if not isinstance(sender, str) or "@" not in sender:
+        return None
+    return sender.rpartition("@")[2].strip().lower() or None
 
 
 class ChannelSender:

@@ -8,7 +8,9 @@ channel, and this module keeps each slot's sender, with its SMTP session or HTTP
 connection, between messages and between batches.
 
 One pool per (process, channel, template): created lazily in the process that
-sends (a prefork child), never inherited across a fork.
+sends (a prefork child), never inherited across a fork. WhatsApp through the Cloud API
+(Apprise's whatsapp:// form, SPEC rule 16) gets `channels.whatsapp_cloud`'s sender,
+posting to `whatsapp_api_url`; every other template an Apprise or SMTP sender.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .adapter import ChannelSender, open_sender
+from .whatsapp_cloud import DEFAULT_API_URL, WhatsAppCloudSender, is_cloud_api_template
+
+
+def open_channel_sender(channel: str, template: str, whatsapp_api_url: str = DEFAULT_API_URL) -> ChannelSender:
+    """The sender `template` needs: the Cloud API's own for whatsapp://, else Apprise's."""
+    if channel == "whatsapp" and is_cloud_api_template(template):
+        return WhatsAppCloudSender(template, api_url=whatsapp_api_url)
+    return open_sender(channel, template)
 
 
 class SenderPool:
@@ -27,10 +37,11 @@ class SenderPool:
     The number in use at once is bounded by the caller: a send batch starts at most
     `limit` threads per channel, and a prefork child runs one batch at a time."""
 
-    def __init__(self, channel: str, template: str, limit: int) -> None:
+    def __init__(self, channel: str, template: str, limit: int, whatsapp_api_url: str = DEFAULT_API_URL) -> None:
         self.channel = channel
         self.template = template
         self.limit = limit
+        self.whatsapp_api_url = whatsapp_api_url
         self._idle: list[ChannelSender] = []
         self._lock = threading.Lock()
 
@@ -41,7 +52,7 @@ class SenderPool:
         with self._lock:
             sender = self._idle.pop() if self._idle else None
         if sender is None:
-            sender = open_sender(self.channel, self.template)
+            sender = open_channel_sender(self.channel, self.template, self.whatsapp_api_url)
         try:
             yield sender
         except BaseException:
@@ -62,17 +73,17 @@ class SenderPool:
             sender.close()
 
 
-_pools: dict[tuple[int, str, str, int], SenderPool] = {}
+_pools: dict[tuple[int, str, str, int, str], SenderPool] = {}
 _pools_lock = threading.Lock()
 
 
-def pool_for(channel: str, template: str, limit: int) -> SenderPool:
+def pool_for(channel: str, template: str, limit: int, whatsapp_api_url: str = DEFAULT_API_URL) -> SenderPool:
     """This process's pool for `channel` sent with `template`."""
-    key = (os.getpid(), channel, template, limit)
+    key = (os.getpid(), channel, template, limit, whatsapp_api_url)
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
-            pool = _pools[key] = SenderPool(channel, template, limit)
+            pool = _pools[key] = SenderPool(channel, template, limit, whatsapp_api_url)
         return pool
 
 

@@ -10,6 +10,7 @@ the SMTP part itself with smtplib: connect once, send the whole batch, quit.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import secrets
 import smtplib
@@ -81,10 +82,36 @@ def build_email(message: Message, settings: SmtpSettings, to_addr: str) -> bytes
     header shorter than a line does not need. (Before that, EmailMessage +
     set_content cost 1.0 ms.)
     """
+    # The delivery's own Message-ID when the message carries one (SPEC rule 19: every
+    # attempt of a delivery is the same email); else a fresh one. An explicit domain:
+    # without one, make_msgid resolves the local FQDN each time.
+    message_id = _given_message_id(message) or make_msgid(domain=settings.from_addr.rpartition("@")[2] or None)
     return _write_email(message, settings, to_addr, boundary=f"=_encore_{secrets.token_hex(12)}",
-                        date=format_datetime(datetime.now(UTC)),
-                        # An explicit domain: without one, make_msgid resolves the local FQDN each time.
-                        message_id=make_msgid(domain=settings.from_addr.rpartition("@")[2] or None))
+                        date=format_datetime(datetime.now(UTC)), message_id=message_id)
+
+
+def delivery_message_id(delivery_id: int, code: str, domain: str) -> str:
+    """The one Message-ID of a delivery's email, whichever attempt sends it (SPEC rule 19),
+    so a copy resent after a crash is recognisably the message the mailbox already holds.
+    Deterministic: the delivery id, a digest of its coupon code (so two installs, or a
+    database started afresh, never reuse each other's ids; the code itself is not shown),
+    and the From address's domain (RFC 5322 3.6.4: unique, at a domain the sender owns)."""
+    digest = hashlib.sha256(f"{delivery_id}:{code}".encode()).hexdigest()[:16]
+    return f"<encore.{delivery_id}.{digest}@{domain}>"
+
+
+def _given_message_id(message: Message) -> str | None:
+    for name, value in message.headers:
+        if name.lower() == "message-id":
+            return value
+    return None
+
+
+def _other_headers(message: Message) -> tuple[tuple[str, str], ...]:
+    """The message's own headers but its Message-ID, which the writer places itself."""
+    if not any(name.lower() == "message-id" for name, _ in message.headers):
+        return message.headers
+    return tuple((name, value) for name, value in message.headers if name.lower() != "message-id")
 
 
 def build_email_with_generator(message: Message, settings: SmtpSettings, to_addr: str, *, boundary: str,
@@ -109,7 +136,7 @@ def build_email_with_generator(message: Message, settings: SmtpSettings, to_addr
     email["To"] = to_addr
     email["Date"] = date
     email["Message-ID"] = message_id
-    for name, value in message.headers:  # List-Unsubscribe (RFC 8058) when ENCORE_PUBLIC_URL is set
+    for name, value in _other_headers(message):  # List-Unsubscribe (RFC 8058) when ENCORE_PUBLIC_URL is set
         email[name] = value
     buffer = BytesIO()
     BytesGenerator(buffer, mangle_from_=False, policy=compat32).flatten(email, linesep="\r\n")
@@ -160,7 +187,7 @@ def _write_email(message: Message, settings: SmtpSettings, to_addr: str, *, boun
         ("To", to_addr),
         ("Date", date),
         ("Message-ID", message_id),
-        *message.headers,  # List-Unsubscribe (RFC 8058) when ENCORE_PUBLIC_URL is set
+        *_other_headers(message),  # List-Unsubscribe (RFC 8058) when ENCORE_PUBLIC_URL is set
     ]
     if any(not value.isascii() for _, value in headers):
         # A non-ASCII address (SMTPUTF8): leave it to the generator's own rules.

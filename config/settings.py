@@ -14,6 +14,7 @@ from pathlib import Path
 from coupons.errors import ConfigError
 from coupons.model import CHANNELS
 from coupons.shops import Shops, default_shops, load_shops
+from coupons.whatsapp import WhatsAppTemplates, WhatsAppTemplatesError, load_templates
 
 DEFAULT_RETRY_BASE_SECONDS = 60.0
 DEFAULT_LEASE_SECONDS = 300.0
@@ -26,6 +27,8 @@ MAX_SEND_CONCURRENCY = 256
 MIN_SECRET_LENGTH = 16
 """ENCORE_WEBHOOK_SECRET signs every request and every unsubscribe link: a shorter or
 blank one can be guessed (SPEC section 6)."""
+DEFAULT_WHATSAPP_API_URL = "https://graph.facebook.com"
+"""The WhatsApp Cloud API's base (SPEC rule 16); tests point ENCORE_WHATSAPP_API_URL at a stand-in."""
 DEFAULT_BODY_TIMEOUT_SECONDS = 30.0
 """How long `encore serve` waits for a request's whole body after its headers. uvicorn
 has no such limit: without it a client that stops half-way holds its connection (and a
@@ -61,6 +64,10 @@ class Settings:
     shop_secrets: dict[str, str] = field(default_factory=dict, repr=False)
     """The values of the variables the shops file names for secrets (and only those),
     by variable name; a variable that is unset or blank is absent."""
+    whatsapp_templates: WhatsAppTemplates | None = None
+    """SPEC rule 16: the approved templates per language (ENCORE_WHATSAPP_TEMPLATES), or
+    None: WhatsApp through the Cloud API is then not usable for coupons."""
+    whatsapp_api_url: str = DEFAULT_WHATSAPP_API_URL
 
     def concurrency_for(self, channel: str) -> int:
         """Sends of `channel` one worker process may have in flight at once."""
@@ -177,7 +184,31 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         body_timeout_seconds=_number(env, "ENCORE_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS, minimum=0.1),
         shops=shops,
         shop_secrets=shop_secrets,
+        whatsapp_templates=_whatsapp_templates(env),
+        whatsapp_api_url=_whatsapp_api_url(env),
     )
+
+
+def _whatsapp_templates(env: dict[str, str]) -> WhatsAppTemplates | None:
+    """ENCORE_WHATSAPP_TEMPLATES read and checked now: a broken file stops every command
+    with its name and the field at fault (coupons.whatsapp.WhatsAppTemplatesError)."""
+    path = (env.get("ENCORE_WHATSAPP_TEMPLATES") or "").strip()
+    if not path:
+        return None
+    try:
+        return load_templates(path)
+    except WhatsAppTemplatesError as error:
+        raise WhatsAppTemplatesError(f"ENCORE_WHATSAPP_TEMPLATES: {error}") from None
+
+
+def _whatsapp_api_url(env: dict[str, str]) -> str:
+    raw = (env.get("ENCORE_WHATSAPP_API_URL") or "").strip()
+    if not raw:
+        return DEFAULT_WHATSAPP_API_URL
+    if not raw.startswith(("https://", "http://")) or not raw.split("://", 1)[1].strip("/"):
+        raise SettingsError(f"ENCORE_WHATSAPP_API_URL: must be an http(s) URL like {DEFAULT_WHATSAPP_API_URL}, "
+                            f"got {raw!r}")
+    return raw.rstrip("/")
 
 
 def _webhook_secret(env: dict[str, str]) -> str | None:

@@ -251,6 +251,23 @@ def cloud_api_request(message: WhatsAppTemplateMessage, to: str) -> dict[str, An
     }
 
 
+WHATSAPP_US_BLOCKED = "whatsapp_us_blocked"
+WHATSAPP_NO_TEMPLATE = "whatsapp_no_template"
+
+
+def passed_over(number: str | None, *, needs_template: bool, has_templates: bool) -> tuple[str, str] | None:
+    """Why a WhatsApp coupon to `number` is not even attempted, as (reason, detail), or
+    None when it may go: a +1 number whatever the URL (SPEC rule 16), or the Cloud API
+    (`needs_template`) without a templates file. The delivery moves to its next channel
+    and nothing reaches the provider."""
+    if is_us_blocked(number):
+        return WHATSAPP_US_BLOCKED, "not sent: Meta delivers no marketing template to +1 numbers"
+    if needs_template and not has_templates:
+        return WHATSAPP_NO_TEMPLATE, ("not sent: the Cloud API takes only approved templates, and "
+                                      "ENCORE_WHATSAPP_TEMPLATES is not set")
+    return None
+
+
 def is_us_blocked(number: str | None) -> bool:
     """Whether a WhatsApp number has country code +1 (the US, Canada and the rest of
     the North American plan): Meta stopped delivering marketing templates to US

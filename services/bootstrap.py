@@ -17,6 +17,7 @@ must start while the database is still away (its tasks retry).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -25,6 +26,7 @@ import redis
 
 from channels.adapter import validate_channel_template
 from channels.pool import SenderPool, pool_for
+from channels.whatsapp_cloud import is_cloud_api_template, parse_cloud_api_template
 from channels.ratelimit import Limiter, make_rate_limiter
 from config.settings import Settings, load_settings, prepare_data_dir
 from coupons.markets import Markets, load_markets
@@ -43,6 +45,9 @@ class Runtime:
     markets: Markets
     clock: Clock = utcnow
     doorbell: Doorbell = field(default_factory=NoDoorbell)
+    stopping: threading.Event = field(default_factory=threading.Event, compare=False)
+    """Set when the process is asked to stop (SIGTERM, SPEC rule 19): sends in flight finish
+    and are recorded, and what no sending thread has taken yet goes back to the relay."""
 
     @property
     def database_url(self) -> str:
@@ -52,10 +57,17 @@ class Runtime:
     def configured_channels(self) -> frozenset[str]:
         return frozenset(self.settings.channel_templates)
 
+    @property
+    def whatsapp_cloud_api(self) -> bool:
+        """WhatsApp goes through the Cloud API (whatsapp://), so a coupon must be an
+        approved template (SPEC rule 16); any other WhatsApp URL sends the text."""
+        return is_cloud_api_template(self.settings.channel_templates.get("whatsapp", ""))
+
     def sender_pool(self, channel: str) -> SenderPool:
         """This process's senders for `channel` (kept connections, at most the channel's
         concurrency idle); a forked child gets its own."""
-        return pool_for(channel, self.settings.channel_templates[channel], self.settings.concurrency_for(channel))
+        return pool_for(channel, self.settings.channel_templates[channel], self.settings.concurrency_for(channel),
+                        self.settings.whatsapp_api_url)
 
     def rate_limiter(self, channel: str) -> Limiter | None:
         """The channel's shared token bucket (in Redis when the broker is Redis), or None
@@ -79,5 +91,7 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock = utcnow, doorbe
     prepare_data_dir(settings)
     for channel, template in settings.channel_templates.items():
         validate_channel_template(channel, template)
+        if channel == "whatsapp" and is_cloud_api_template(template):
+            parse_cloud_api_template(template)  # the token and phone-number id, named if wrong
     return Runtime(settings=settings, markets=load_markets(settings.markets_file), clock=clock,
                    doorbell=doorbell if doorbell is not None else NoDoorbell())

@@ -73,11 +73,44 @@ def check_all(now: datetime, env: dict[str, str] | None = None) -> Iterator[Chec
             yield CheckLine(f"channel {channel}", True, "off (not set)")
             continue
         yield _channel(channel, template)
+    yield from _whatsapp_templates(settings)
     if not settings.channel_templates:
         yield CheckLine("channels", True, "none is set: every delivery would end suppressed (no_channel); "
                                           "set ENCORE_CHANNEL_EMAIL or another ENCORE_CHANNEL_*", warning=True)
     yield from _campaigns(settings, now)
     yield _serve(settings)
+
+
+def _whatsapp_templates(settings) -> Iterator[CheckLine]:
+    """SPEC rule 16: the Cloud API sends only approved templates. Without the file WhatsApp
+    carries no coupon (an error when whatsapp:// is set); with it, the languages the
+    WhatsApp markets speak that have no template of their own (they get the default's)."""
+    from channels.whatsapp_cloud import is_cloud_api_template
+    from coupons.markets import load_markets
+    from coupons.messages import resolve_language
+
+    part = "whatsapp templates"
+    cloud_api = is_cloud_api_template(settings.channel_templates.get("whatsapp", ""))
+    templates = settings.whatsapp_templates
+    if templates is None:
+        if cloud_api:
+            yield CheckLine(part, False, "ENCORE_WHATSAPP_TEMPLATES is not set: the Cloud API takes only approved "
+                                         "templates, so every WhatsApp coupon goes to its next channel")
+        return
+    listed = f"{', '.join(f'{t.language}={t.name}' for t in templates.templates.values())}; default {templates.default}"
+    try:
+        markets = load_markets(settings.markets_file).by_name.values()
+    except Exception:
+        yield CheckLine(part, True, f"{listed}; languages not checked, the markets file is unusable", warning=True)
+        return
+    spoken = {resolve_language(None, language)[0] for market in markets if "whatsapp" in market.channels
+              for language in (market.language, *market.country_languages.values())}
+    missing = templates.missing(spoken)
+    if missing:
+        yield CheckLine(part, True, f"{listed}; no template for {', '.join(missing)} (the markets' WhatsApp "
+                                    f"customers speaking it get the {templates.default} one)", warning=True)
+    else:
+        yield CheckLine(part, True, f"{listed}; every language of the WhatsApp markets has one")
 
 
 def _serve(settings) -> CheckLine:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from coupons.shops import DEFAULT_SHOP, Shops, raw_id, shop_key
 from coupons.states import DeliveryState
-from store.models import Coupon, DeadLetter, Delivery, InboxEvent
+from store.models import Attempt, Coupon, DeadLetter, Delivery, InboxEvent
 
 PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
 STREAM_BATCH = 1000
@@ -138,15 +138,16 @@ def _delivery_filter(customer_id: str | None, shop: str | None, shops: Shops | N
 
 def iter_deliveries(session: Session, customer_id: str | None = None, *, shop: str | None = None,
                     shops: Shops | None = None) -> Iterator[dict]:
-    """One dict per delivery (SPEC section 4 fields, plus `id`, `expires_at`, `void`, and
-    SPEC section 7's `shop` and `code_synced_at`), streamed in id order: rows are fetched
-    `STREAM_BATCH` at a time, never all at once. Ids are shown as their shop sent them;
-    `customer_id` is such an id (of `shop`, else of any of `shops`). With `shops`, a shop
-    of platform `none` shows `code_synced_at` null whatever its column holds."""
+    """One dict per delivery (SPEC section 4 fields, plus `id`, `expires_at`, `void`,
+    SPEC section 7's `shop` and `code_synced_at`, and rule 16's `skipped`), streamed in id
+    order: rows are fetched `STREAM_BATCH` at a time, never all at once. Ids are shown as
+    their shop sent them; `customer_id` is such an id (of `shop`, else of any of `shops`).
+    With `shops`, a shop of platform `none` shows `code_synced_at` null whatever its
+    column holds."""
     query = select(*_COLUMNS).join(Coupon, Coupon.id == Delivery.coupon_id).order_by(Delivery.id)
     query = query.where(*_delivery_filter(customer_id, shop, shops))
     no_platform = {name for name, found in shops.by_name.items() if found.platform == "none"} if shops else set()
-    for row in session.execute(query.execution_options(yield_per=STREAM_BATCH)):
+    for row, skipped in _with_skipped(session, session.execute(query.execution_options(yield_per=STREAM_BATCH))):
         trigger, campaign = trigger_of(row.trigger_key)
         yield {
             "id": row.id,
@@ -168,7 +169,25 @@ def iter_deliveries(session: Session, customer_id: str | None = None, *, shop: s
             "expires_at": rfc3339(row.expires_at),
             "code_synced_at": None if row.shop in no_platform else rfc3339(row.code_synced_at),
             "void": row.void_at is not None,
+            "skipped": skipped,
         }
+
+
+def _with_skipped(session: Session, result: Any) -> Iterator[tuple[Any, list[dict]]]:
+    """Each row of `result` with its `skipped` (SPEC rule 16): every channel passed over
+    (attempt outcome `skipped`, e.g. whatsapp_us_blocked) or given up before the one in
+    the delivery's `channel`, in the order first tried, with the reason of its last
+    attempt. One query per fetched block of rows."""
+    for rows in result.partitions():
+        channel_of = {row.id: row.channel for row in rows}
+        reasons: dict[int, dict[str, str]] = {}
+        for delivery_id, channel, reason in session.execute(
+                select(Attempt.delivery_id, Attempt.channel, Attempt.reason)
+                .where(Attempt.delivery_id.in_(channel_of), Attempt.outcome != "sent").order_by(Attempt.id)):
+            if channel != channel_of[delivery_id]:
+                reasons.setdefault(delivery_id, {})[channel] = reason  # the first try's place, the last's reason
+        for row in rows:
+            yield row, [{"channel": channel, "reason": reason} for channel, reason in reasons.get(row.id, {}).items()]
 
 
 def deliveries(session: Session, customer_id: str | None = None, *, shop: str | None = None,

@@ -12,9 +12,13 @@ both."""
 from __future__ import annotations
 
 import gc
+import os
+import signal
+import time
 
 from celery import Celery
-from celery.signals import worker_process_init
+from billiard.process import current_process
+from celery.signals import task_prerun, worker_process_init, worker_shutting_down
 from kombu import pools
 from sqlalchemy.exc import OperationalError
 
@@ -101,6 +105,51 @@ def runtime() -> Runtime:
     if _runtime is None:
         _runtime = compose()
     return _runtime
+
+
+RESUME_AFTER_SECONDS = 30.0
+"""A pool process still given new tasks this long after its SIGTERM belongs to a worker
+that is not stopping (the signal reached that process alone): it sends again. A stopping
+worker's main process gives its pool no new task once its warm shutdown began."""
+_stop_requested_at: float | None = None
+
+
+def _stop_taking_sends(signum: int, _frame: object) -> None:
+    """SIGTERM in a pool child: finish the sends in flight, hand the rest back (SPEC rule
+    19); a second SIGTERM ends the child at once."""
+    global _stop_requested_at
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _stop_requested_at = time.monotonic()
+    os.write(2, f"encore: pool process {os.getpid()} asked to stop: finishing its sends in flight\n".encode())
+    if _runtime is not None:
+        _runtime.stopping.set()
+
+
+@task_prerun.connect
+def _stop_gracefully_on_sigterm(**_: object) -> None:
+    """A pool child asked to stop (SIGTERM, which a deploy sends to the whole process
+    group: systemd, Heroku) finishes its sends in flight and hands the rest back
+    (`Runtime.stopping`), while the parent's warm shutdown waits for its task. Billiard
+    gives a child a SIGTERM handler that exits at once (after `worker_process_init`, so
+    it is replaced here, before each task): that ended a batch mid-send, leaving a
+    message the provider took that no row recorded, sent again by the next worker. In
+    the worker's main process (solo or threads pool) Celery's own handler stays."""
+    global _stop_requested_at
+    if current_process()._name == "MainProcess":
+        return
+    if _stop_requested_at is not None and time.monotonic() - _stop_requested_at > RESUME_AFTER_SECONDS:
+        _stop_requested_at = None
+        if _runtime is not None:
+            _runtime.stopping.clear()
+    if _stop_requested_at is None and signal.getsignal(signal.SIGTERM) is not _stop_taking_sends:
+        signal.signal(signal.SIGTERM, _stop_taking_sends)
+
+
+@worker_shutting_down.connect
+def _stop_sending_on_shutdown(**_: object) -> None:
+    """The same in a worker that runs its tasks in its own process (solo or threads pool)."""
+    if _runtime is not None:
+        _runtime.stopping.set()
 
 
 @worker_process_init.connect

@@ -73,6 +73,15 @@ class _SmtpHandler:
             )
         else:
             self._sink._received.add(None)
+        if self._sink.data_held:
+            # The message is in, its 250 not yet said: a client killed now never hears it
+            # was accepted, and sends it again (the window SPEC rule 19 is about).
+            self._sink.waiting_after_data += 1
+            try:
+                while self._sink.data_held:
+                    await asyncio.sleep(0.01)
+            finally:
+                self._sink.waiting_after_data -= 1
         return "250 Message accepted for delivery"
 
 
@@ -147,6 +156,10 @@ class SmtpSink:
         # message that may still be accepted. Empty + every new RCPT held = nothing new
         # can be accepted (crash tests wait for that before they kill a worker).
         self.past_rcpt: set[int] = set()
+        # While True, a message is kept but its "250 accepted" is held back (a provider
+        # slow to confirm); `waiting_after_data` counts the clients held there.
+        self.data_held = False
+        self.waiting_after_data = 0
         self._sessions = 0
         self._sessions_lock = threading.Lock()
         # With credentials, AUTH (PLAIN, LOGIN) is offered, on this plain local socket too,

@@ -8,7 +8,9 @@ connection is kept). Each thread runs fence → window → send → record (`_se
 per item, sharing the batch's `Claim` (one database connection behind a lock), and
 asks the channel's shared token bucket before each send: a wait longer than
 `MAX_RATE_WAIT_SECONDS` stops the channel's queue, and what no thread has taken yet
-goes back to the relay (`rate_limited`). A worker killed mid-batch leaves at most its
+goes back to the relay (`rate_limited`). A worker asked to stop (`Runtime.stopping`,
+SIGTERM) takes no new item: its sends in flight finish and are recorded, and the rest
+goes back to the relay at once. A worker killed mid-batch leaves at most its
 in-flight messages sent-but-unrecorded (each only for the one database round trip
 after the provider's answer).
 """
@@ -75,7 +77,8 @@ def _send_one(runtime: Runtime, claim: Claim, sender: ChannelSender, item: Outgo
         return RESCHEDULED
 
     def may_attempt_again() -> bool:
-        return claim.owns(item.delivery_id) and _window(runtime, item, clock()).action == "send"
+        return (not runtime.stopping.is_set() and claim.owns(item.delivery_id)
+                and _window(runtime, item, clock()).action == "send")
 
     result = sender.send(item.address, item.message, may_attempt=may_attempt_again)
     if not claim.record(item, result, started_at=now, answered_at=clock()):
@@ -96,6 +99,7 @@ class _ChannelQueue:
         self._items = list(reversed(items))
         self._lock = threading.Lock()
         self.hand_back_after: float | None = None  # seconds until tokens are there again
+        self.stopped = False  # the process is stopping: the rest goes back as it was
 
     def __len__(self) -> int:
         with self._lock:
@@ -103,9 +107,14 @@ class _ChannelQueue:
 
     def take(self) -> Outgoing | None:
         with self._lock:
-            if self.hand_back_after is not None or not self._items:
+            if self.hand_back_after is not None or self.stopped or not self._items:
                 return None
             return self._items.pop()
+
+    def stop_for_shutdown(self, item: Outgoing) -> None:
+        with self._lock:
+            self._items.append(item)
+            self.stopped = True
 
     def stop(self, item: Outgoing, wait: float) -> None:
         with self._lock:
@@ -125,6 +134,9 @@ def _drain(runtime: Runtime, claim: Claim, queue: _ChannelQueue, clock: Clock,
     pool = runtime.sender_pool(queue.channel)
     with pool.lend() as sender:
         while (item := queue.take()) is not None:
+            if runtime.stopping.is_set():
+                queue.stop_for_shutdown(item)
+                return
             wait = _wait_for_token(limiter)
             if wait is not None:
                 queue.stop(item, wait)
@@ -163,6 +175,13 @@ def send_all(runtime: Runtime, claim: Claim, outgoing: list[Outgoing], clock: Cl
     if errors:
         raise errors[0]
     for queue in queues:
+        if queue.stopped:
+            # A graceful stop: each row goes back due now, as it was, for the next worker.
+            now = clock()
+            for rest in queue.rest():
+                if claim.finish(rest.delivery_id, now, state=SCHEDULED, reason=rest.last_reason, next_attempt_at=now):
+                    counts[RESCHEDULED] += 1
+            continue
         if queue.hand_back_after is None:
             continue
         # The provider's rate is spent for longer than a worker should hold:

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
-from channels.adapter import SendResult
+from channels.adapter import SendResult, email_sender_domain
+from channels.smtp import delivery_message_id
 from coupons.delivery_rules import SMS, SendDecision, SmsRule, after_attempt, decide_send, sms_rule_for
 from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
@@ -28,10 +30,10 @@ from coupons.model import Customer as CustomerValue
 from coupons.model import Message, MessageContext, Offer
 from coupons.timing import customer_zone
 from coupons.unsubscribe import unsubscribe_url
+from coupons.whatsapp import passed_over, template_message
 from store.bulk import one_of
 from store.models import FAILED, SCHEDULED, SENT, Coupon, Customer, Delivery, EmailSuppression, Order
 from store.rows import customer_value
-from config.settings import Settings
 
 from ..expiry import last_transient_reason
 from ..failures import failure_reason
@@ -134,10 +136,12 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
         try:
             customer = customer_value(row)
             market = runtime.markets.for_country(customer.country)
-            decision = decide_send(
+            failed_channels = list(row.failed_channels or [])
+
+            decide = partial(
+                decide_send,
                 now=now, deadline_at=row.deadline_at, customer=customer, market=market,
                 configured=runtime.configured_channels, opted_out=row.opted_out or (),
-                failed_channels=row.failed_channels or [], last_reason=row.reason,
                 current_channel=row.channel, channel_attempts=row.channel_attempts,
                 max_attempts=runtime.settings.max_attempts_per_channel,
                 last_transient_reason=row.last_transient_reason,
@@ -146,7 +150,14 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
                 last_sent_to_customer_at=last_sent.get(customer.id),
                 suppressed=("email",) if customer.email and customer.email.lower() in suppressed_emails else (),
             )
-            item = _render(row, customer, market, decision, runtime.settings) if decision.action == "send" else None
+            decision = decide(failed_channels=failed_channels, last_reason=row.reason)
+            while decision.action == "send" and (skip := _passed_over(runtime, decision.channel, customer)):
+                # Not even attempted (SPEC rule 16): recorded, and the next channel decided now.
+                failed_channels.append(decision.channel)
+                _record_skip(session, batch, row.delivery_id, decision.channel, skip, failed_channels)
+                decision = decide(failed_channels=failed_channels, last_reason=skip[0])
+            item = (_render(row, customer, market, decision, runtime, failed_channels)
+                    if decision.action == "send" else None)
         except Exception as error:  # noqa: BLE001 - one bad row must not hold the batch
             # The error's text may quote the customer's data: masked (failure_reason), the traceback at DEBUG.
             why = failure_reason(error)
@@ -180,26 +191,56 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
                                     for r in group])
 
 
+def _passed_over(runtime: Runtime, channel: str | None, customer: CustomerValue) -> tuple[str, str] | None:
+    """(reason, detail) when `channel` is not to be attempted for this customer at all."""
+    if channel != "whatsapp":
+        return None
+    return passed_over(customer.whatsapp, needs_template=runtime.whatsapp_cloud_api,
+                       has_templates=runtime.settings.whatsapp_templates is not None)
+
+
+def _record_skip(session: Session, batch: ClaimedBatch, delivery_id: int, channel: str, skip: tuple[str, str],
+                 failed_channels: list[str]) -> None:
+    """The skipped channel in the delivery's attempt rows (outcome `skipped`, not counted
+    as an attempt) and among its failed channels, so a later claim does not skip it again."""
+    reason, detail = skip
+    write_fenced(session, dict(delivery_id=delivery_id, claim_token=batch.token, failed_channels=list(failed_channels),
+                               updated_at=batch.claimed_at),
+                 dict(at=batch.claimed_at, channel=channel, outcome="skipped", reason=reason, detail=detail))
+
+
 def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDecision,
-            settings: Settings) -> Outgoing:
+            runtime: Runtime, failed_channels: list[str]) -> Outgoing:
     """The message for the decided channel, and what sending and recording it need
-    (`row`: one of `prepare`'s rows)."""
+    (`row`: one of `prepare`'s rows). WhatsApp through the Cloud API carries the approved
+    template for the customer's language (SPEC rule 16); an email carries the one
+    Message-ID all its attempts share (rule 19)."""
+    settings = runtime.settings
     channel = decision.channel
     assert channel is not None
     timezone = customer_zone(customer, market)
     # The country's own region ("ar-SA", "es-MX") so formats fit even without a customer locale.
     language, locale = resolve_language(customer.locale, f"{market.language_for(customer.country)}-{customer.country}")
-    message = render_message(MessageContext(
+    context = MessageContext(
         language=language, locale=locale, customer_name=customer.name, offer=offer_of(row),
         code=row.code, expires_at=row.expires_at, timezone=timezone, framing=market.framing,
         shop_name=settings.shops.signature(row.shop),  # the coupon's shop signs it (SPEC section 7)
         unsubscribe_url=unsubscribe_url(settings.public_url, settings.webhook_secret, customer.id, channel),
-    ), channel)
+    )
+    message = render_message(context, channel)
+    if channel == "whatsapp" and runtime.whatsapp_cloud_api and settings.whatsapp_templates is not None:
+        message = replace(message, whatsapp_template=template_message(
+            settings.whatsapp_templates.for_language(language), context))
+    elif channel == "email":
+        domain = email_sender_domain(settings.channel_templates["email"])
+        if domain:
+            message = replace(message, headers=(
+                *message.headers, ("Message-ID", delivery_message_id(row.delivery_id, row.code, domain))))
     return Outgoing(
         delivery_id=row.delivery_id, customer_id=customer.id, channel=channel, address=customer.address(channel) or "",
         message=message, deadline_at=row.deadline_at,
         channel_attempts=decision.channel_attempts,
-        failed_channels=list(row.failed_channels or []), attempts=row.attempts,
+        failed_channels=list(failed_channels), attempts=row.attempts,
         timezone=timezone, market_name=market.name, channels=decision.channels, last_reason=row.reason,
         last_transient_reason=row.last_transient_reason,
         sms_rule=sms_rule_for(customer, market) if channel == SMS else None,

@@ -14,8 +14,17 @@ from typing import Any
 from sqlalchemy import Float, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from coupons.states import DeliveryState
+from coupons.experiments import CONTROL
+from coupons.review import on_time_rate
+from coupons.states import DeliveryState, Reason
 from store.models import Coupon, DeadLetter, Delivery, InboxEvent
+
+COUNTS_TOWARD_ON_TIME = Delivery.state.in_((DeliveryState.SENT, DeliveryState.EXPIRED)) & ~(
+    (Delivery.state == DeliveryState.EXPIRED) & (Delivery.reason == Reason.LATE_EVENT))
+"""`coupons.review.counts_toward_on_time` in SQL: the one definition of "on time" (a
+backfill, expired on arrival with reason late_event, is never Encore's to send on time)."""
+SENT_ON_TIME = (Delivery.state == DeliveryState.SENT) & (Delivery.sent_at <= Delivery.deadline_at)
+"""`coupons.review.sent_on_time` in SQL."""
 
 PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
 STREAM_BATCH = 1000
@@ -71,9 +80,7 @@ def status(session: Session) -> dict:
     planning ("plan") are triggers, not events, and are not counted here."""
     counts = dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())
     finished, sent_on_time = session.execute(
-        select(func.count(), func.coalesce(func.sum(case(
-            ((Delivery.state == DeliveryState.SENT) & (Delivery.sent_at <= Delivery.deadline_at), 1), else_=0)), 0))
-        .where(Delivery.state.in_((DeliveryState.SENT, DeliveryState.EXPIRED)))
+        select(func.count(), func.coalesce(func.sum(case((SENT_ON_TIME, 1), else_=0)), 0)).where(COUNTS_TOWARD_ON_TIME)
     ).one()
     stored = session.scalar(select(func.count()).select_from(InboxEvent)) or 0
     failed_when_applied = session.scalar(select(func.count()).select_from(DeadLetter).where(
@@ -82,7 +89,7 @@ def status(session: Session) -> dict:
     return {
         "events": {"accepted": max(0, stored - failed_when_applied), "rejected": rejected},
         "deliveries": {state: counts.get(state, 0) for state in DeliveryState},
-        "on_time_rate": round(sent_on_time / finished, 6) if finished else 1.0,
+        "on_time_rate": on_time_rate(sent_on_time, finished),
         "latency_seconds": _latency_percentiles(session, counts.get(DeliveryState.SENT, 0)),
     }
 
@@ -109,7 +116,7 @@ _COLUMNS = (
     Delivery.id, Delivery.customer_id, Delivery.channel, Delivery.state, Delivery.reason, Delivery.trigger_at,
     Delivery.due_at, Delivery.deadline_at, Delivery.sent_at, Delivery.attempts, Coupon.code, Coupon.offer_type,
     Coupon.sku, Coupon.currency, Coupon.price, Coupon.percent, Coupon.redeemed_at, Coupon.expires_at,
-    Coupon.void_at, Coupon.trigger_key,
+    Coupon.void_at, Coupon.trigger_key, Delivery.variant,
 )
 
 
@@ -124,7 +131,7 @@ def iter_deliveries(session: Session, customer_id: str | None = None) -> Iterato
         yield {
             "id": row.id,
             "customer_id": row.customer_id,
-            "code": row.code,
+            "code": None if row.variant == CONTROL else row.code,  # a held-out customer has no code
             "offer": offer_json(row),
             "channel": row.channel,
             "state": row.state,
@@ -139,6 +146,7 @@ def iter_deliveries(session: Session, customer_id: str | None = None) -> Iterato
             "campaign": campaign,
             "expires_at": rfc3339(row.expires_at),
             "void": row.void_at is not None,
+            "variant": row.variant,
         }
 
 

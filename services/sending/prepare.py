@@ -93,7 +93,7 @@ _PREPARE_COLUMNS = (
     # the coupon: its offer (the names `offer_of` reads), code, expiry and campaign
     _COUPONS.c.id.label("coupon_id"), _COUPONS.c.code, _COUPONS.c.expires_at, _COUPONS.c.campaign,
     _COUPONS.c.offer_type, _COUPONS.c.sku, _COUPONS.c.product_name, _COUPONS.c.currency, _COUPONS.c.price,
-    _COUPONS.c.percent, _COUPONS.c.regular_price,
+    _COUPONS.c.percent, _COUPONS.c.regular_price, _COUPONS.c.framing,
     # the customer: the names `customer_value` reads, and the opt-outs
     _CUSTOMERS.c.id, _CUSTOMERS.c.country, _CUSTOMERS.c.name, _CUSTOMERS.c.locale, _CUSTOMERS.c.timezone,
     _CUSTOMERS.c.email, _CUSTOMERS.c.phone, _CUSTOMERS.c.whatsapp, _CUSTOMERS.c.line_id,
@@ -188,7 +188,7 @@ def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDec
     language, locale = resolve_language(customer.locale, f"{market.language_for(customer.country)}-{customer.country}")
     message = render_message(MessageContext(
         language=language, locale=locale, customer_name=customer.name, offer=offer_of(row),
-        code=row.code, expires_at=row.expires_at, timezone=timezone, framing=market.framing,
+        code=row.code, expires_at=row.expires_at, timezone=timezone, framing=row.framing or market.framing,  # a variant's framing, if any
         unsubscribe_url=unsubscribe_url(settings.public_url, settings.webhook_secret, customer.id, channel),
     ), channel)
     return Outgoing(

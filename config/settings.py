@@ -57,6 +57,8 @@ class Settings:
     shops: Shops = field(default_factory=default_shops)
     """SPEC section 7: the shops file (ENCORE_SHOPS_FILE), or the one shop `default`."""
     shop_secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    whatsapp_templates_file: str | None = None
+    """ENCORE_WHATSAPP_TEMPLATES (rule 16): the approved templates per language, or None."""
     """The values of the variables the shops file names for secrets (and only those),
     by variable name; a variable that is unset or blank is absent."""
 
@@ -174,6 +176,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         body_timeout_seconds=_number(env, "ENCORE_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_SECONDS, minimum=0.1),
         shops=shops,
         shop_secrets=shop_secrets,
+        whatsapp_templates_file=env.get("ENCORE_WHATSAPP_TEMPLATES") or None,
     )
 
 

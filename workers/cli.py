@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 from coupons.errors import ConfigError, EncoreError
 from services.ports import Doorbell
 
+from . import stream_commands
+
 
 def _lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
     """Raw bytes per line (stdin and files alike): each line is decoded on its own, so
@@ -377,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "unsubscribe, metrics, dashboard")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    stream_commands.add_parsers(commands)
     return parser
 
 
@@ -419,7 +422,8 @@ def _run(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo,
                 "dead-letters": cmd_dead_letters, "replay": cmd_replay, "check": cmd_check,
-                "campaigns": cmd_campaigns, "serve": cmd_serve, "procfile": cmd_procfile}
+                "campaigns": cmd_campaigns, "serve": cmd_serve, "procfile": cmd_procfile,
+                "review": stream_commands.cmd_review, "preview": stream_commands.cmd_preview}
     return _refusals_reported(lambda: handlers[args.command](args))
 
 

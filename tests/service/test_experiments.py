@@ -5,6 +5,7 @@ streams while the definition is unchanged."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from tests.support import order_paid, stream_ended
@@ -73,3 +74,33 @@ def test_a_customer_keeps_their_group_across_streams(make_services, tmp_path):
     second = {row["customer_id"]: row["variant"] for row in services.deliveries() if row["trigger_at"] == later}
     assert set(first.values()) == {"control", "treatment"}
     assert second == first
+
+
+def test_a_campaigns_own_experiment_holds_out_and_deepens_its_offer(campaign_services, campaigns_dir):
+    from sqlalchemy import select
+
+    from store.models import Delivery
+    from tests.service.conftest import write_campaign
+
+    s = campaign_services
+    # Given a lapsed-buyers campaign at 20% that holds out 40% and tries 30% on the rest
+    write_campaign(campaigns_dir, "win-back.toml", raw=(
+        'name = "win-back"\nschedule = "0 12 * * *"\ntimezone = "UTC"\naudience = "lapsed"\ndays = 30\n'
+        'offer = { type = "percent_off", percent = "20" }\nholdout = 0.4\n'
+        'variants = [{ name = "deeper", weight = 1, depth_percent = "30" }]\n'))
+    for n in range(30):
+        assert s.emit(order_paid(f"old-{n}", customer_id=f"w{n:02d}", occurred_at=s.clock() - timedelta(days=40),
+                                 timezone="UTC", items=MUG)) == []
+    # When it runs
+    assert s.run_campaign("win-back") == "done"
+    rows = s.campaign_deliveries()
+    # Then its own experiment applies: the held out end suppressed/holdout, the rest get 30%
+    assert {row["variant"] for row in rows} == {"control", "deeper"}
+    for row in rows:
+        if row["variant"] == "control":
+            assert (row["state"], row["reason"], row["code"]) == ("suppressed", "holdout", None)
+        else:
+            assert row["state"] == "scheduled" and row["offer"]["percent"] == "30"
+    with s.session() as session:
+        assert {e.split("@")[0] for e in session.scalars(select(Delivery.experiment).where(
+            Delivery.experiment.is_not(None)))} == {"campaign:win-back"}

@@ -94,6 +94,13 @@ def status(session: Session) -> dict:
     }
 
 
+def late_events(session: Session) -> int:
+    """Deliveries that expired on arrival, their event already past its deadline (a
+    backfill): shown apart from on time, never counted in it."""
+    return session.scalar(select(func.count()).select_from(Delivery).where(
+        Delivery.state == DeliveryState.EXPIRED, Delivery.reason == Reason.LATE_EVENT)) or 0
+
+
 def offer_json(coupon: Any) -> dict:
     offer = {"type": coupon.offer_type, "sku": coupon.sku, "currency": coupon.currency}
     if coupon.offer_type == "refill":

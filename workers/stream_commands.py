@@ -64,7 +64,10 @@ def _figures_line(figures: dict) -> str:
 def write_review(report: dict, out: TextIO) -> None:
     """The review as text: totals, then per market and per channel, groups, and the previous stream."""
     out.write(f"stream {report['stream']} (shop {report['shop']}), ended {report['ended_at'] or 'not yet'}\n")
+    held = sum(group["customers"] for group in report["groups"] if group["variant"] == "control")
     out.write(f"buyers {report['buyers']}  {_figures_line(report)}\n")
+    if held:
+        out.write(f"held out (control group: no message, no code): {held}\n")
     if report["late_events"]:
         out.write(f"late events (backfill, not counted in on time): {report['late_events']}\n")
     if report["last_message_seconds"] is not None:

@@ -168,7 +168,7 @@ def write_delivery_table(rows: Iterable[dict], customer_width: int, out: TextIO)
         offer = row["offer"]
         what = f"{offer['type']} {offer.get('price') or str(offer.get('percent')) + '%'} {offer['currency']}"
         out.write(f"{row['customer_id']:<{width}} {row['state']:<10} {row['reason'] or '':<14} "
-                  f"{row['channel'] or '':<9} {what:<30} {row['code']:<18} {row['due_at']:<21} "
+                  f"{row['channel'] or '':<9} {what:<30} {row['code'] or '-':<18} {row['due_at']:<21} "
                   f"{row['sent_at'] or ''}\n")
 
 

@@ -5,6 +5,7 @@ signed: they show counts, market and livestream names, never a customer (README
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -89,7 +90,9 @@ def _pct(part: int, whole: int) -> str:
 
 
 def _money(amounts: dict[str, str]) -> str:
-    return ", ".join(f"{currency} {amount}" for currency, amount in amounts.items()) or "–"
+    """{"USD": "1016.25", "IDR": "56700"} as "USD 1,016.25, IDR 56,700" (the amounts as
+    the money rule wrote them, grouped in thousands for reading)."""
+    return ", ".join(f"{currency} {Decimal(amount):,}" for currency, amount in amounts.items()) or "–"
 
 
 def _dashboard_page(runtime: Runtime, now: datetime, since: datetime | None, until: datetime | None,

@@ -93,14 +93,19 @@ def sample_offer(offer_type: str, market: Market, currency: str, refill_ratio: D
 
 def _languages(market: Market, locale: str | None) -> list[tuple[str, str, str]]:
     """(country, language, babel locale) per language the market speaks, or the one asked for."""
-    if locale is not None:
-        language, babel_locale = resolve_language(locale, market.language)
-        return [(sample_country(market), language, babel_locale)]
     seen: dict[str, tuple[str, str, str]] = {}  # one sample per language the customers are written in
     for country in market.country_timezones or {SAMPLE_COUNTRY: ""}:
         language, babel_locale = resolve_language(None, f"{market.language_for(country)}-{country}")
         seen.setdefault(language, (country, language, babel_locale))
-    return list(seen.values())
+    if locale is None:
+        return list(seen.values())
+    language, babel_locale = resolve_language(locale, market.language)
+    region = babel_locale.partition("_")[2]
+    if region in market.country_timezones:  # pt-BR in latin_america: a Brazilian customer, in BRL
+        return [(region, language, babel_locale)]
+    if language in seen and "-" not in locale and "_" not in locale:  # "es": the market's Spanish speakers
+        return [seen[language]]
+    return [(sample_country(market), language, babel_locale)]
 
 
 def samples(markets: Markets, now: datetime, *, market: str | None = None, locale: str | None = None,

@@ -80,3 +80,10 @@ def test_a_test_message_is_marked_at_the_start_of_its_subject_or_first_line(tmp_
     assert marked(email.message).subject.startswith("[TEST] ") and marked(email.message).text == email.message.text
     assert marked(sms.message).text.startswith("[TEST] ")
     assert channels_for("me@example.com") == ("email",) and channels_for("+15551234567") == ("sms", "whatsapp")
+
+
+def test_a_locale_picks_the_markets_country_that_speaks_it():
+    spanish = samples(load_markets(), NOW, market="latin_america", locale="es", offer_type="percent_off")[0]
+    assert (spanish.country, spanish.locale, spanish.offer.currency) == ("MX", "es_MX", "MXN")
+    brazil = samples(load_markets(), NOW, market="latin_america", locale="pt-BR", offer_type="percent_off")[0]
+    assert (brazil.country, brazil.offer.currency) == ("BR", "BRL")

@@ -2,6 +2,10 @@
 with realistic data in the market's currency, so a seller reads the localized copy as a
 customer of that market would, before the stream.
 
+A sample's currency is its country's current tender currency from CLDR, through Babel's
+`babel.numbers.get_territory_currencies` (babel.readthedocs.io, "Numbers and Currencies":
+the currencies in use in a territory, by default those valid today and legal tender).
+
 Pure: markets and `now` in, `Sample`s out. The code is a fresh random one that is never
 stored nor sent to a shop, so no checkout knows it.
 """

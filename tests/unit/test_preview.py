@@ -87,3 +87,8 @@ def test_a_locale_picks_the_markets_country_that_speaks_it():
     assert (spanish.country, spanish.locale, spanish.offer.currency) == ("MX", "es_MX", "MXN")
     brazil = samples(load_markets(), NOW, market="latin_america", locale="pt-BR", offer_type="percent_off")[0]
     assert (brazil.country, brazil.offer.currency) == ("BR", "BRL")
+
+
+def test_an_unknown_shop_is_named(tmp_path):
+    with pytest.raises(PreviewError, match="--shop: unknown shop 'nope'"):
+        preview_messages(_runtime(tmp_path), shop="nope")

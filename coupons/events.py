@@ -167,6 +167,16 @@ def _price(value: Any) -> Decimal:
     return amount
 
 
+def _total(value: Any) -> Decimal:
+    """An order's total as the shop reported it: like a price, but a fully discounted order's is 0."""
+    try:
+        if not isinstance(value, bool) and Decimal(str(value).strip()) == 0:
+            return Decimal(0)
+    except InvalidOperation:
+        pass  # _price names what is wrong
+    return _price(value)
+
+
 def _quantity(value: Any) -> int:
     if isinstance(value, _HugeInteger):
         raise ValueError(f"must be at most {MAX_QUANTITY:,}")
@@ -256,6 +266,9 @@ class OrderPaid(_Strict):
     customer: CustomerData
     items: list[ItemData] = Field(min_length=1)
     discount_codes: list[Text] | None = None  # an Encore code among them redeems its coupon (rule 13)
+    # What the customer paid, as the shop reported it (Shopify's total_price): the revenue of
+    # a redeeming order in `encore review`; without it, the items' unit_price x quantity.
+    total_price: Annotated[Decimal, BeforeValidator(_total)] | None = None
 
     @field_validator("currency")
     @classmethod

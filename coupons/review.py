@@ -38,7 +38,7 @@ from decimal import Decimal
 
 from .campaigns import iso_utc
 from .experiments import CONTROL
-from .money import amount_text
+from .money import amount_text, discounted
 from .states import DeliveryState, Reason
 from .stats import newcombe_difference
 
@@ -154,6 +154,28 @@ def revenue(orders: Iterable[OrderRow]) -> dict[str, str]:
     for order in orders:
         if not order.refunded:
             totals[order.currency] = totals.get(order.currency, Decimal(0)) + order.items_total
+    return {currency: amount_text(total, currency) for currency, total in sorted(totals.items())}
+
+
+def discount_given(offer_type: str, regular_price: Decimal | None, price: Decimal | None,
+                   percent: Decimal | None, currency: str) -> Decimal:
+    """What a redeemed coupon gave away on one unit: the regular price less the offer's
+    (a refill's price; half of a second unit; the percent off). 0 when the regular price
+    is not known (a campaign coupon of an explicit offer may not carry one)."""
+    if regular_price is None:
+        return Decimal(0)
+    if offer_type == "refill" and price is not None:
+        return max(Decimal(0), regular_price - price)
+    if percent is not None:
+        return regular_price - discounted(regular_price, percent, currency)
+    return Decimal(0)
+
+
+def money_totals(amounts: Iterable[tuple[str, Decimal]]) -> dict[str, str]:
+    """(currency, amount) pairs summed per currency, exact, written by the money rule."""
+    totals: dict[str, Decimal] = {}
+    for currency, amount in amounts:
+        totals[currency] = totals.get(currency, Decimal(0)) + amount
     return {currency: amount_text(total, currency) for currency, total in sorted(totals.items())}
 
 

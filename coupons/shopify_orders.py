@@ -183,6 +183,8 @@ def order_paid_event(payload: Any, webhook_id: str | None) -> dict | Ignored:
                             "items": items}
     if codes:
         data["discount_codes"] = codes
+    if _text(payload.get("total_price")):
+        data["total_price"] = payload["total_price"]  # what the customer paid: a redemption's revenue
     event_id = f"shopify:{webhook_id.strip()}" if webhook_id and webhook_id.strip() else f"shopify:order:{order_id}"
     return {"id": event_id[:128], "type": "order.paid", "occurred_at": occurred_at, "data": data}
 

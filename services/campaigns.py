@@ -133,7 +133,8 @@ def run_chunk(session: Session, runtime: Runtime, campaign: Campaign, scheduled_
     customer_ids = audience_in_block(session, campaign, scheduled_at, block)
     trigger_key = campaign.trigger_key(scheduled_at)
     requests = [
-        PlanRequest(trigger_key, member.customer_id, scheduled_at, (), offer=offer, campaign=campaign.name)
+        PlanRequest(trigger_key, member.customer_id, scheduled_at, (), offer=offer, campaign=campaign.name,
+                    experiment=campaign.experiment)
         for member, _, offer in offers_for(runtime, campaign, session, audience_members(session, campaign, customer_ids,
                                                                                        scheduled_at))
     ]

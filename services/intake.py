@@ -210,6 +210,7 @@ def _order_row(event: Event) -> dict:
     return dict(id=data.order_id, shop=event.shop, event_id=event.id, customer_id=data.customer.id,
                 stream_id=data.stream_id,
                 currency=data.currency, occurred_at=event.occurred_at,
+                total=None if data.total_price is None else str(data.total_price),
                 items=[{"sku": i.sku, "name": i.name, "unit_price": str(i.unit_price), "quantity": i.quantity,
                         "refill_sku": i.refill_sku} for i in data.items])
 

@@ -16,7 +16,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from operator import attrgetter
@@ -27,11 +27,12 @@ from sqlalchemy.orm import Session
 
 from coupons.codes import new_codes
 from coupons.delivery_rules import Plan, plan_delivery
+from coupons.experiments import Experiment, apply_variant, assign, experiment_for
 from coupons.markets import Market
 from coupons.model import ADDRESS_FIELD, Item, Offer
 from coupons.offers import choose_offer
 from coupons.shops import shop_of_key
-from coupons.states import DeliveryState
+from coupons.states import DeliveryState, Reason
 from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, customer_zone, stream_fallback_at
 from store.bulk import dialect_insert, fill_where_null, insert_new, insert_new_rows, one_of
 from store.db import session_scope
@@ -58,6 +59,8 @@ class PlanRequest:
     # A campaign's coupon: its offer is chosen by the campaign, and no order stands behind it.
     offer: Offer | None = None
     campaign: str | None = None
+    # A campaign's own experiment (SPEC section 9); without one the market's applies.
+    experiment: Experiment | None = None
 
 
 def _recent_triggers(session: Session, customer_ids: list[str], earliest: datetime,
@@ -65,7 +68,9 @@ def _recent_triggers(session: Session, customer_ids: list[str], earliest: dateti
     rows = session.connection().execute(
         select(Delivery.customer_id, Delivery.trigger_at).where(
             one_of(session, Delivery.customer_id, customer_ids),
-            Delivery.state.in_((DeliveryState.SCHEDULED, DeliveryState.SENDING, DeliveryState.SENT)),
+            # A held-out trigger counts toward the cap as a sent one (the groups stay alike).
+            Delivery.state.in_((DeliveryState.SCHEDULED, DeliveryState.SENDING, DeliveryState.SENT))
+            | ((Delivery.state == DeliveryState.SUPPRESSED) & (Delivery.reason == Reason.HOLDOUT)),
             Delivery.trigger_at > earliest - FREQUENCY_CAP,
             Delivery.trigger_at < latest + FREQUENCY_CAP,
         )
@@ -178,11 +183,20 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
             continue  # everything refunded before planning: nothing to promise
         offer = request.offer or shared.offer(live_orders, market)
         capped = any(abs(request.trigger_at - t) < FREQUENCY_CAP for t in recent[request.customer_id])
-        plan, expires_at = shared.timing(request.trigger_at, row, market, capped, bool(row.email) and row.email.lower() in suppressed_emails)
+        plan, expires_at = shared.timing(request.trigger_at, row, market, capped,
+                                         bool(row.email) and row.email.lower() in suppressed_emails)
+        # Only who passed every rule joins an experiment's group: the groups are alike (SPEC 9).
+        experiment = experiment_for(market.experiment, request.experiment)
+        assignment = (assign(experiment, row.shop, request.customer_id)
+                      if experiment is not None and plan.state == DeliveryState.SCHEDULED else None)
+        treatment = apply_variant(offer, market.framing, assignment)
+        offer = treatment.offer
         if plan.state == DeliveryState.SCHEDULED:
             recent[request.customer_id].append(request.trigger_at)
+            if assignment is not None and assignment.held_out:  # no message, no code in any shop
+                plan = replace(plan, state=DeliveryState.SUPPRESSED, reason=Reason.HOLDOUT)
         key = (request.trigger_key, request.customer_id)
-        delivery_plans[key] = (request, plan)
+        delivery_plans[key] = (request, plan, assignment)
         coupon_rows.append(dict(
             code=next(codes), trigger_key=request.trigger_key, customer_id=request.customer_id, shop=row.shop,
             market=market.name, offer_type=offer.type, sku=offer.sku, product_name=offer.product_name,
@@ -191,6 +205,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
             regular_price=None if offer.regular_price is None else str(offer.regular_price),
             created_at=now, expires_at=expires_at,
             campaign=request.campaign,
+            framing=None if treatment.framing == market.framing else treatment.framing, template=treatment.template,
         ))
     if not coupon_rows:
         return 0
@@ -198,12 +213,14 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
                                ("id", "trigger_key", "customer_id"))
     delivery_rows = []
     for coupon_id, trigger_key, customer_id in inserted:
-        request, plan = delivery_plans[(trigger_key, customer_id)]
+        request, plan, assignment = delivery_plans[(trigger_key, customer_id)]
         delivery_rows.append(dict(
             coupon_id=coupon_id, customer_id=customer_id, shop=customers[customer_id].shop, state=plan.state,
             reason=plan.reason,
             trigger_at=request.trigger_at, due_at=plan.due_at, deadline_at=plan.deadline_at,
             next_attempt_at=plan.due_at, attempts=0, channel_attempts=0, failed_channels=[], updated_at=now,
+            experiment=None if assignment is None else assignment.experiment_id,
+            variant=None if assignment is None else assignment.variant,
         ))
     insert_new(session, Delivery, delivery_rows, ["coupon_id"], "id")
     new_keys = {(trigger_key, customer_id) for _, trigger_key, customer_id in inserted}
@@ -257,7 +274,8 @@ def merge_requests(requests: list[PlanRequest]) -> list[PlanRequest]:
         order_ids = seen.order_ids + tuple(o for o in request.order_ids if o not in seen.order_ids)
         merged[key] = PlanRequest(request.trigger_key, request.customer_id,
                                   max(seen.trigger_at, request.trigger_at), order_ids,
-                                  offer=seen.offer or request.offer, campaign=seen.campaign or request.campaign)
+                                  offer=seen.offer or request.offer, campaign=seen.campaign or request.campaign,
+                                  experiment=seen.experiment or request.experiment)
     return list(merged.values())
 
 

@@ -14,9 +14,18 @@ from typing import Any
 from sqlalchemy import Float, case, cast, func, select
 from sqlalchemy.orm import Session
 
+from coupons.experiments import CONTROL
+from coupons.review import on_time_rate
 from coupons.shops import DEFAULT_SHOP, Shops, raw_id, shop_key
-from coupons.states import DeliveryState
+from coupons.states import DeliveryState, Reason
 from store.models import Attempt, Coupon, DeadLetter, Delivery, InboxEvent
+
+COUNTS_TOWARD_ON_TIME = Delivery.state.in_((DeliveryState.SENT, DeliveryState.EXPIRED)) & ~(
+    (Delivery.state == DeliveryState.EXPIRED) & (Delivery.reason == Reason.LATE_EVENT))
+"""`coupons.review.counts_toward_on_time` in SQL: the one definition of "on time" (a
+backfill, expired on arrival with reason late_event, is never Encore's to send on time)."""
+SENT_ON_TIME = (Delivery.state == DeliveryState.SENT) & (Delivery.sent_at <= Delivery.deadline_at)
+"""`coupons.review.sent_on_time` in SQL."""
 
 PERCENTILES = (("p50", 50), ("p95", 95), ("p99", 99))
 STREAM_BATCH = 1000
@@ -79,9 +88,8 @@ def status(session: Session, shop: str | None = None) -> dict:
     counts = dict(session.execute(select(Delivery.state, func.count()).where(*_of_shop(Delivery, shop))
                                   .group_by(Delivery.state)).all())
     finished, sent_on_time = session.execute(
-        select(func.count(), func.coalesce(func.sum(case(
-            ((Delivery.state == DeliveryState.SENT) & (Delivery.sent_at <= Delivery.deadline_at), 1), else_=0)), 0))
-        .where(Delivery.state.in_((DeliveryState.SENT, DeliveryState.EXPIRED)), *_of_shop(Delivery, shop))
+        select(func.count(), func.coalesce(func.sum(case((SENT_ON_TIME, 1), else_=0)), 0))
+        .where(COUNTS_TOWARD_ON_TIME, *_of_shop(Delivery, shop))
     ).one()
     stored = session.scalar(select(func.count()).select_from(InboxEvent).where(*_of_shop(InboxEvent, shop))) or 0
     failed_when_applied = session.scalar(select(func.count()).select_from(DeadLetter).where(
@@ -91,9 +99,16 @@ def status(session: Session, shop: str | None = None) -> dict:
     return {
         "events": {"accepted": max(0, stored - failed_when_applied), "rejected": rejected},
         "deliveries": {state: counts.get(state, 0) for state in DeliveryState},
-        "on_time_rate": round(sent_on_time / finished, 6) if finished else 1.0,
+        "on_time_rate": on_time_rate(sent_on_time, finished),
         "latency_seconds": _latency_percentiles(session, counts.get(DeliveryState.SENT, 0), shop),
     }
+
+
+def late_events(session: Session, shop: str | None = None) -> int:
+    """Deliveries that expired on arrival, their event already past its deadline (a
+    backfill): shown apart from on time, never counted in it."""
+    return session.scalar(select(func.count()).select_from(Delivery).where(
+        Delivery.state == DeliveryState.EXPIRED, Delivery.reason == Reason.LATE_EVENT, *_of_shop(Delivery, shop))) or 0
 
 
 def offer_json(coupon: Any) -> dict:
@@ -118,7 +133,7 @@ _COLUMNS = (
     Delivery.id, Delivery.customer_id, Delivery.channel, Delivery.state, Delivery.reason, Delivery.trigger_at,
     Delivery.due_at, Delivery.deadline_at, Delivery.sent_at, Delivery.attempts, Coupon.code, Coupon.offer_type,
     Coupon.sku, Coupon.currency, Coupon.price, Coupon.percent, Coupon.redeemed_at, Coupon.expires_at,
-    Coupon.void_at, Coupon.trigger_key, Delivery.shop, Coupon.code_synced_at,
+    Coupon.void_at, Coupon.trigger_key, Delivery.shop, Coupon.code_synced_at, Delivery.variant,
 )
 
 
@@ -153,7 +168,7 @@ def iter_deliveries(session: Session, customer_id: str | None = None, *, shop: s
             "id": row.id,
             "shop": row.shop,
             "customer_id": raw_id(row.shop, row.customer_id),
-            "code": row.code,
+            "code": None if row.variant == CONTROL else row.code,  # a held-out customer has no code
             "offer": offer_json(row),
             "channel": row.channel,
             "state": row.state,
@@ -170,6 +185,7 @@ def iter_deliveries(session: Session, customer_id: str | None = None, *, shop: s
             "code_synced_at": None if row.shop in no_platform else rfc3339(row.code_synced_at),
             "void": row.void_at is not None,
             "skipped": skipped,
+            "variant": row.variant,
         }
 
 

@@ -171,6 +171,9 @@ class Order(Base):
     # Set when planning this order's trigger raised (a "plan" dead letter holds why);
     # the sweep skips it until a replay clears it.
     plan_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The order's total as the shop reported it (Shopify's `total_price`, a decimal string in
+    # `currency`); null for plain `order.paid` events, whose revenue is their items' sum.
+    total: Mapped[str | None] = mapped_column(String(40), nullable=True)
     __table_args__ = (
         Index("ix_orders_stream_customer", "stream_id", "customer_id"),
         Index("ix_orders_customer_occurred", "customer_id", "occurred_at"),
@@ -212,6 +215,10 @@ class Coupon(Base):
     redeemed_order_id: Mapped[str | None] = mapped_column(String(KEY_LENGTH), nullable=True)
     # The campaign whose run created it (None for order and stream coupons).
     campaign: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # An experiment's variant may change the framing and the WhatsApp template (SPEC
+    # section 9): what this coupon was planned with; null means the market's own.
+    framing: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    template: Mapped[str | None] = mapped_column(String(512), nullable=True)
     # Code sync (SPEC rule 15), for a shop whose platform is not `none`: the code exists
     # in the shop from `code_synced_at` on, and no message carrying it goes out before.
     # `sync_due_at` is when the sync step may take the coupon next (set at planning, moved
@@ -273,6 +280,10 @@ class Delivery(Base):
         UTCDateTime(), nullable=True, default=_planned_due_at)
     # The owner of a `sending` row: set by each claim, checked by every write of its result.
     claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The experiment (coupons.experiments.Experiment.id) and the customer's group in it
+    # ("control" for the held-out group, which ends suppressed/holdout); null without one.
+    experiment: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    variant: Mapped[str | None] = mapped_column(String(40), nullable=True)
     __table_args__ = (
         Index("ix_deliveries_state_due", "state", "due_at"),
         # The relay's pick: scheduled rows not waiting in the broker, by next attempt;

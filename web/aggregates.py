@@ -7,14 +7,18 @@ to markets and draws. Both SQLite and PostgreSQL are served.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import Float, and_, case, cast, func, literal, select
 from sqlalchemy.orm import Session
 
 from coupons.markets import Markets
-from coupons.shops import DEFAULT_SHOP, raw_id, shop_of_key
+from coupons.review import discount_given, money_totals
+from coupons.shops import DEFAULT_SHOP, raw_id
+from services.reports import COUNTS_TOWARD_ON_TIME, SENT_ON_TIME
 from store.models import (
     CANCELLED,
     EXPIRED,
@@ -29,6 +33,7 @@ from store.models import (
     Delivery,
     InboxEvent,
     Order,
+    Stream,
 )
 
 LATENCY_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 24 * 3600.0)
@@ -118,11 +123,7 @@ def metrics_snapshot(session: Session, now: datetime, shop: str | None = None) -
         snap.latency_buckets.append((bound, running))
 
     finished, on_time = session.execute(
-        select(func.count(), func.coalesce(func.sum(case((and_(Delivery.state == SENT,
-                                                               Delivery.sent_at <= Delivery.deadline_at), 1),
-                                                         else_=0)), 0))
-        .where(Delivery.state.in_((SENT, EXPIRED)), *_of_shop(Delivery, shop))
-    ).one()
+        select(func.count(), _count_if(SENT_ON_TIME)).where(COUNTS_TOWARD_ON_TIME, *_of_shop(Delivery, shop))).one()
     snap.on_time_rate = _rate(int(on_time), int(finished)) if finished else 1.0
 
     backlog, oldest = session.execute(
@@ -145,6 +146,11 @@ class Funnel:
     coupons: int = 0
     sent_on_time: int = 0
     redeemed: int = 0
+    finished: int = 0  # sent or expired, backfills aside: what "on time" is a share of
+    late_events: int = 0  # expired on arrival (a backfill), shown apart
+    shop: str | None = None  # a stream's shop and end, for its review page
+    ended_at: datetime | None = None
+    stream: str | None = None
 
 
 @dataclass
@@ -169,37 +175,55 @@ class Dashboard:
     bucket: str  # "hour" | "day"
     problems: list[tuple[str, str, int]]  # (state, reason, count)
     waiting: int = 0  # scheduled or being sent right now
+    revenue: dict[str, str] = field(default_factory=dict)  # currency -> the redeeming orders' total
+    discount: dict[str, str] = field(default_factory=dict)  # currency -> what the redeemed coupons gave away
 
 
 STREAMS_SHOWN = 8
 BUCKETS_SHOWN = 48
 
 
-def dashboard(session: Session, markets: Markets, now: datetime, shop: str | None = None) -> Dashboard:
-    """Every figure of the dashboard, of every shop or of `shop`'s rows only."""
-    # Buyers per market: every customer with a country placed an order (a customer row
-    # without one is a remembered opt-out). Countries come from SQL, markets from the file.
+def _between(column, since: datetime | None, until: datetime | None):
+    """`since <= column < until`, either end open."""
+    conditions = [column >= since] if since is not None else []
+    if until is not None:
+        conditions.append(column < until)
+    return and_(literal(True), *conditions)
+
+
+def dashboard(session: Session, markets: Markets, now: datetime, since: datetime | None = None,
+              until: datetime | None = None, shop: str | None = None) -> Dashboard:
+    """The dashboard's figures for coupons triggered (and buyers who ordered) in [since, until),
+    of every shop or of `shop`'s rows only."""
+    # Buyers per market: customers with an order in the range, by country; markets from the file.
     by_market: dict[str, Funnel] = {}
     for country, buyers in session.execute(
-            select(Customer.country, func.count()).where(Customer.country != "", *_of_shop(Customer, shop))
+            select(Customer.country, func.count(func.distinct(Order.customer_id)))
+            .join(Order, Order.customer_id == Customer.id)
+            .where(Customer.country != "", _between(Order.occurred_at, since, until), *_of_shop(Customer, shop))
             .group_by(Customer.country)):
         name = markets.for_country(country).name
         by_market.setdefault(name, Funnel(name)).buyers += buyers
 
     # One scan of coupons ⋈ deliveries gives the market funnels and both redemption rates.
+    # The control group of an experiment gets no coupon (no message, no code): not counted.
     sent = Delivery.state == SENT
     is_redeemed = Coupon.redeemed_at.is_not(None)
+    late_event = and_(Delivery.state == EXPIRED, Delivery.reason == "late_event")
+    issued = and_(_between(Delivery.trigger_at, since, until), ~_held_out(), *_of_shop(Delivery, shop))
     offer_rates: dict[str, Rate] = {}
     market_rates: dict[str, Rate] = {}
-    for market, offer, coupons, on_time, sent_count, sent_redeemed, redeemed_count in session.execute(
-            select(Coupon.market, Coupon.offer_type, func.count(),
-                   _count_if(and_(sent, Delivery.sent_at <= Delivery.deadline_at)), _count_if(sent),
+    for market, offer, coupons, on_time, finished, late, sent_count, sent_redeemed, redeemed_count in session.execute(
+            select(Coupon.market, Coupon.offer_type, func.count(), _count_if(SENT_ON_TIME),
+                   _count_if(COUNTS_TOWARD_ON_TIME), _count_if(late_event), _count_if(sent),
                    _count_if(and_(sent, is_redeemed)), _count_if(is_redeemed))
-            .select_from(Coupon).outerjoin(Delivery, Delivery.coupon_id == Coupon.id).where(*_of_shop(Coupon, shop))
+            .select_from(Coupon).join(Delivery, Delivery.coupon_id == Coupon.id).where(issued)
             .group_by(Coupon.market, Coupon.offer_type)):
         funnel = by_market.setdefault(market, Funnel(market))
         funnel.coupons += coupons
         funnel.sent_on_time += int(on_time)
+        funnel.finished += int(finished)
+        funnel.late_events += int(late)
         funnel.redeemed += int(redeemed_count)
         if sent_count:
             for rates, key in ((offer_rates, offer), (market_rates, market)):
@@ -207,47 +231,97 @@ def dashboard(session: Session, markets: Markets, now: datetime, shop: str | Non
                 rate.redeemed += int(sent_redeemed)
                 rate.sent += int(sent_count)
 
-    streams = {stream: Funnel(stream, buyers=buyers) for stream, buyers in session.execute(
-        select(Order.stream_id, func.count(func.distinct(Order.customer_id)))
-        .where(Order.stream_id.is_not(None), *_of_shop(Order, shop))
-        .group_by(Order.stream_id).order_by(func.count(func.distinct(Order.customer_id)).desc(), Order.stream_id)
-        .limit(STREAMS_SHOWN))}
-    if streams:
-        for key, coupons, sent_on_time, redeemed_count in session.execute(
-                select(Coupon.trigger_key, func.count(), _count_if(and_(sent, Delivery.sent_at <= Delivery.deadline_at)),
-                       _count_if(is_redeemed))
-                .select_from(Coupon).outerjoin(Delivery, Delivery.coupon_id == Coupon.id)
-                .where(Coupon.trigger_key.in_([f"stream:{s}" for s in streams])).group_by(Coupon.trigger_key)):
-            funnel = streams[key.removeprefix("stream:")]
-            funnel.coupons, funnel.sent_on_time, funnel.redeemed = coupons, int(sent_on_time), int(redeemed_count)
-
+    streams = _latest_streams(session, since, until, shop)
     over_time, bucket = _sent_over_time(session, now, shop)
     problems = [(state, reason or "unknown", count) for state, reason, count in session.execute(
         select(Delivery.state, Delivery.reason, func.count())
-        .where(Delivery.state.in_((FAILED, SUPPRESSED, EXPIRED, CANCELLED)), *_of_shop(Delivery, shop))
+        .where(Delivery.state.in_((FAILED, SUPPRESSED, EXPIRED, CANCELLED)), _between(Delivery.trigger_at, since, until),
+               *_of_shop(Delivery, shop))
         .group_by(Delivery.state, Delivery.reason).order_by(func.count().desc()))]
     waiting = session.scalar(select(func.count()).select_from(Delivery)
                              .where(Delivery.state.in_((SCHEDULED, SENDING)), *_of_shop(Delivery, shop))) or 0
     totals = Funnel("all markets")
     for funnel in by_market.values():
-        totals.buyers += funnel.buyers
-        totals.coupons += funnel.coupons
-        totals.sent_on_time += funnel.sent_on_time
-        totals.redeemed += funnel.redeemed
+        for key in ("buyers", "coupons", "sent_on_time", "redeemed", "finished", "late_events"):
+            setattr(totals, key, getattr(totals, key) + getattr(funnel, key))
+    revenue, discount = _money(session, since, until, shop)
     return Dashboard(totals=totals, by_market=sorted(by_market.values(), key=lambda f: (-f.buyers, f.label)),
-                     by_stream=[_shown_stream(funnel) for funnel in streams.values()],
+                     by_stream=streams,
                      by_offer=[offer_rates[k] for k in sorted(offer_rates)],
                      by_market_rate=[market_rates[k] for k in sorted(market_rates)],
-                     over_time=over_time, bucket=bucket, problems=problems, waiting=waiting)
+                     over_time=over_time, bucket=bucket, problems=problems, waiting=waiting,
+                     revenue=revenue, discount=discount)
 
 
-def _shown_stream(funnel: Funnel) -> Funnel:
-    """A stream as its shop named it (its key is scoped to the shop), with the shop's name
-    in front for a shop other than the default."""
-    shop = shop_of_key(funnel.label)
-    shown = raw_id(shop, funnel.label)
-    funnel.label = shown if shop == DEFAULT_SHOP else f"{shop} · {shown}"
-    return funnel
+def _held_out():
+    return func.coalesce(Delivery.variant, literal("")) == "control"
+
+
+def _latest_streams(session: Session, since: datetime | None, until: datetime | None,
+                    shop: str | None = None) -> list[Funnel]:
+    """The latest ended streams in the range, newest first, each with its funnel."""
+    streams = {key: Funnel(key, shop=shop, ended_at=ended_at) for shop, key, ended_at in session.execute(
+        select(Stream.shop, Stream.id, Stream.ended_at)
+        .where(Stream.ended_at.is_not(None), _between(Stream.ended_at, since, until), *_of_shop(Stream, shop))
+        .order_by(Stream.ended_at.desc(), Stream.id).limit(STREAMS_SHOWN))}
+    if not streams:
+        return []
+    for key, buyers in session.execute(
+            select(Order.stream_id, func.count(func.distinct(Order.customer_id)))
+            .where(Order.stream_id.in_(list(streams))).group_by(Order.stream_id)):
+        streams[key].buyers = buyers
+    for key, coupons, on_time, finished, redeemed_count in session.execute(
+            select(Coupon.trigger_key, func.count(), _count_if(SENT_ON_TIME), _count_if(COUNTS_TOWARD_ON_TIME),
+                   _count_if(Coupon.redeemed_at.is_not(None)))
+            .select_from(Coupon).join(Delivery, Delivery.coupon_id == Coupon.id)
+            .where(Coupon.trigger_key.in_([f"stream:{s}" for s in streams]), ~_held_out())
+            .group_by(Coupon.trigger_key)):
+        funnel = streams[key.removeprefix("stream:")]
+        funnel.coupons, funnel.sent_on_time, funnel.finished, funnel.redeemed = \
+            coupons, int(on_time), int(finished), int(redeemed_count)
+    for funnel in streams.values():
+        funnel.stream = _shown_id(funnel.shop or DEFAULT_SHOP, funnel.label)
+        # A shop other than the default is named in front (the same id may be in two shops).
+        shown = funnel.stream if funnel.shop in (None, DEFAULT_SHOP) else f"{funnel.shop} · {funnel.stream}"
+        funnel.label = f"{shown} · {funnel.ended_at:%b %d}" if funnel.ended_at else shown
+    return list(streams.values())
+
+
+def _shown_id(shop: str, key: str) -> str:
+    """A stored stream key as the shop sent it (coupons.shops.shop_key undone)."""
+    try:
+        return raw_id(shop, key)
+    except ValueError:
+        return key
+
+
+def _money(session: Session, since: datetime | None, until: datetime | None,
+           shop: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Per currency: the revenue of the orders that redeemed a coupon in the range (the shop's
+    total when it gave one, else the items' unit_price x quantity; refunded orders aside), and
+    the discount those coupons gave. Reads only redeemed coupons."""
+    revenue: list[tuple[str, Decimal]] = []
+    discount: list[tuple[str, Decimal]] = []
+    seen_orders: set[str] = set()
+    for row in session.execute(
+            select(Coupon.offer_type, Coupon.currency, Coupon.regular_price, Coupon.price, Coupon.percent,
+                   Order.id, Order.currency.label("order_currency"), Order.total, Order.items, Order.refunded_at)
+            .outerjoin(Order, Order.id == Coupon.redeemed_order_id)
+            .where(Coupon.redeemed_at.is_not(None), _between(Coupon.redeemed_at, since, until), *_of_shop(Coupon, shop))):
+        discount.append((row.currency, discount_given(
+            row.offer_type, None if row.regular_price is None else Decimal(row.regular_price),
+            None if row.price is None else Decimal(row.price), None if row.percent is None else Decimal(row.percent),
+            row.currency)))
+        if row.id is None or row.refunded_at is not None or row.id in seen_orders:
+            continue
+        seen_orders.add(row.id)
+        if row.total is not None:
+            revenue.append((row.order_currency, Decimal(row.total)))
+        else:
+            items = row.items if isinstance(row.items, list) else json.loads(row.items)
+            revenue.append((row.order_currency, sum((Decimal(str(i["unit_price"])) * int(i["quantity"])
+                                                     for i in items), Decimal(0))))
+    return money_totals(revenue), money_totals(discount)
 
 
 def _count_if(condition):

@@ -18,6 +18,8 @@ from coupons.errors import ConfigError, EncoreError
 from coupons.shops import Shops, UnknownShopError
 from services.ports import Doorbell
 
+from . import stream_commands
+
 
 def _lines(paths: list[str]) -> Iterator[tuple[str, int, bytes]]:
     """Raw bytes per line (stdin and files alike): each line is decoded on its own, so
@@ -133,7 +135,7 @@ def chosen_shop(args: argparse.Namespace, shops: Shops) -> str | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from services.reports import status
+    from services.reports import late_events, status
     from services.bootstrap import bootstrap
     from store.db import session_scope
 
@@ -141,12 +143,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     shop = chosen_shop(args, runtime.settings.shops)
     with session_scope(runtime.database_url) as session:
         report = status(session, shop)
+        backfills = late_events(session, shop)
     if args.json:
         print(json.dumps(report))
         return 0
     print(f"events      accepted {report['events']['accepted']}, rejected {report['events']['rejected']}")
     print("deliveries  " + ", ".join(f"{state} {count}" for state, count in report["deliveries"].items()))
-    print(f"on time     {report['on_time_rate']:.1%}")
+    print(f"on time     {report['on_time_rate']:.1%} of finished deliveries sent before their deadline"
+          + (f" ({backfills} late events, backfills, not counted)" if backfills else ""))
     latency = report["latency_seconds"]
     print(f"latency     p50 {latency['p50']:.1f}s, p95 {latency['p95']:.1f}s, p99 {latency['p99']:.1f}s (due → sent)")
     return 0
@@ -190,7 +194,7 @@ def write_delivery_table(rows: Iterable[dict], customer_width: int, out: TextIO,
         offer = row["offer"]
         what = f"{offer['type']} {offer.get('price') or str(offer.get('percent')) + '%'} {offer['currency']}"
         out.write(f"{shop_column(row['shop'])}{row['customer_id']:<{width}} {row['state']:<10} {row['reason'] or '':<14} "
-                  f"{row['channel'] or '':<9} {what:<30} {row['code']:<18} {row['due_at']:<21} "
+                  f"{row['channel'] or '':<9} {what:<30} {row['code'] or '-':<18} {row['due_at']:<21} "
                   f"{row['sent_at'] or ''}\n")
 
 
@@ -411,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "unsubscribe, metrics, dashboard")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    stream_commands.add_parsers(commands)
     return parser
 
 
@@ -453,7 +458,8 @@ def _run(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     handlers = {"emit": cmd_emit, "status": cmd_status, "deliveries": cmd_deliveries, "demo": cmd_demo,
                 "dead-letters": cmd_dead_letters, "replay": cmd_replay, "check": cmd_check,
-                "campaigns": cmd_campaigns, "serve": cmd_serve, "procfile": cmd_procfile}
+                "campaigns": cmd_campaigns, "serve": cmd_serve, "procfile": cmd_procfile,
+                "review": stream_commands.cmd_review, "preview": stream_commands.cmd_preview}
     return _refusals_reported(lambda: handlers[args.command](args))
 
 

@@ -96,7 +96,7 @@ _PREPARE_COLUMNS = (
     # the coupon: its offer (the names `offer_of` reads), code, expiry and campaign
     _COUPONS.c.id.label("coupon_id"), _COUPONS.c.code, _COUPONS.c.expires_at, _COUPONS.c.campaign, _COUPONS.c.shop,
     _COUPONS.c.offer_type, _COUPONS.c.sku, _COUPONS.c.product_name, _COUPONS.c.currency, _COUPONS.c.price,
-    _COUPONS.c.percent, _COUPONS.c.regular_price,
+    _COUPONS.c.percent, _COUPONS.c.regular_price, _COUPONS.c.framing, _COUPONS.c.template,
     # the customer: the names `customer_value` reads, and the opt-outs
     _CUSTOMERS.c.id, _CUSTOMERS.c.country, _CUSTOMERS.c.name, _CUSTOMERS.c.locale, _CUSTOMERS.c.timezone,
     _CUSTOMERS.c.email, _CUSTOMERS.c.phone, _CUSTOMERS.c.whatsapp, _CUSTOMERS.c.line_id,
@@ -223,14 +223,17 @@ def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDec
     language, locale = resolve_language(customer.locale, f"{market.language_for(customer.country)}-{customer.country}")
     context = MessageContext(
         language=language, locale=locale, customer_name=customer.name, offer=offer_of(row),
-        code=row.code, expires_at=row.expires_at, timezone=timezone, framing=market.framing,
+        code=row.code, expires_at=row.expires_at, timezone=timezone,
+        framing=row.framing or market.framing,  # a variant's framing, if any (SPEC section 9)
         shop_name=settings.shops.signature(row.shop),  # the coupon's shop signs it (SPEC section 7)
         unsubscribe_url=unsubscribe_url(settings.public_url, settings.webhook_secret, customer.id, channel),
     )
     message = render_message(context, channel)
     if channel == "whatsapp" and runtime.whatsapp_cloud_api and settings.whatsapp_templates is not None:
-        message = replace(message, whatsapp_template=template_message(
-            settings.whatsapp_templates.for_language(language), context))
+        template = settings.whatsapp_templates.for_language(language)
+        if row.template:  # an experiment's variant names its own approved template (SPEC section 9)
+            template = replace(template, name=row.template)
+        message = replace(message, whatsapp_template=template_message(template, context))
     elif channel == "email":
         domain = email_sender_domain(settings.channel_templates["email"])
         if domain:

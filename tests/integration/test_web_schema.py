@@ -47,7 +47,7 @@ def web_schema(served_url):
 OPERATIONS = [("POST", "/events"), ("POST", "/webhooks/shopify/orders-paid"), ("POST", "/coupons/{code}/redeem"),
               ("GET", "/unsubscribe/{token}"), ("POST", "/unsubscribe/{token}"), ("GET", "/healthz"),
               ("GET", "/metrics"), ("GET", "/"), ("POST", "/webhooks/sms/inbound"),
-              ("POST", "/webhooks/email/feedback")]
+              ("POST", "/webhooks/email/feedback"), ("GET", "/streams/{shop}/{stream}")]
 
 
 def test_the_schema_lists_exactly_these_operations(web_schema):

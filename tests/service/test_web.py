@@ -580,7 +580,7 @@ def test_openapi_describes_every_route_with_its_status_codes(web):
     routes = [r for r in iter_route_contexts(web.client.app.routes) if isinstance(r.original_route, APIRoute)]
     assert {r.path for r in routes} == set(schema["paths"]) == {
         "/events", "/webhooks/shopify/orders-paid", "/coupons/{code}/redeem", "/unsubscribe/{token}", "/healthz",
-        "/metrics", "/", "/webhooks/sms/inbound", "/webhooks/email/feedback"}
+        "/metrics", "/", "/webhooks/sms/inbound", "/webhooks/email/feedback", "/streams/{shop}/{stream}"}
     expected = {("/events", "post"): {"202", "400", "401", "413"},
                 ("/webhooks/sms/inbound", "post"): {"200", "400", "401", "413", "503"},
                 ("/webhooks/email/feedback", "post"): {"200", "400", "401", "413"},
@@ -588,7 +588,8 @@ def test_openapi_describes_every_route_with_its_status_codes(web):
                 ("/coupons/{code}/redeem", "post"): {"200", "400", "401", "404", "409", "410", "413"},
                 ("/unsubscribe/{token}", "post"): {"200", "404", "413"},
                 ("/unsubscribe/{token}", "get"): {"200", "404"},
-                ("/healthz", "get"): {"200", "503"}, ("/metrics", "get"): {"200"}, ("/", "get"): {"200"}}
+                ("/healthz", "get"): {"200", "503"}, ("/metrics", "get"): {"200"}, ("/", "get"): {"200", "400"},
+                ("/streams/{shop}/{stream}", "get"): {"200", "404"}}
     for route in routes:
         for method in route.methods:
             documented = set(schema["paths"][route.path][method.lower()]["responses"])

@@ -29,6 +29,14 @@ def test_the_documented_payload_maps_to_a_valid_order_paid():
     [item] = data.items
     assert (item.sku, item.name, str(item.unit_price), item.quantity) == ("IPOD2008BLACK", "IPod Nano - 8GB",
                                                                           "199.00", 1)
+    # What the customer paid, after discounts: the revenue of a redemption in `encore review`
+    assert str(data.total_price) == "398.00"
+
+
+def test_a_fully_discounted_order_keeps_its_total_of_zero():
+    payload = shopify_order(processed_at=WHEN)
+    payload["total_price"] = "0.00"
+    assert validate_event(order_paid_event(payload, "wh-0")).data.total_price == 0
 
 
 def test_a_line_without_sku_uses_its_variant_and_removed_lines_are_dropped():

@@ -257,7 +257,7 @@ def _merge_order_customers(session: Session, events: list[Event]) -> None:
                     setattr(customer, name, value)
                 customer.updated_at = event.occurred_at
             set_consent(customer, consent.after_order(consent_state(customer), event.data.customer.consent,
-                                                       event.occurred_at))
+                                                      event.occurred_at))
 
 
 def _take_early_refunds(session: Session, order_ids: set[str]) -> set[str]:

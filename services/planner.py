@@ -130,9 +130,9 @@ class _ChunkDecisions:
 
     def timing(self, trigger_at: datetime, row: Row, market: Market, capped: bool,
                email_suppressed: bool = False) -> tuple[Plan, datetime]:
-        """The delivery's plan (rules 8-10) and the coupon's expiry. Both read of the
-        customer only the country, zone, consent, opt-outs and which addresses are
-        set -- the key -- so buyers alike in those (most of a stream) share one
+        """The delivery's plan (rules 8-10, 17, 18) and the coupon's expiry. Both read of
+        the customer only the country, zone, state, consent, opt-outs, which addresses
+        are set and whether their email is suppressed -- the key -- so buyers alike in those (most of a stream) share one
         computation; `now` and the configured channels are the same for the whole chunk."""
         key = (trigger_at, row.country, row.timezone, row.region, row.consent, row.opted_out,
                *map(bool, _addresses(row)), capped, email_suppressed)

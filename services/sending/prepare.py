@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from channels.adapter import SendResult, email_sender_domain
 from channels.smtp import delivery_message_id
-from coupons.delivery_rules import SMS, SendDecision, SmsRule, after_attempt, decide_send, sms_rule_for
+from coupons.delivery_rules import SendDecision, SmsRule, after_attempt, decide_send, sms_rule_for
 from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
 from coupons.model import Customer as CustomerValue
@@ -59,7 +59,7 @@ class Outgoing:
     channels: tuple[str, ...]  # usable when claimed, market order: what may follow a failure
     last_reason: str | None = None
     last_transient_reason: str | None = None  # an expiry keeps it (rule 12)
-    sms_rule: SmsRule | None = None  # the customer's SMS hours (rule 17), checked before each SMS attempt
+    sms_rule: SmsRule | None = None  # the customer's SMS hours (rule 17): before each SMS attempt, and an SMS retry
 
 
 @dataclass
@@ -246,7 +246,7 @@ def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDec
         failed_channels=list(failed_channels), attempts=row.attempts,
         timezone=timezone, market_name=market.name, channels=decision.channels, last_reason=row.reason,
         last_transient_reason=row.last_transient_reason,
-        sms_rule=sms_rule_for(customer, market) if channel == SMS else None,
+        sms_rule=sms_rule_for(customer, market),
     )
 
 

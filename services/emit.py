@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from coupons.events import Event, EventError, load_json, parse_event, split_array
+from coupons.event_arrays import split_array
+from coupons.events import Event, EventError, load_json, parse_event
 from coupons.shops import DEFAULT_SHOP, Shops
 from store.db import session_scope
 

@@ -129,13 +129,13 @@ def test_a_valid_surrogate_pair_is_one_character_and_accepted():
     (b'["\xff\xfe", {"a": "\xc3\xa9"}]', [b'"\xff\xfe"', b'{"a": "\xc3\xa9"}']),
 ])
 def test_an_array_is_split_into_its_elements_as_sent(body, elements):
-    from coupons.events import split_array
+    from coupons.event_arrays import split_array
 
     assert split_array(body) == elements
 
 
 def test_deep_nesting_costs_the_splitter_nothing():
-    from coupons.events import split_array
+    from coupons.event_arrays import split_array
 
     deep = b"[" * 200_000 + b"]" * 200_000
     assert split_array(b"[" + deep + b', {"ok": 1}]') == [deep, b'{"ok": 1}']
@@ -143,7 +143,7 @@ def test_deep_nesting_costs_the_splitter_nothing():
 
 @pytest.mark.parametrize("body", [b'{"id": "e"}', b"42", b"", b"  ", b"\xef\xbb\xbf[1]"])
 def test_a_body_that_is_not_an_array_is_not_split(body):
-    from coupons.events import split_array
+    from coupons.event_arrays import split_array
 
     assert split_array(body) is None
 
@@ -154,7 +154,7 @@ def test_a_body_that_is_not_an_array_is_not_split(body):
     (b'[{"a": [1}', "Expecting ',' delimiter"),
 ])
 def test_an_array_whose_elements_cannot_be_told_apart_is_refused_in_the_decoders_words(body, reason):
-    from coupons.events import split_array
+    from coupons.event_arrays import split_array
 
     with pytest.raises(EventError, match=f"^not valid JSON \\({reason}"):
         split_array(body)

@@ -14,7 +14,7 @@ END = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def test_a_held_out_delivery_prints_without_a_code():
-    row = {"customer_id": "c1", "state": "suppressed", "reason": "holdout", "channel": None, "code": None,
+    row = {"shop": "default", "customer_id": "c1", "state": "suppressed", "reason": "holdout", "channel": None, "code": None,
            "offer": {"type": "percent_off", "percent": "10", "currency": "USD"}, "due_at": "2026-03-10T12:00:00Z",
            "sent_at": None}
     out = io.StringIO()

@@ -30,6 +30,7 @@ from coupons.delivery_rules import Plan, plan_delivery
 from coupons.markets import Market
 from coupons.model import ADDRESS_FIELD, Item, Offer
 from coupons.offers import choose_offer
+from coupons.shops import DEFAULT_SHOP
 from coupons.states import DeliveryState
 from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, customer_zone, stream_fallback_at
 from store.bulk import dialect_insert, fill_where_null, insert_new, insert_new_rows, one_of
@@ -39,7 +40,8 @@ from store.rows import customer_value
 
 from .bootstrap import Runtime
 from .failures import failure_reason, store_dead_letter
-from .ports import PLAN_STREAM, RELAY
+from .code_sync import shop_code, shop_uses_platform
+from .ports import PLAN_STREAM, RELAY, SYNC_CODES
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +179,15 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         if plan.state == DeliveryState.SCHEDULED:
             recent[request.customer_id].append(request.trigger_at)
         key = (request.trigger_key, request.customer_id)
-        delivery_plans[key] = (request, plan)
+        # Rule 15: a platform shop's code is made in the shop before its message goes out,
+        # and only when that message will be sent (services.code_sync).
+        in_shop = shop_uses_platform(runtime.settings, getattr(request, "shop", DEFAULT_SHOP))
+        sync = in_shop and plan.state == DeliveryState.SCHEDULED
+        delivery_plans[key] = (request, plan, sync)
+        code = next(codes)
         coupon_rows.append(dict(
-            code=next(codes), trigger_key=request.trigger_key, customer_id=request.customer_id,
+            code=shop_code(code) if in_shop else code, sync_due_at=now if sync else None,
+            trigger_key=request.trigger_key, customer_id=request.customer_id,
             market=market.name, offer_type=offer.type, sku=offer.sku, product_name=offer.product_name,
             currency=offer.currency, price=None if offer.price is None else str(offer.price),
             percent=None if offer.percent is None else str(offer.percent),
@@ -193,13 +201,15 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
                                ("id", "trigger_key", "customer_id"))
     delivery_rows = []
     for coupon_id, trigger_key, customer_id in inserted:
-        request, plan = delivery_plans[(trigger_key, customer_id)]
+        request, plan, sync = delivery_plans[(trigger_key, customer_id)]
         delivery_rows.append(dict(
             coupon_id=coupon_id, customer_id=customer_id, state=plan.state, reason=plan.reason,
             trigger_at=request.trigger_at, due_at=plan.due_at, deadline_at=plan.deadline_at,
-            next_attempt_at=plan.due_at, attempts=0, channel_attempts=0, failed_channels=[], updated_at=now,
+            next_attempt_at=None if sync else plan.due_at, attempts=0, channel_attempts=0, failed_channels=[], updated_at=now,
         ))
     insert_new(session, Delivery, delivery_rows, ["coupon_id"], "id")
+    if any(delivery_plans[(key, customer)][2] for _, key, customer in inserted):
+        runtime.doorbell.ring_after_commit(session, SYNC_CODES)
     new_keys = {(trigger_key, customer_id) for _, trigger_key, customer_id in inserted}
     _rechoose_unsent_offers(session, [row for row in coupon_rows if row["trigger_key"].startswith("stream:")
                                       and (row["trigger_key"], row["customer_id"]) not in new_keys], now)
@@ -229,7 +239,9 @@ def _rechoose_unsent_offers(session: Session, coupon_rows: list[dict], now: date
                                    Delivery.attempts == 0).values(updated_at=now)
         ).rowcount
         if unseen:
-            session.execute(update(Coupon).where(Coupon.id == coupon_id, Coupon.redeemed_at.is_(None))
+            # A code that may already be in its shop keeps the offer it was made with there.
+            session.execute(update(Coupon).where(Coupon.id == coupon_id, Coupon.redeemed_at.is_(None),
+                                                 Coupon.sync_attempts == 0, Coupon.code_synced_at.is_(None))
                             .values(**{column: row[column] for column in OFFER_COLUMNS}))
 
 

@@ -35,19 +35,25 @@ class Redemption:
         return self.status == RedemptionStatus.REDEEMED
 
 
+def _spellings(code: str) -> tuple[str, str]:
+    """How a code may be stored: grouped with dashes (shops without a platform) or without
+    them (a platform shop's, as the shop holds it: services.code_sync.shop_code)."""
+    return code, code.replace("-", "")
+
+
 def redeem(session: Session, code_text: str, order_id: str, now: datetime) -> Redemption:
     code = normalize_code(code_text)
     if code is None:
         return Redemption(RedemptionStatus.UNKNOWN)
     claimed = session.execute(
         update(Coupon)
-        .where(Coupon.code == code, Coupon.redeemed_at.is_(None), Coupon.void_at.is_(None), Coupon.expires_at > now)
+        .where(Coupon.code.in_(_spellings(code)), Coupon.redeemed_at.is_(None), Coupon.void_at.is_(None), Coupon.expires_at > now)
         .values(redeemed_at=now, redeemed_order_id=order_id)
         .returning(Coupon.id)
     ).scalar()
     if claimed is not None:
         return Redemption(RedemptionStatus.REDEEMED, code)
-    coupon = session.scalar(select(Coupon).where(Coupon.code == code))
+    coupon = session.scalar(select(Coupon).where(Coupon.code.in_(_spellings(code))))
     if coupon is None:
         return Redemption(RedemptionStatus.UNKNOWN)
     if coupon.redeemed_at is not None:

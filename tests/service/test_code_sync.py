@@ -333,3 +333,21 @@ def test_attempt_rows_of_a_shop_refusal_name_the_shop(services):
     with services.session() as session:
         [attempt] = session.scalars(select(Attempt)).all()
     assert (attempt.channel, attempt.outcome, attempt.reason) == ("shop", "permanent", "shop_rejected")
+
+
+# ------------------------------------------------------------------------------ encore check
+
+
+def test_encore_check_asks_each_shop_with_its_own_credentials(services, shopify, make_services, tmp_path):
+    from services.check import _shops
+
+    [line] = list(_shops(services.runtime.settings))
+    assert line.ok and line.part == "shop default" and "Glow" in line.detail
+    shopify.refuse_token()
+    [line] = list(_shops(services.runtime.settings))
+    assert not line.ok and "shop default" in str(line) and "token" in line.detail.lower()
+    path = shops_file(tmp_path, '[shops.eu]\nplatform = "woocommerce"\ndomain = "https://eu.example"\n'
+                                'key_env = "EU_KEY"\nsecret_env = "EU_SECRET"\n[shops.default]\nplatform = "none"\n')
+    lines = {line.part: line for line in _shops(make_services(ENCORE_SHOPS_FILE=path).runtime.settings)}
+    assert lines["shop default"].ok
+    assert not lines["shop eu"].ok and "EU_KEY" in lines["shop eu"].detail

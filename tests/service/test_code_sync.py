@@ -351,3 +351,20 @@ def test_encore_check_asks_each_shop_with_its_own_credentials(services, shopify,
     lines = {line.part: line for line in _shops(make_services(ENCORE_SHOPS_FILE=path).runtime.settings)}
     assert lines["shop default"].ok
     assert not lines["shop eu"].ok and "EU_KEY" in lines["shop eu"].detail
+
+
+def test_replaying_a_shop_rejected_delivery_makes_its_code_first(services, shopify):
+    from services.dead_letters import replay
+
+    items = [{"sku": "late-sku", "name": "Late", "unit_price": "10.00", "quantity": 1}]
+    services.emit(buyer(services, "e1", "c1", items=items))
+    sync_due_codes(services.runtime)
+    [row] = services.deliveries()
+    assert row["reason"] == "shop_rejected"
+    shopify.seed_variant("late-sku", "10.00")  # the seller adds the product
+    with services.session() as session:
+        assert replay(session, f"D{row['id']}", services.clock()).ok
+    assert services.relay_and_send() == 0
+    assert sync_due_codes(services.runtime).synced == 1
+    assert services.relay_and_send() == 1
+    assert sent_codes(services) == [coupon_of(services, "c1").code]

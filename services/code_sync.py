@@ -67,9 +67,6 @@ SHOP_CHANNEL = "shop"
 SYNC_BATCH = 1000
 """Coupons claimed per pass: one planning chunk (services.planner.PLAN_CHUNK), so a
 stream's first chunk is synced (and sent) while later chunks are still being planned."""
-SYNC_LEASE = timedelta(minutes=5)
-"""Far above one pass's worst time (Shopify's bulk jobs are awaited up to 60 s, a
-throttled shop paces 4 bulk adds of 250); a dead worker's coupons come back after it."""
 REMOVAL_BATCH = 500
 REMOVAL_LEASE = timedelta(minutes=2)
 RECENTLY_ENDED = timedelta(days=3)
@@ -157,9 +154,12 @@ def _picked(session: Session, pick) -> object:
 
 
 def claim_due(session: Session, shops: Sequence[str], now: datetime, token: str,
-              limit: int = SYNC_BATCH, lease: timedelta = SYNC_LEASE) -> list[Row]:
+              limit: int = SYNC_BATCH, lease: timedelta = timedelta(minutes=5)) -> list[Row]:
     """Take up to `limit` coupons due for sync under `token` (SKIP LOCKED: another worker's
-    pick is skipped, not waited for); each claim counts as an attempt."""
+    pick is skipped, not waited for); each claim counts as an attempt. The lease is the
+    senders' (ENCORE_LEASE_SECONDS, 5 minutes by default): far above one pass's worst time
+    (Shopify's bulk jobs are awaited up to 60 s); a dead worker's coupons come back after
+    it, and a worker that outlives it only repeats idempotent work."""
     pick = (select(Coupon.id).where(Coupon.sync_due_at <= now, Coupon.shop.in_(shops))
             .order_by(Coupon.sync_due_at).limit(limit).with_for_update(skip_locked=True))
     return list(session.execute(
@@ -183,7 +183,8 @@ def sync_due_codes(runtime: Runtime, limit: int = SYNC_BATCH, max_passes: int | 
         passes += 1
         token = uuid.uuid4().hex
         with session_scope(runtime.database_url) as session:
-            claimed = claim_due(session, shops, runtime.clock(), token, limit)
+            claimed = claim_due(session, shops, runtime.clock(), token, limit,
+                                timedelta(seconds=runtime.settings.lease_seconds))
         if not claimed:
             break
         report.claimed += len(claimed)

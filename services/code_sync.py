@@ -55,7 +55,7 @@ from store.models import Attempt, Coupon, Delivery
 
 from .bootstrap import Runtime
 from .expiry import SHOP_UNAVAILABLE, expire_overdue  # noqa: F401 - the reason, named here too
-from .ports import RELAY
+from .ports import RELAY, SYNC_CODES
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,16 @@ SHOP_CHANNEL = "shop"
 """The `channel` of the attempt row a shop's refusal writes."""
 
 SYNC_BATCH = 1000
-"""Coupons claimed per pass: one planning chunk (services.planner.PLAN_CHUNK), so a
-stream's first chunk is synced (and sent) while later chunks are still being planned."""
+"""Coupons claimed per pass when the caller loops (`max_passes` None)."""
+TASK_BATCH = 250
+"""Coupons one sync task claims before it hands the worker back (`sync_codes_task`): one
+Shopify bulk add, well under a second. A worker's children are its senders too; a task
+that synced a 10,000-buyer stream in one go would hold a child (most of the time waiting
+for the shop) while messages whose codes are ready wait behind it."""
+SYNC_CALL = 250
+"""Codes handed to the adapter at once, and recorded (and released to the senders) as soon
+as the shop answered: one Shopify bulk add (its limit), so a stream's first messages
+wait for their own 250 codes, not for the whole claim's."""
 REMOVAL_BATCH = 500
 REMOVAL_LEASE = timedelta(minutes=2)
 RECENTLY_ENDED = timedelta(days=3)
@@ -140,6 +148,7 @@ class SyncReport:
     transient: int = 0
     rejected: int = 0
     dropped: int = 0  # their delivery will not be sent any more
+    more: bool = False  # the last pass took a full batch: more may be due
     reasons: list[str] = field(default_factory=list)
 
 
@@ -193,10 +202,21 @@ def sync_due_codes(runtime: Runtime, limit: int = SYNC_BATCH, max_passes: int | 
         for coupon in live:
             groups[(coupon.shop, shape_of(coupon))].append(coupon)
         for (shop, shape), coupons in groups.items():
-            outcome = _create(runtime.settings, shop, shape, [c.code for c in coupons])
-            _record(runtime, coupons, outcome, token, report)
-        if len(claimed) < limit:
+            for start in range(0, len(coupons), SYNC_CALL):
+                part = coupons[start:start + SYNC_CALL]
+                _record(runtime, part, _create(runtime.settings, shop, shape, [c.code for c in part]), token, report)
+        report.more = len(claimed) == limit
+        if not report.more:
             break
+    return report
+
+
+def sync_codes_task(runtime: Runtime) -> SyncReport:
+    """What one `sync_codes` task does: one pass of `TASK_BATCH` coupons, then, if more are
+    due, a ring for the next task (behind the sends already queued) instead of a loop."""
+    report = sync_due_codes(runtime, TASK_BATCH, max_passes=1)
+    if report.more:
+        runtime.doorbell.ring(SYNC_CODES)
     return report
 
 

@@ -185,8 +185,6 @@ def sync_due_codes(runtime: Runtime, limit: int = SYNC_BATCH, max_passes: int | 
     shops = platform_shops(runtime.settings)
     if not shops:
         return report
-    with session_scope(runtime.database_url) as session:
-        expire_overdue(session, runtime.clock())  # waited past the deadline: expired, with the shop's reason
     passes = 0
     while max_passes is None or passes < max_passes:
         passes += 1
@@ -335,7 +333,7 @@ class RemovalReport:
 
 def remove_due_codes(runtime: Runtime, limit: int = REMOVAL_BATCH) -> RemovalReport:
     """Disable in their shops the codes that must stop working: void coupons' (rule 11)
-    and synced codes whose delivery ended unsent. Idempotent (a code not in the shop
+    and synced codes whose delivery ended unsent (beat, every 15 s). Idempotent (a code not in the shop
     counts as removed); a lease on `code_removal_due_at` keeps two sweeps apart."""
     report = RemovalReport()
     shops = platform_shops(runtime.settings)
@@ -343,6 +341,11 @@ def remove_due_codes(runtime: Runtime, limit: int = REMOVAL_BATCH) -> RemovalRep
         return report
     now = runtime.clock()
     with session_scope(runtime.database_url) as session:
+        # Deliveries that waited for their code past the deadline end expired, with the
+        # shop's reason (beat's own expiry sweep does it too, each minute)...
+        expire_overdue(session, now)
+    with session_scope(runtime.database_url) as session:
+        # ...and a code synced for a delivery that ended unsent is removed.
         _mark_unsent_synced_codes(session, shops, now)
         pick = (select(Coupon.id).where(Coupon.code_removal_due_at <= now, Coupon.shop.in_(shops))
                 .order_by(Coupon.code_removal_due_at).limit(limit).with_for_update(skip_locked=True))

@@ -172,7 +172,7 @@ def test_a_shop_down_until_the_deadline_expires_the_delivery_with_the_shops_reas
     shopify.fail_requests(503)
     sync_due_codes(services.runtime)
     services.clock.advance(hours=25)
-    sync_due_codes(services.runtime)
+    remove_due_codes(services.runtime)  # the sync's beat sweep
     [row] = services.deliveries()
     assert (row["state"], row["reason"]) == ("expired", "shop_unavailable")
     assert services.smtp.messages == []
@@ -368,3 +368,18 @@ def test_replaying_a_shop_rejected_delivery_makes_its_code_first(services, shopi
     assert sync_due_codes(services.runtime).synced == 1
     assert services.relay_and_send() == 1
     assert sent_codes(services) == [coupon_of(services, "c1").code]
+
+
+def test_a_synced_code_whose_message_will_never_go_out_is_removed_from_the_shop(services, shopify):
+    # Given a code made in the shop, and then the customer opts out before the send
+    services.emit(buyer(services, "e1", "c1"))
+    sync_due_codes(services.runtime)
+    code = coupon_of(services, "c1").code
+    assert code in shopify.codes()
+    services.emit({"id": "out-1", "type": "customer.opted_out", "occurred_at": services.clock().isoformat(),
+                   "data": {"customer_id": "c1"}})
+    services.relay_and_send()
+    assert services.deliveries()[0]["state"] == "suppressed" and services.smtp.messages == []
+    # Then the removal sweep takes the unsent code out of the shop
+    remove_due_codes(services.runtime)
+    assert code not in shopify.codes()

@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
-from sqlalchemy import Row, and_, any_, func, insert, select, update
+from sqlalchemy import Row, and_, any_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -79,6 +79,7 @@ SYNC_CALL = 250
 """Codes handed to the adapter at once, and recorded (and released to the senders) as soon
 as the shop answered: one Shopify bulk add (its limit), so a stream's first messages
 wait for their own 250 codes, not for the whole claim's."""
+LAST_TRY_BEFORE_DEADLINE = timedelta(minutes=1)
 REMOVAL_BATCH = 500
 REMOVAL_LEASE = timedelta(minutes=2)
 RECENTLY_ENDED = timedelta(days=3)
@@ -199,12 +200,12 @@ def sync_due_codes(runtime: Runtime, limit: int = SYNC_BATCH, max_passes: int | 
         if not claimed:
             break
         report.claimed += len(claimed)
-        live = _drop_unsendable(runtime, claimed, token, report)
+        live, deadlines = _drop_unsendable(runtime, claimed, token, report)
         groups: dict[tuple[str, DiscountShape], list[Row]] = defaultdict(list)
         for coupon in live:
             groups[(coupon.shop, shape_of(coupon))].append(coupon)
         for (shop, shape), coupons in groups.items():
-            _sync_group(runtime, shop, shape, coupons, token, report)
+            _sync_group(runtime, shop, shape, coupons, _Claim(token, deadlines), report)
         report.more = len(claimed) == limit
         if not report.more:
             break
@@ -220,7 +221,13 @@ def sync_codes_task(runtime: Runtime) -> SyncReport:
     return report
 
 
-def _sync_group(runtime: Runtime, shop: str, shape: DiscountShape, coupons: list[Row], token: str,
+@dataclass(frozen=True)
+class _Claim:
+    token: str
+    deadlines: dict[int, datetime]  # coupon id -> its delivery's deadline
+
+
+def _sync_group(runtime: Runtime, shop: str, shape: DiscountShape, coupons: list[Row], claim: _Claim,
                 report: SyncReport) -> None:
     """Hand one group to the shop `SYNC_CALL` codes at a time, each part recorded as soon
     as the shop answered it. The first part goes alone (it finds or makes the shape's
@@ -232,13 +239,13 @@ def _sync_group(runtime: Runtime, shop: str, shape: DiscountShape, coupons: list
         return _create(runtime.settings, shop, shape, [c.code for c in part])
 
     first, rest = parts[0], parts[1:]
-    _record(runtime, first, create(first), token, report)
+    _record(runtime, first, create(first), claim, report)
     if not rest:
         return
     with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(rest)), thread_name_prefix="code-sync") as pool:
         futures = {pool.submit(create, part): part for part in rest}
         for future in as_completed(futures):
-            _record(runtime, futures[future], future.result(), token, report)
+            _record(runtime, futures[future], future.result(), claim, report)
 
 
 def _create(settings: Settings, shop: str, shape: DiscountShape, codes: list[str]) -> SyncOutcome:
@@ -252,14 +259,15 @@ def _create(settings: Settings, shop: str, shape: DiscountShape, codes: list[str
         return SyncOutcome(frozenset(), {code: f"{type(error).__name__}: {error}" for code in codes}, {})
 
 
-def _drop_unsendable(runtime: Runtime, claimed: list[Row], token: str, report: SyncReport) -> list[Row]:
-    """The claimed coupons whose delivery is still to be sent; the others leave the sync
-    (their code marked for removal if it may be in the shop)."""
+def _drop_unsendable(runtime: Runtime, claimed: list[Row], token: str,
+                     report: SyncReport) -> tuple[list[Row], dict[int, datetime]]:
+    """The claimed coupons whose delivery is still to be sent, and their deadlines; the
+    others leave the sync (their code marked for removal if it may be in the shop)."""
     now = runtime.clock()
     ids = [c.id for c in claimed]
     with session_scope(runtime.database_url) as session:
-        waiting = set(session.scalars(select(Delivery.coupon_id).where(
-            Delivery.coupon_id.in_(ids), Delivery.state == DeliveryState.SCHEDULED, Delivery.deadline_at > now)))
+        waiting = dict(session.execute(select(Delivery.coupon_id, Delivery.deadline_at).where(
+            Delivery.coupon_id.in_(ids), Delivery.state == DeliveryState.SCHEDULED, Delivery.deadline_at > now)).all())
         dropped = [c for c in claimed if c.id not in waiting]
         if dropped:
             mine = and_(Coupon.id.in_([c.id for c in dropped]), Coupon.sync_claim_token == token)
@@ -268,7 +276,7 @@ def _drop_unsendable(runtime: Runtime, claimed: list[Row], token: str, report: S
             if maybe_in_shop:
                 _mark_for_removal(session, maybe_in_shop, now)
     report.dropped += len(dropped)
-    return [c for c in claimed if c.id in waiting]
+    return [c for c in claimed if c.id in waiting], waiting
 
 
 def _mark_for_removal(session: Session, coupon_ids: Iterable[int], now: datetime, again: bool = False) -> None:
@@ -280,9 +288,11 @@ def _mark_for_removal(session: Session, coupon_ids: Iterable[int], now: datetime
     session.execute(update(Coupon).where(*where).values(code_removal_due_at=now, code_removed_at=None))
 
 
-def _record(runtime: Runtime, coupons: list[Row], outcome: SyncOutcome, token: str, report: SyncReport) -> None:
-    """Write one group's answer in one transaction, then ring the relay for what it released."""
-    now = runtime.clock()
+def _record(runtime: Runtime, coupons: list[Row], outcome: SyncOutcome, claim: _Claim, report: SyncReport) -> None:
+    """Write one group's answer in one transaction, then ring the relay for what it released.
+    A transient failure is tried again after the backoff, but never first after the
+    delivery's deadline (a minute before it at the latest): the shop gets its last chance."""
+    now, token = runtime.clock(), claim.token
     by_code = {c.code: c for c in coupons}
     synced = [by_code[code].id for code in outcome.synced if code in by_code]
     with session_scope(runtime.database_url) as session:
@@ -295,10 +305,13 @@ def _record(runtime: Runtime, coupons: list[Row], outcome: SyncOutcome, token: s
             attempts = max(c.sync_attempts for c in transient)
             retry_at = retry_due_at(now, attempts, runtime.settings.retry_base_seconds,
                                     cap=timedelta(minutes=30))
-            session.execute(update(Coupon).where(Coupon.id.in_([c.id for c in transient]),
-                                                 Coupon.sync_claim_token == token)
-                            .values(sync_due_at=retry_at, sync_claim_token=None,
-                                    sync_reason=mask_personal_data(reason)[:1000]))
+            coupons_table = Coupon.__table__
+            session.execute(
+                coupons_table.update().where(coupons_table.c.id == bindparam("coupon"),
+                                             coupons_table.c.sync_claim_token == token)
+                .values(sync_due_at=bindparam("due"), sync_claim_token=None,
+                        sync_reason=mask_personal_data(reason)[:1000]),
+                [{"coupon": c.id, "due": _last_chance(retry_at, claim.deadlines.get(c.id), now)} for c in transient])
             log.warning("shop %s: %d codes not synced yet, retried from %s: %s", transient[0].shop, len(transient),
                         retry_at.isoformat(), reason)
         for code, message in outcome.permanent.items():
@@ -308,6 +321,12 @@ def _record(runtime: Runtime, coupons: list[Row], outcome: SyncOutcome, token: s
     report.transient += len(outcome.transient)
     report.rejected += len(outcome.permanent)
     report.reasons += list(dict.fromkeys([*outcome.permanent.values(), *outcome.transient.values()]))
+
+
+def _last_chance(retry_at: datetime, deadline: datetime | None, now: datetime) -> datetime:
+    if deadline is None or retry_at < deadline - LAST_TRY_BEFORE_DEADLINE:
+        return retry_at
+    return max(deadline - LAST_TRY_BEFORE_DEADLINE, now + timedelta(seconds=1))
 
 
 def _record_synced(session: Session, coupon_ids: list[int], now: datetime) -> None:

@@ -7,11 +7,11 @@ and WooCommerce's documented contracts); the shop is `default`, so events need n
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from services.code_sync import claim_due, platform_for, remove_due_codes, shape_of, sync_due_codes
 from store.models import Attempt, Coupon, Delivery
@@ -90,8 +90,6 @@ def test_the_message_goes_out_only_after_its_code_exists_in_the_shop(services, s
 
 
 def test_the_send_claim_refuses_a_delivery_whose_code_is_not_in_the_shop_however_it_became_due(services):
-    from sqlalchemy import update
-
     services.emit(buyer(services, "e1", "c1"))
     with services.session() as session:  # made due by hand (a replay, a bug): still not sent
         session.execute(update(Delivery).values(next_attempt_at=services.clock()))
@@ -178,6 +176,27 @@ def test_a_shop_down_until_the_deadline_expires_the_delivery_with_the_shops_reas
     assert services.smtp.messages == []
 
 
+def test_a_shop_failing_near_the_deadline_gets_its_last_try_before_it(services, shopify):
+    # Given the shop fails with many tries behind it (the backoff is long by now)
+    services.emit(buyer(services, "e1", "c1"))
+    deadline = datetime.fromisoformat(services.deliveries()[0]["deadline_at"].replace("Z", "+00:00"))
+    shopify.fail_requests(503)
+    with services.session() as session:
+        session.execute(update(Coupon).values(sync_attempts=12))
+    services.clock.now = deadline - timedelta(minutes=10)
+    with services.session() as session:
+        session.execute(update(Coupon).values(sync_due_at=services.clock()))
+    sync_due_codes(services.runtime)
+    # Then the retry is due before the deadline, not after it
+    retry_at = coupon_of(services, "c1").sync_due_at
+    assert services.clock() < retry_at < deadline
+    # When the shop is back by then, the message still goes out in time
+    shopify.clear_faults()
+    services.clock.now = retry_at
+    assert sync_due_codes(services.runtime).synced == 1
+    assert services.relay_and_send() == 1 and len(services.smtp.messages) == 1
+
+
 def test_capped_customers_get_no_code_in_the_shop(services, shopify):
     services.emit(buyer(services, "e1", "c1"))
     services.clock.advance(hours=1)
@@ -239,10 +258,10 @@ def test_a_refund_while_the_sync_is_in_flight_leaves_no_working_code(services, s
                    "data": {"order_id": "o1"}})
     remove_due_codes(services.runtime)  # nothing in the shop yet
     # the in-flight worker's code lands after the removal; its record marks it again
-    from services.code_sync import SyncReport, _record
+    from services.code_sync import SyncReport, _Claim, _record
 
     outcome = platform_for(services.runtime.settings, "default").create_codes(shape_of(claimed), [claimed.code])
-    _record(services.runtime, [claimed], outcome, "f" * 32, SyncReport())
+    _record(services.runtime, [claimed], outcome, _Claim("f" * 32, {}), SyncReport())
     remove_due_codes(services.runtime)
     assert shopify.codes() == set()
     assert services.smtp.messages == []

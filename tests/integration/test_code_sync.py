@@ -108,3 +108,25 @@ def test_a_refund_after_sending_takes_the_code_out_of_the_shop_within_a_minute(s
     stack.emit({"id": "r1", "type": "order.refunded", "occurred_at": order_paid("x")["occurred_at"],
                 "data": {"order_id": "order-1"}})
     wait_until(lambda: code not in shop.codes(), timeout=60)
+
+
+def test_each_offer_prices_right_at_the_shops_checkout_and_an_unknown_sku_sends_nothing(stack, shop):
+    from decimal import Decimal
+
+    shop.seed_variant("serum", "40.00")
+    # Given a refill buyer, a buyer of two serums, a buyer of one, and one of a SKU the shop lacks
+    serum = {"sku": "serum", "name": "Serum", "unit_price": "40.00"}
+    stack.emit(buyer("o1", "refill"),
+               buyer("o2", "two", items=[{**serum, "quantity": 2}]),
+               buyer("o3", "one", items=[{**serum, "quantity": 1}]),
+               buyer("o4", "mystery", items=[{"sku": "gone", "name": "Gone", "unit_price": "9.00", "quantity": 1}]))
+    # Then three messages go out, and the fourth delivery fails with the shop's reason
+    assert stack.smtp.wait_for(3, timeout=60)
+    rows = {row["customer_id"]: row for row in stack.wait_for_states(4, ("sent", "failed"))}
+    assert (rows["mystery"]["state"], rows["mystery"]["reason"]) == ("failed", "shop_rejected")
+    # and each code prices its offer at the shop's checkout
+    code = {customer: rows[customer]["code"] for customer in ("refill", "two", "one")}
+    assert shop.checkout(code["refill"], {"shampoo-refill": 1}) == Decimal("14.00")
+    assert shop.checkout(code["two"], {"serum": 2}) == Decimal("60.00")
+    assert shop.checkout(code["one"], {"serum": 1}) == Decimal("36.00")
+    assert len(stack.smtp.messages) == 3

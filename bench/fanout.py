@@ -541,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="shopify: the buyers' shop is on Shopify (the Admin API stand-in, 100 ms per call, "
                              "a 1,000-point bucket restored at 100/s): every code is made there before it is sent; "
                              "also measures when the last code existed (default none)")
+    parser.add_argument("--sync-worker", action="store_true",
+                        help="with --shop: code sync runs in a worker of its own (`encore worker -Q sync -P threads "
+                             "--concurrency 4`), and the senders' worker reads every other queue")
     parser.add_argument("--json-out", metavar="PATH",
                         help="write the figures here (default: a file under $TMPDIR/encore-bench/, printed)")
     return parser

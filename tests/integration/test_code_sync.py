@@ -130,3 +130,40 @@ def test_each_offer_prices_right_at_the_shops_checkout_and_an_unknown_sku_sends_
     assert shop.checkout(code["two"], {"serum": 2}) == Decimal("60.00")
     assert shop.checkout(code["one"], {"serum": 1}) == Decimal("36.00")
     assert len(stack.smtp.messages) == 3
+
+
+def test_woocommerce_codes_exist_before_their_messages_and_a_refund_deletes_the_coupon(
+        monkeypatch, tmp_path, postgres_url, redis_url):
+    from decimal import Decimal
+
+    from tests.standins.woocommerce import WooCommerceStandIn
+
+    with WooCommerceStandIn() as woo:
+        woo.add_product("shampoo-refill", "20.00")
+        woo.add_product("serum", "40.00")
+        path = tmp_path / "shops.toml"
+        path.write_text(f'[shops.default]\nplatform = "woocommerce"\ndomain = "{woo.url}"\n'
+                        'key_env = "WC_KEY"\nsecret_env = "WC_SECRET"\n')
+        env = {"ENCORE_SHOPS_FILE": str(path), "WC_KEY": "ck_standin", "WC_SECRET": "cs_standin"}
+        with running_stack(monkeypatch, data_dir=tmp_path, database_url=postgres_url, broker_url=redis_url,
+                           env=env) as stack:
+            missing: list[str] = []
+            keep = stack.smtp._received.add
+
+            def add(item) -> None:  # WooCommerce keeps codes in lower case
+                code = SHOP_CODE.search(item.message.get_body(("plain",)).get_content()).group(0)
+                if woo.coupon(code) is None:
+                    missing.append(code)
+                keep(item)
+
+            monkeypatch.setattr(stack.smtp._received, "add", add)
+            serum = {"sku": "serum", "name": "Serum", "unit_price": "40.00", "quantity": 2}
+            stack.emit(buyer("o1", "ann", order_id="order-1"), buyer("o2", "bob", items=[serum]))
+            assert stack.smtp.wait_for(2, timeout=60), stack.worker.log()
+            assert missing == []
+            rows = {row["customer_id"]: row for row in stack.wait_for_states(2, ("sent",))}
+            # the second unit at half price: WooCommerce's 50 % coupon on one unit of two
+            assert woo.checkout(rows["bob"]["code"], [("serum", 2)]) == Decimal("60.00")
+            stack.emit({"id": "r1", "type": "order.refunded", "occurred_at": order_paid("x")["occurred_at"],
+                        "data": {"order_id": "order-1"}})
+            wait_until(lambda: woo.coupon(rows["ann"]["code"]) is None, timeout=60)

@@ -313,7 +313,7 @@ def _record(runtime: Runtime, coupons: list[Row], outcome: SyncOutcome, claim: _
                         sync_reason=mask_personal_data(reason)[:1000]),
                 [{"coupon": c.id, "due": _last_chance(retry_at, claim.deadlines.get(c.id), now)} for c in transient])
             log.warning("shop %s: %d codes not synced yet, retried from %s: %s", transient[0].shop, len(transient),
-                        retry_at.isoformat(), reason)
+                        retry_at.isoformat(), mask_personal_data(reason))
         for code, message in outcome.permanent.items():
             if code in by_code:
                 _record_rejected(session, by_code[code].id, message, token, now)

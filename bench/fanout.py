@@ -174,6 +174,8 @@ class Figures:
     first_message_seconds: float | None = None
     last_message_seconds: float | None = None
     sent_during_planning: int = 0
+    codes_seconds: float | None = None  # --shop: the last code existed in the shop (max code_synced_at)
+    shop: dict = field(default_factory=dict)  # --shop: the stand-in's traffic (requests, throttled, lowest bucket)
     cpu: dict[str, float] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
 
@@ -373,8 +375,30 @@ class FanoutBench(Stack):
             and sum(states.values()) == self.buyers,
             f"attempts = {self.buyers} (got {attempts})": attempts == self.buyers,
         }
+        if self.args.shop != "none":
+            checks.update(self.verify_shop())
         self.figures.checks = checks
         self.sink_sessions = status["sessions"]
+
+    def verify_shop(self) -> dict[str, bool]:
+        """Rule 15 at scale: every code is in the shop, none was sent before it existed
+        (the send claim refuses it; checked here from the rows), the shop never throttled."""
+        from bench.shop import shop_get
+
+        last_synced = self.scalar("select extract(epoch from max(code_synced_at)) from coupons")
+        self.figures.codes_seconds = float(last_synced) - self.started_at if last_synced else None
+        early = self.scalar("select count(*) from deliveries d join coupons c on c.id = d.coupon_id "
+                            "where c.code_synced_at is null or d.sent_at < c.code_synced_at")
+        codes = set(shop_get(self, "codes")["codes"])
+        ours = {code for (code,) in self.sql("select code from coupons")}
+        stats = shop_get(self, "stats")
+        self.figures.shop = {key: stats[key] for key in ("requests", "throttled", "lowest_available", "mutations")}
+        self.figures.shop["bulk_adds"] = len(stats["bulk_add_sizes"])
+        return {
+            f"every code exists in the shop ({len(ours & codes)} of {len(ours)})": ours <= codes,
+            f"no message sent before its code existed ({early} early)": early == 0,
+            f"the shop never throttled ({stats['throttled']} THROTTLED)": stats["throttled"] == 0,
+        }
 
     def timeline(self) -> tuple[float, float]:
         """Planning chunks as the coupons stamp them: each chunk's `now` (its start), from the window start."""
@@ -415,6 +439,11 @@ class FanoutBench(Stack):
         first_chunk, last_chunk = self.timeline()
         print(f"  planning chunks          first started +{first_chunk:.2f}s, last started +{last_chunk:.2f}s "
               f"(coupons.created_at)")
+        if f.codes_seconds is not None:
+            shop = f.shop
+            print(f"  codes in the shop        last at +{f.codes_seconds:.2f}s ({shop['requests']} Admin API calls, "
+                  f"{shop['bulk_adds']} bulk adds, lowest bucket {shop['lowest_available']} points, "
+                  f"{shop['throttled']} THROTTLED)")
         print(f"  first message            +{f.first_message_seconds:.2f}s")
         print(f"  last message             +{f.last_message_seconds:.2f}s")
         print(f"  pipeline                 {f.pipeline_rate:,.0f} msg/s   ratio pipeline/raw {f.ratio:.2f}"
@@ -438,12 +467,13 @@ class FanoutBench(Stack):
             "command": "python -m bench fanout " + " ".join(self.argv), "channel": self.channel,
             "latency_ms": self.args.latency_ms, "raw_connections": self.args.raw_connections,
             "smtp_pipelining": self.args.smtp_pipelining,
-            "workers": self.args.workers, "layout": self.args.layout, **asdict(f),
+            "workers": self.args.workers, "layout": self.args.layout, "shop": self.args.shop, **asdict(f),
             "pipeline_rate": round(f.pipeline_rate, 1), "ratio": round(f.ratio, 3),
             "load_average_before": self.load_before, "load_average_after": machine_load(),
         })
         extra = "".join(f"{name}={value} " for name, value in (("pg", ",".join(self.args.pg_set)),) if value)
-        print(f"fanout buyers={f.buyers} channel={self.channel} latency={self.args.latency_ms:g}ms {extra}pipeline={f.pipeline_rate:.0f} msg/s raw={f.raw_rate:.0f} msg/s "
+        print(f"fanout buyers={f.buyers} channel={self.channel} shop={self.args.shop} "
+              + (f"codes={f.codes_seconds:.1f}s " if f.codes_seconds is not None else "") + f"latency={self.args.latency_ms:g}ms {extra}pipeline={f.pipeline_rate:.0f} msg/s raw={f.raw_rate:.0f} msg/s "
               f"ratio={f.ratio:.2f} last={f.last_message_seconds:.1f}s "
               f"planning={'?' if f.planning_seconds is None else f'{f.planning_seconds:.1f}s'} "
               f"checks={'ok' if ok else 'FAILED'}")
@@ -460,6 +490,10 @@ class FanoutBench(Stack):
                 "ENCORE_CHANNEL_EMAIL": f"mailto://127.0.0.1:{self.sink_port}?from=shop@example.com&to={{email}}"}
         else:  # a WhatsApp-like HTTP API; the recipient in the path (Apprise's json:// drops query arguments)
             self.channels = {"ENCORE_CHANNEL_WHATSAPP": f"json://127.0.0.1:{self.sink_port}/wa/{{whatsapp}}"}
+        if self.args.shop == "shopify":
+            from bench.shop import start_shopify
+
+            self.channels.update(start_shopify(self, {"shampoo": "20.00", "shampoo-refill": "20.00"}))
         os.environ.clear()
         os.environ.update(self.env())  # for the in-process emit of stream.ended
         from store.db import engine_for
@@ -503,6 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="concurrent plain connections for the raw capacity (default 32)")
     parser.add_argument("--raw-seconds", type=float, default=8.0,
                         help="how long each raw-capacity measurement sends (default 8)")
+    parser.add_argument("--shop", choices=("none", "shopify"), default="none",
+                        help="shopify: the buyers' shop is on Shopify (the Admin API stand-in, 100 ms per call, "
+                             "a 1,000-point bucket restored at 100/s): every code is made there before it is sent; "
+                             "also measures when the last code existed (default none)")
+    parser.add_argument("--sync-worker", action="store_true",
+                        help="with --shop: code sync runs in a worker of its own (`encore worker -Q sync -P threads "
+                             "--concurrency 4`), and the senders' worker reads every other queue")
     parser.add_argument("--json-out", metavar="PATH",
                         help="write the figures here (default: a file under $TMPDIR/encore-bench/, printed)")
     return parser

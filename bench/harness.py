@@ -283,16 +283,24 @@ class Stack:
     def start_pipeline(self) -> None:
         encore = str(Path(sys.executable).with_name("encore"))
         worker = [encore]
+        # --sync-worker: code sync (an I/O wait on the shop) gets a worker of its own, with
+        # threads, and the senders' worker leaves the `sync` queue to it.
+        own_sync = getattr(self.args, "sync_worker", False)
+        queues = ["-Q", "intake,plan,send,relay"] if own_sync else []
         if getattr(self.args, "layout", "prefork") == "prefork":
             # The Procfile's shape: one worker whose prefork children are the senders.
-            self.start("worker w1", [*worker, "worker", "--concurrency", str(self.args.workers), "-n", "w1@%h"],
-                       "worker-w1.log")
+            self.start("worker w1", [*worker, "worker", "--concurrency", str(self.args.workers), "-n", "w1@%h",
+                                     *queues], "worker-w1.log")
             names = ["worker-w1.log"]
         else:
             for k in range(1, self.args.workers + 1):
                 self.start(f"worker w{k}", [*worker, "worker", "--concurrency", "1", "-n", f"w{k}@%h"],
                            f"worker-w{k}.log")
             names = [f"worker-w{k}.log" for k in range(1, self.args.workers + 1)]
+        if own_sync:
+            self.start("worker sync", [*worker, "worker", "-Q", "sync", "-P", "threads", "--concurrency", "4",
+                                       "-n", "sync@%h"], "worker-sync.log")
+            names.append("worker-sync.log")
         self.start("beat", [encore, "beat"], "beat.log")
         deadline = time.monotonic() + 60
         pending = set(names)

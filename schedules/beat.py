@@ -8,6 +8,8 @@ so a second scheduler costs work, never a duplicate message.
 | stream sweep | tasks.plan.sweep_streams | 60 s | one planner per stream (a lease) |
 | campaign runner | tasks.campaigns.run_due_campaigns | every minute, on the minute | a run is a unique (campaign, scheduled time) row with a lease |
 | coupon expiry | tasks.expiry.expire_overdue | 60 s | UPDATE … WHERE state = 'scheduled' |
+| code sync | tasks.sync.sync_codes | 10 s | claims coupons with a lease (SKIP LOCKED); creation is idempotent by the code |
+| code removal | tasks.sync.remove_codes | 15 s | a lease on code_removal_due_at; removing a code not in the shop is a no-op |
 """
 
 from celery.schedules import crontab
@@ -23,9 +25,18 @@ starts at 10:00 (plus the worker's pickup), and a fresh beat ticks within a minu
 EXPIRY_TICK_SECONDS = 60.0
 """Only bookkeeping (the sender expires what it claims late): a minute is plenty."""
 
+CODE_SYNC_TICK_SECONDS = 10.0
+"""Planning rings the sync after each commit; the tick only retries transient failures
+(their backoff starts at ENCORE_RETRY_BASE_SECONDS) and takes over from a dead worker."""
+CODE_REMOVAL_TICK_SECONDS = 15.0
+"""A void coupon's code stops working in its shop within a minute (SPEC rule 15): a
+tick every 15 s leaves room for a slow shop and one retry."""
+
 BEAT_SCHEDULE = {
     "relay": {"task": "tasks.relay.relay", "schedule": RELAY_TICK_SECONDS},
     "sweep-streams": {"task": "tasks.plan.sweep_streams", "schedule": SWEEP_TICK_SECONDS},
     "campaign-runner": {"task": "tasks.campaigns.run_due_campaigns", "schedule": CAMPAIGN_TICK},
     "coupon-expiry": {"task": "tasks.expiry.expire_overdue", "schedule": EXPIRY_TICK_SECONDS},
+    "code-sync": {"task": "tasks.sync.sync_codes", "schedule": CODE_SYNC_TICK_SECONDS},
+    "code-removal": {"task": "tasks.sync.remove_codes", "schedule": CODE_REMOVAL_TICK_SECONDS},
 }

@@ -78,6 +78,7 @@ def check_all(now: datetime, env: dict[str, str] | None = None) -> Iterator[Chec
         yield CheckLine("channels", True, "none is set: every delivery would end suppressed (no_channel); "
                                           "set ENCORE_CHANNEL_EMAIL or another ENCORE_CHANNEL_*", warning=True)
     yield from _campaigns(settings, now)
+    yield from _shops(settings)
     yield _serve(settings)
 
 
@@ -111,6 +112,32 @@ def _whatsapp_templates(settings) -> Iterator[CheckLine]:
                                     f"customers speaking it get the {templates.default} one)", warning=True)
     else:
         yield CheckLine(part, True, f"{listed}; every language of the WhatsApp markets has one")
+
+
+def _shops(settings) -> Iterator[CheckLine]:
+    """One line per shop (SPEC section 7): a platform shop is asked one read-only question
+    with its own credentials, so a wrong token or URL shows here, not as shop_rejected
+    deliveries."""
+    from coupons.shops import missing_secrets
+    from platforms.base import PlatformError
+    from services.code_sync import platform_for
+
+    for name, shop in sorted(settings.shops.by_name.items()):
+        part = f"shop {name}"
+        if shop.platform == "none":
+            yield CheckLine(part, True, "platform none: codes are not made in a shop")
+            continue
+        missing = missing_secrets(shop, settings.shop_secrets)
+        if missing:
+            yield CheckLine(part, False, f"{shop.platform} at {shop.domain}: {', '.join(missing)} not set "
+                                         "(the shops file names it for this shop's secret)")
+            continue
+        try:
+            yield CheckLine(part, True, f"{shop.platform}: {platform_for(settings, name).check()}")
+        except PlatformError as error:
+            yield CheckLine(part, False, f"{shop.platform} at {shop.domain}: {error.message}")
+        except Exception as error:  # noqa: BLE001 - reported on its line, never as a traceback
+            yield _failed(part, error)
 
 
 def _serve(settings) -> CheckLine:

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import desc, func, select
+from sqlalchemy import desc, func, select, update
 from sqlalchemy.orm import Session
 
 from coupons.events import EventError, parse_event
@@ -24,6 +24,7 @@ from coupons.shops import raw_id, shop_key
 from coupons.states import DeliveryState
 from store.models import Attempt, Coupon, DeadLetter, Delivery, InboxEvent
 
+from .code_sync import SHOP_REJECTED
 from .failures import failure_reason
 from .intake import payload_of, store_events
 from .planner import replan
@@ -176,4 +177,11 @@ def _requeue_delivery(session: Session, number: int, item_id: str, now: datetime
     delivery.channel_attempts = 0
     delivery.enqueued_at = None
     delivery.updated_at = now
+    if delivery.reason == SHOP_REJECTED:
+        # The shop refused the code (the SKU added since, the token fixed): make it there
+        # again first; the sync releases the delivery (services.code_sync).
+        delivery.next_attempt_at = None
+        session.execute(update(Coupon).where(Coupon.id == delivery.coupon_id, Coupon.code_synced_at.is_(None))
+                        .values(sync_due_at=now, sync_reason=None, sync_claim_token=None))
+        return ReplayResult(item_id, True, "re-queued: its code is made in the shop first", delivery_id=delivery.id)
     return ReplayResult(item_id, True, "re-queued", delivery_id=delivery.id)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, FromClause, case, func, select, update
+from sqlalchemy import ColumnElement, FromClause, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from coupons.states import DeliveryState, Reason
 from store.db import rows_changed
-from store.models import Attempt, Delivery
+from store.models import Attempt, Coupon, Delivery
 
 
 def last_transient_reason(deliveries: FromClause) -> ColumnElement[str | None]:
@@ -31,10 +31,24 @@ def last_transient_reason(deliveries: FromClause) -> ColumnElement[str | None]:
     return case((deliveries.c.attempts > 0, latest), else_=None)
 
 
+SHOP_UNAVAILABLE = "shop_unavailable"
+"""Rule 15: the deadline came while the code's shop kept failing (services.code_sync)."""
+
+
+def shop_kept_failing(deliveries: FromClause) -> ColumnElement[str | None]:
+    """`shop_unavailable` when the delivery still waits for its code and the last sync
+    attempt failed (transiently), else NULL."""
+    return (select(literal(SHOP_UNAVAILABLE)).where(
+        Coupon.id == deliveries.c.coupon_id, Coupon.code_synced_at.is_(None), Coupon.sync_reason.is_not(None))
+        .scalar_subquery())
+
+
 def expire_overdue(session: Session, now: datetime) -> int:
     result = session.execute(
         update(Delivery).where(Delivery.state == DeliveryState.SCHEDULED, Delivery.deadline_at <= now)
-        .values(state=DeliveryState.EXPIRED, reason=func.coalesce(last_transient_reason(Delivery.__table__), Reason.DEADLINE),
+        .values(state=DeliveryState.EXPIRED,
+                reason=func.coalesce(last_transient_reason(Delivery.__table__), shop_kept_failing(Delivery.__table__),
+                                     Reason.DEADLINE),
                 enqueued_at=None, updated_at=now)
     )
     return rows_changed(result)

@@ -296,6 +296,10 @@ def _order_refunded(session: Session, event: Event, now: datetime) -> None:
         return
     session.execute(update(Delivery).where(Delivery.coupon_id == order.coupon_id, Delivery.state == DeliveryState.SCHEDULED)
                     .values(state=DeliveryState.CANCELLED, reason=Reason.REFUNDED, updated_at=now))
+    # Rule 15: a code that is (or may be, a sync in flight) in its shop stops working there.
+    session.execute(update(Coupon).where(
+        Coupon.id == order.coupon_id, Coupon.code_removed_at.is_(None), Coupon.code_removal_due_at.is_(None),
+        (Coupon.code_synced_at.is_not(None)) | (Coupon.sync_attempts > 0)).values(code_removal_due_at=now))
     sent_or_sending = session.scalar(select(Delivery.id).where(
         Delivery.coupon_id == order.coupon_id, Delivery.state.in_((DeliveryState.SENT, DeliveryState.SENDING))))
     if sent_or_sending is not None:

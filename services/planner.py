@@ -17,7 +17,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from operator import attrgetter
 
@@ -33,15 +33,15 @@ from coupons.model import ADDRESS_FIELD, Item, Offer
 from coupons.offers import choose_offer
 from coupons.shops import shop_of_key
 from coupons.states import DeliveryState, Reason
-from coupons.timing import FREQUENCY_CAP, STREAM_WAIT, coupon_expires_at, customer_zone, stream_fallback_at
-from store.bulk import dialect_insert, fill_where_null, insert_new, insert_new_rows, one_of
-from store.db import session_scope
+from coupons.timing import FREQUENCY_CAP, coupon_expires_at, customer_zone, stream_fallback_at
+from store.bulk import fill_where_null, insert_new, insert_new_rows, one_of
 from store.models import Coupon, Customer, Delivery, EmailSuppression, Order, Stream
 from store.rows import customer_value
 
 from .bootstrap import Runtime
 from .failures import failure_reason, store_dead_letter
-from .ports import PLAN_STREAM, RELAY
+from .code_sync import shop_code, shop_uses_platform
+from .ports import SYNC_CODES
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,15 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
             if assignment is not None and assignment.held_out:  # no message, no code in any shop
                 plan = replace(plan, state=DeliveryState.SUPPRESSED, reason=Reason.HOLDOUT)
         key = (request.trigger_key, request.customer_id)
-        delivery_plans[key] = (request, plan, assignment)
+        # Rule 15: a platform shop's code is made in the shop before its message goes out,
+        # and only when that message will be sent (services.code_sync); never for the held out.
+        in_shop = shop_uses_platform(runtime.settings, row.shop)
+        sync = in_shop and plan.state == DeliveryState.SCHEDULED
+        delivery_plans[key] = (request, plan, assignment, sync)
+        code = next(codes)
         coupon_rows.append(dict(
-            code=next(codes), trigger_key=request.trigger_key, customer_id=request.customer_id, shop=row.shop,
+            code=shop_code(code) if in_shop else code, sync_due_at=now if sync else None,
+            trigger_key=request.trigger_key, customer_id=request.customer_id, shop=row.shop,
             market=market.name, offer_type=offer.type, sku=offer.sku, product_name=offer.product_name,
             currency=offer.currency, price=None if offer.price is None else str(offer.price),
             percent=None if offer.percent is None else str(offer.percent),
@@ -213,16 +219,19 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
                                ("id", "trigger_key", "customer_id"))
     delivery_rows = []
     for coupon_id, trigger_key, customer_id in inserted:
-        request, plan, assignment = delivery_plans[(trigger_key, customer_id)]
+        request, plan, assignment, sync = delivery_plans[(trigger_key, customer_id)]
         delivery_rows.append(dict(
             coupon_id=coupon_id, customer_id=customer_id, shop=customers[customer_id].shop, state=plan.state,
             reason=plan.reason,
             trigger_at=request.trigger_at, due_at=plan.due_at, deadline_at=plan.deadline_at,
-            next_attempt_at=plan.due_at, attempts=0, channel_attempts=0, failed_channels=[], updated_at=now,
+            next_attempt_at=None if sync else plan.due_at, attempts=0, channel_attempts=0, failed_channels=[],
+            updated_at=now,
             experiment=None if assignment is None else assignment.experiment_id,
             variant=None if assignment is None else assignment.variant,
         ))
     insert_new(session, Delivery, delivery_rows, ["coupon_id"], "id")
+    if any(delivery_plans[(key, customer)][2] for _, key, customer in inserted):
+        runtime.doorbell.ring_after_commit(session, SYNC_CODES)
     new_keys = {(trigger_key, customer_id) for _, trigger_key, customer_id in inserted}
     _rechoose_unsent_offers(session, [row for row in coupon_rows if row["trigger_key"].startswith("stream:")
                                       and (row["trigger_key"], row["customer_id"]) not in new_keys], now)
@@ -252,7 +261,9 @@ def _rechoose_unsent_offers(session: Session, coupon_rows: list[dict], now: date
                                    Delivery.attempts == 0).values(updated_at=now)
         ).rowcount
         if unseen:
-            session.execute(update(Coupon).where(Coupon.id == coupon_id, Coupon.redeemed_at.is_(None))
+            # A code that may already be in its shop keeps the offer it was made with there.
+            session.execute(update(Coupon).where(Coupon.id == coupon_id, Coupon.redeemed_at.is_(None),
+                                                 Coupon.sync_attempts == 0, Coupon.code_synced_at.is_(None))
                             .values(**{column: row[column] for column in OFFER_COLUMNS}))
 
 
@@ -405,98 +416,3 @@ def _stream_trigger(orders: list[tuple[str, datetime]], ended_at: datetime | Non
     if stream_fallback_at(first) <= now:
         return stream_fallback_at(first)
     return None
-
-
-def next_unplanned_customers(session: Session, stream_id: str, after: str, chunk: int = PLAN_CHUNK) -> list[str]:
-    """The next customer ids (keyset order, after `after`) with an unplanned order in the stream."""
-    return list(session.scalars(
-        select(Order.customer_id).where(Order.stream_id == stream_id, Order.coupon_id.is_(None),
-                                        Order.plan_failed_at.is_(None), Order.customer_id > after)
-        .group_by(Order.customer_id).order_by(Order.customer_id).limit(chunk)
-    ))
-
-
-PLANNING_LEASE = timedelta(minutes=5)
-"""Far above one chunk's time; renewed per chunk; lets the sweep take over from a dead planner."""
-
-
-def claim_stream_planning(session: Session, stream_id: str, now: datetime) -> bool:
-    """Own the stream's planning for one lease; False while another planner owns it,
-    so a sweep and a stream.ended never plan the same stream side by side."""
-    session.execute(dialect_insert(session)(Stream).values(id=stream_id, shop=shop_of_key(stream_id))
-                    .on_conflict_do_nothing(index_elements=["id"]))
-    claimed = session.execute(
-        update(Stream).where(Stream.id == stream_id,
-                             (Stream.planning_until.is_(None)) | (Stream.planning_until < now))
-        .values(planning_until=now + PLANNING_LEASE)
-    ).rowcount
-    return claimed == 1
-
-
-def renew_stream_planning(session: Session, stream_id: str, now: datetime, done: bool = False) -> None:
-    session.execute(update(Stream).where(Stream.id == stream_id)
-                    .values(planning_until=None if done else now + PLANNING_LEASE))
-
-
-def plan_stream(runtime: Runtime, stream_id: str) -> int:
-    """Plan a stream's unplanned buyers, one committed chunk at a time; returns how many
-    customers were planned (0 when another planner holds the stream).
-
-    Each chunk that scheduled deliveries rings the relay after its commit, so sending
-    overlaps planning, and memory stays flat however many buyers the stream had."""
-    with session_scope(runtime.database_url) as session:
-        if not claim_stream_planning(session, stream_id, runtime.clock()):
-            return 0  # another planner has it
-    planned, after = 0, ""
-    try:
-        while True:
-            with session_scope(runtime.database_url) as session:
-                customer_ids = next_unplanned_customers(session, stream_id, after)
-                renew_stream_planning(session, stream_id, runtime.clock(), done=not customer_ids)
-                if not customer_ids:
-                    return planned
-                plan_stream_chunk(session, runtime, stream_id, customer_ids, runtime.clock())
-            planned += len(customer_ids)
-            after = customer_ids[-1]
-    except Exception:
-        with session_scope(runtime.database_url) as session:
-            renew_stream_planning(session, stream_id, runtime.clock(), done=True)  # let the retry claim it
-        raise
-
-
-def plan_stream_chunk(session: Session, runtime: Runtime, stream_id: str, customer_ids: list[str],
-                      now: datetime) -> int:
-    """Plan one chunk of a stream's customers, each in isolation: a customer whose
-    planning raises is dead-lettered and the others are planned. The relay is rung after
-    the commit when the chunk scheduled deliveries."""
-    ended_at = session.scalar(select(Stream.ended_at).where(Stream.id == stream_id))
-    trigger_key = f"stream:{stream_id}"
-
-    def failed(customer_id: str, order_ids: list[str], exc: Exception) -> None:
-        record_plan_failure(session, trigger_key, customer_id, order_ids, exc, now)
-
-    requests = stream_requests(session, stream_id, ended_at, customer_ids, now, on_error=failed)
-    scheduled = plan_isolated(session, runtime, requests, now)
-    if scheduled:
-        runtime.doorbell.ring_after_commit(session, RELAY)
-    return scheduled
-
-
-def streams_waiting(session: Session, now: datetime) -> list[str]:
-    """Streams with unplanned orders that can trigger now: ended, or older than the 6 h wait."""
-    return list(session.scalars(
-        select(Order.stream_id).outerjoin(Stream, Stream.id == Order.stream_id).where(
-            Order.stream_id.is_not(None), Order.coupon_id.is_(None), Order.refunded_at.is_(None),
-            Order.plan_failed_at.is_(None),
-            (Stream.ended_at.is_not(None)) | (Order.occurred_at <= now - STREAM_WAIT),
-        ).group_by(Order.stream_id)
-    ))
-
-
-def sweep_streams(runtime: Runtime) -> int:
-    """Ring the planner for every stream that waited long enough (beat, every minute)."""
-    with session_scope(runtime.database_url) as session:
-        waiting = streams_waiting(session, runtime.clock())
-    for stream_id in waiting:
-        runtime.doorbell.ring(PLAN_STREAM, stream_id)
-    return len(waiting)

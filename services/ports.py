@@ -28,8 +28,10 @@ SEND_DELIVERIES = "tasks.send.send_deliveries"
 RUN_DUE_CAMPAIGNS = "tasks.campaigns.run_due_campaigns"
 RUN_CAMPAIGN = "tasks.campaigns.run_campaign"
 EXPIRE_OVERDUE = "tasks.expiry.expire_overdue"
+SYNC_CODES = "tasks.sync.sync_codes"
+REMOVE_CODES = "tasks.sync.remove_codes"
 TASKS = (APPLY_EVENTS, PLAN_STREAM, SWEEP_STREAMS, RELAY, SEND_DELIVERIES, RUN_DUE_CAMPAIGNS, RUN_CAMPAIGN,
-         EXPIRE_OVERDUE)
+         EXPIRE_OVERDUE, SYNC_CODES, REMOVE_CODES)
 
 
 class Doorbell(Protocol):

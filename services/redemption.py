@@ -36,6 +36,12 @@ class Redemption:
         return self.status == RedemptionStatus.REDEEMED
 
 
+def _spellings(code: str) -> tuple[str, str]:
+    """How a code may be stored: grouped with dashes (shops without a platform) or without
+    them (a platform shop's, as the shop holds it: services.code_sync.shop_code)."""
+    return code, code.replace("-", "")
+
+
 def redeem(session: Session, code_text: str, order_id: str, now: datetime, *, shop: str | None = None,
            customer_id: str | None = None) -> Redemption:
     """Redeem a code for an order (`order_id`: its stored key). With `shop`, only a coupon
@@ -44,7 +50,7 @@ def redeem(session: Session, code_text: str, order_id: str, now: datetime, *, sh
     code = normalize_code(code_text)
     if code is None:
         return Redemption(RedemptionStatus.UNKNOWN)
-    condition = [Coupon.code == code]
+    condition = [Coupon.code.in_(_spellings(code))]
     if shop is not None:
         condition.append(Coupon.shop == shop)
     if customer_id is not None:
@@ -57,7 +63,7 @@ def redeem(session: Session, code_text: str, order_id: str, now: datetime, *, sh
     ).scalar()
     if claimed is not None:
         return Redemption(RedemptionStatus.REDEEMED, code)
-    coupon = session.scalar(select(Coupon).where(Coupon.code == code))
+    coupon = session.scalar(select(Coupon).where(Coupon.code.in_(_spellings(code))))
     if coupon is None or (shop is not None and coupon.shop != shop):
         return Redemption(RedemptionStatus.UNKNOWN)
     if customer_id is not None and coupon.customer_id != customer_id:

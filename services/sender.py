@@ -28,6 +28,7 @@ from datetime import timedelta
 from store.db import session_scope
 
 from .bootstrap import Runtime
+from .code_sync import platform_shops
 from .ports import Clock
 from .sending.claim import Claim, claim, new_claim_token
 from .sending.loop import ENDED, LOST, RESCHEDULED, RETRY_LATER, SENT_NOW, send_all
@@ -51,7 +52,8 @@ def claim_batch(runtime: Runtime, ids: list[int], clock: Clock) -> ClaimedBatch:
     now = clock()
     batch = ClaimedBatch(token=new_claim_token(), claimed_at=now, claimed=[])
     with session_scope(runtime.database_url) as session:
-        batch.claimed = claim(session, ids, now, timedelta(seconds=runtime.settings.lease_seconds), batch.token)
+        batch.claimed = claim(session, ids, now, timedelta(seconds=runtime.settings.lease_seconds), batch.token,
+                              platform_shops(runtime.settings))
     if batch.claimed:
         with session_scope(runtime.database_url) as session:
             prepare(session, runtime, batch)

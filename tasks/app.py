@@ -28,7 +28,8 @@ from services.bootstrap import Runtime, bootstrap
 
 from tasks.doorbell import CeleryDoorbell, task_routes
 
-TASK_MODULES = ("tasks.intake", "tasks.plan", "tasks.relay", "tasks.send", "tasks.campaigns", "tasks.expiry")
+TASK_MODULES = ("tasks.intake", "tasks.plan", "tasks.relay", "tasks.send", "tasks.campaigns", "tasks.expiry",
+                "tasks.sync")
 
 app = Celery("encore")
 

@@ -21,7 +21,7 @@ from store.db import on_commit
 
 log = logging.getLogger(__name__)
 
-QUEUES = ("intake", "plan", "send", "relay")
+QUEUES = ("intake", "plan", "send", "relay", "sync")
 ROUTES = {
     ports.APPLY_EVENTS: "intake",
     ports.PLAN_STREAM: "plan",
@@ -31,6 +31,8 @@ ROUTES = {
     ports.RELAY: "relay",
     ports.EXPIRE_OVERDUE: "relay",
     ports.SEND_DELIVERIES: "send",
+    ports.SYNC_CODES: "sync",
+    ports.REMOVE_CODES: "sync",
 }
 """Task name → queue."""
 

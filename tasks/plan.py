@@ -1,7 +1,7 @@
 """Plan a stream's coupons in chunks; sweep streams that waited long enough."""
 
-from services.planner import plan_stream as plan_stream_service
-from services.planner import sweep_streams as sweep_streams_service
+from services.stream_planning import plan_stream as plan_stream_service
+from services.stream_planning import sweep_streams as sweep_streams_service
 from services.ports import PLAN_STREAM, SWEEP_STREAMS
 from tasks.app import RETRY_ON_DATABASE_ERRORS, app, runtime
 

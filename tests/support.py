@@ -245,7 +245,8 @@ def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, 
 
     def tick() -> None:
         """What `encore beat` does, faster."""
-        from services.ports import RELAY, SWEEP_STREAMS
+        from services.code_sync import platform_shops
+        from services.ports import RELAY, REMOVE_CODES, SWEEP_STREAMS, SYNC_CODES
 
         ticks = 0
         while not stop.wait(relay_tick):
@@ -254,6 +255,9 @@ def running_stack(monkeypatch, *, database_url: str, broker_url: str, data_dir, 
                 runtime.doorbell.ring(RELAY)
                 if ticks % 4 == 0:
                     runtime.doorbell.ring(SWEEP_STREAMS)
+                if ticks % 2 == 0 and platform_shops(runtime.settings):
+                    runtime.doorbell.ring(SYNC_CODES)
+                    runtime.doorbell.ring(REMOVE_CODES)
             except Exception:  # the broker may be restarting in a crash test
                 pass
 

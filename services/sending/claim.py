@@ -15,16 +15,16 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import exists, update
 from sqlalchemy.orm import Session
 
 from channels.adapter import SendResult
 from store.bulk import one_of
 from store.db import engine_for
-from store.models import SCHEDULED, SENDING, Delivery
+from store.models import SCHEDULED, SENDING, Coupon, Delivery
 
 from ..bootstrap import Runtime
 from ..ports import Clock
@@ -34,18 +34,27 @@ from .group_commit import GroupWriter, write_patience
 log = logging.getLogger(__name__)
 
 _DELIVERIES = Delivery.__table__
+_COUPONS = Coupon.__table__
 
 
 def new_claim_token() -> str:
     return uuid.uuid4().hex
 
 
-def claim(session: Session, ids: list[int], now: datetime, lease: timedelta, token: str) -> list[int]:
+def claim(session: Session, ids: list[int], now: datetime, lease: timedelta, token: str,
+          platform_shops: Sequence[str] = ()) -> list[int]:
     """Take the due rows among `ids` for this worker, under `token` (a Core UPDATE: the
-    ORM's bulk-update bookkeeping cost more CPU than the statement)."""
+    ORM's bulk-update bookkeeping cost more CPU than the statement). A delivery of one of
+    `platform_shops` whose code is not in its shop yet is never taken (rule 15), however
+    it became due."""
+    where = [one_of(session, _DELIVERIES.c.id, ids), _DELIVERIES.c.state == SCHEDULED,
+             _DELIVERIES.c.next_attempt_at <= now]
+    if platform_shops:
+        where.append(~exists().where(_COUPONS.c.id == _DELIVERIES.c.coupon_id, _COUPONS.c.code_synced_at.is_(None),
+                                     _COUPONS.c.shop.in_(list(platform_shops))))
     return list(session.execute(
         _DELIVERIES.update()
-        .where(one_of(session, _DELIVERIES.c.id, ids), _DELIVERIES.c.state == SCHEDULED, _DELIVERIES.c.next_attempt_at <= now)
+        .where(*where)
         .values(state=SENDING, lease_expires_at=now + lease, updated_at=now, claim_token=token)
         .returning(_DELIVERIES.c.id)
     ).scalars())

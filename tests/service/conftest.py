@@ -84,7 +84,7 @@ class Services:
                     self.plan_stream(*args)
 
     def plan_stream(self, stream_id: str) -> None:
-        from services.planner import plan_stream
+        from services.stream_planning import plan_stream
 
         plan_stream(self.runtime, stream_id)
 

@@ -61,7 +61,7 @@ def test_intake_rings_the_planner_for_an_ended_stream_not_the_relay(services):
 
 
 def test_the_planner_rings_the_relay_after_a_chunk_that_scheduled_deliveries(services):
-    from services.planner import plan_stream
+    from services.stream_planning import plan_stream
 
     services.emit(*(order(services, f"e{n}", f"c{n}", stream_id="S") for n in range(3)))
     services.clock.advance(minutes=10)

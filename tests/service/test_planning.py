@@ -26,7 +26,7 @@ def _plan_dead_letters(services) -> list[dict]:
 
 
 def test_one_bad_stream_order_does_not_block_the_rest_of_the_stream(services):
-    from services.planner import streams_waiting
+    from services.stream_planning import streams_waiting
     from store.models import Order
 
     # Given a stream with five buyers, two of whose rows make planning raise:
@@ -62,7 +62,7 @@ def test_one_bad_stream_order_does_not_block_the_rest_of_the_stream(services):
 
 
 def test_a_bad_row_in_a_stream_that_never_ended_does_not_block_the_sweep(services):
-    from services.planner import streams_waiting
+    from services.stream_planning import streams_waiting
     from store.models import Order
 
     # Given a stream whose end never comes, one buyer with an absurd order time
@@ -270,7 +270,7 @@ def test_buyers_of_one_stream_each_get_the_plan_of_their_own_zone_consent_and_ad
 
 
 def test_planning_a_stream_again_or_after_a_crash_creates_nothing_twice(services):
-    from services.planner import next_unplanned_customers, plan_stream_chunk
+    from services.stream_planning import next_unplanned_customers, plan_stream_chunk
     from store.models import Order, Stream
 
     # Given an ended stream of five buyers, whose planner crashed after committing its first chunk of two

@@ -35,7 +35,8 @@ FLOOR = {
     "workers": 6,
 }
 MAX_LINES = 500
-TASK_MODULES = {"tasks.intake", "tasks.plan", "tasks.relay", "tasks.send", "tasks.campaigns", "tasks.expiry"}
+TASK_MODULES = {"tasks.intake", "tasks.plan", "tasks.relay", "tasks.send", "tasks.campaigns", "tasks.expiry",
+                "tasks.sync"}
 
 
 def _product_files() -> dict[str, Path]:

@@ -34,6 +34,9 @@ def test_every_task_is_routed_to_the_queue_it_has_always_run_on():
         "tasks.relay.relay": "relay",
         "tasks.expiry.expire_overdue": "relay",
         "tasks.send.send_deliveries": "send",
+        # new with code sync (rule 15): a queue of its own, so a slow shop holds no sender
+        "tasks.sync.sync_codes": "sync",
+        "tasks.sync.remove_codes": "sync",
     }
     assert set(ROUTES) == set(ports.TASKS) and set(ROUTES.values()) == set(QUEUES)
 

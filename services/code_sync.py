@@ -15,15 +15,16 @@ relay does not see it. This step
 3. records each group as soon as the shop answered it, in its own transaction, and
    then rings the relay: synced codes release their deliveries
    (`next_attempt_at = coalesce(next_attempt_at, due_at)`), a transient failure waits
-   with backoff (never past the deadline, where the delivery ends `expired` with reason
-   `shop_unavailable`), a permanent one ends the delivery `failed` with reason
+   with backoff (its retry never first due after the deadline; a delivery whose deadline
+   comes while its code is missing ends `expired`, reason `shop_unavailable`, by the
+   expiry sweeps), a permanent one ends the delivery `failed` with reason
    `shop_rejected` and an attempt row holding the shop's own (masked) message, which
    `encore dead-letters` shows.
 
 A coupon whose delivery will not be sent any more (cancelled, expired, suppressed)
 is dropped from the sync; if an earlier claim may have reached the shop, or the code
-was synced, its code is marked for removal (`code_removal_due_at`): no code works in a
-shop that was never sent. `remove_due_codes` disables those, and the codes of void
+was synced, its code is marked for removal (`code_removal_due_at`): no code keeps
+working in a shop whose message was never sent. `remove_due_codes` disables those, and the codes of void
 coupons (rule 11), within a minute (beat every 15 s).
 """
 

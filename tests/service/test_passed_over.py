@@ -107,3 +107,30 @@ def test_a_florida_text_late_in_the_evening_before_the_deadline_moves_to_email(m
     assert row["skipped"] == [{"channel": "sms", "reason": "sms_hours"}]
     assert attempts_of(services, "fl") == [("sms", "skipped", "sms_hours"), ("email", "sent", "sent")]
     assert len(services.smtp.messages) == 1 and sms_paths(services) == []
+
+
+def test_sms_hours_past_the_deadline_at_planning_leave_one_row_though_the_sender_sees_them_too(make_services, clock,
+                                                                                             tmp_path):
+    # Given a seller who texts first, and Mississippi's statute read strictly: no texts on Sundays
+    shipped = SHIPPED.read_text()
+    north_america = shipped.index("[north_america]")
+    strict = (shipped[:north_america] + shipped[north_america:]
+              .replace('channels = ["email", "sms"]', 'channels = ["sms", "email"]', 1)
+              .replace('US-MS = ["08:00", "20:00"]', 'US-MS = { every_day = ["08:00", "20:00"], sunday = "none" }', 1))
+    assert strict.count('sunday = "none"') == 1
+    markets = tmp_path / "markets.toml"
+    markets.write_text(strict)
+    services = make_services(ENCORE_MARKETS_FILE=str(markets))
+    # When a customer in Jackson orders at 20:30 on a Saturday: no text before Monday 08:00,
+    # after the deadline (Sunday 20:30), so the planner passes SMS over for email
+    clock.now = datetime(2026, 3, 15, 1, 30, tzinfo=UTC)  # 20:30 CDT, Saturday the 14th
+    services.emit(order_paid("e1", customer_id="ms", occurred_at=clock(), consent=["sms", "email"],
+                             email="ms@example.com", phone="+16015550100", country="US", region="US-MS",
+                             timezone="America/Chicago"))
+    assert attempts_of(services, "ms") == [("sms", "skipped", "sms_hours")]  # written with the delivery
+    services.relay_and_send()
+    # Then the email goes at once, and the sender, which passes SMS over too, adds no second row
+    [row] = services.deliveries()
+    assert (row["state"], row["channel"], row["attempts"]) == ("sent", "email", 1)
+    assert row["skipped"] == [{"channel": "sms", "reason": "sms_hours"}]
+    assert attempts_of(services, "ms") == [("sms", "skipped", "sms_hours"), ("email", "sent", "sent")]

@@ -29,6 +29,15 @@ from .timing import (
 
 SMS = "sms"
 
+Skip = tuple[str, str]
+"""A channel passed over before it was tried, and why: (channel, reason)."""
+
+SKIP_DETAIL = {
+    Reason.EMAIL_SUPPRESSED: "not sent: the address complained or bounced for good",
+    Reason.SMS_HOURS: "not sent: the SMS hours of the customer's state open only after the deadline",
+}
+"""The detail of a passed-over channel's attempt row, by its reason."""
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -36,6 +45,8 @@ class Plan:
     reason: Reason | None
     due_at: datetime
     deadline_at: datetime
+    # Channels passed over for the first one (rules 17, 18), market order: each gets an attempt row (rule 16's `skipped`).
+    skipped: tuple[Skip, ...] = ()
 
 
 def usable_channels(customer: Customer, market: Market, configured: Collection[str],
@@ -62,6 +73,22 @@ def _no_channel_reason(customer: Customer, market: Market, configured: Collectio
     if suppressed and usable_channels(customer, market, configured, opted_out):
         return Reason.EMAIL_SUPPRESSED
     return Reason.NO_CHANNEL
+
+
+def _suppressed_before(channel: str, customer: Customer, market: Market, configured: Collection[str],
+                       opted_out: Collection[str], failed: Collection[str], suppressed: Collection[str]) -> list[Skip]:
+    """The channels ahead of `channel` in the market's order that only a suppressed
+    address (rule 18) kept from carrying the coupon: passed over, `email_suppressed`."""
+    if not suppressed:
+        return []
+    position = market.channels.index(channel)
+    return [(other, Reason.EMAIL_SUPPRESSED.value)
+            for other in usable_channels(customer, market, configured, opted_out, failed)
+            if other in suppressed and market.channels.index(other) < position]
+
+
+def _in_market_order(skipped: list[Skip], market: Market) -> tuple[Skip, ...]:
+    return tuple(sorted(skipped, key=lambda skip: market.channels.index(skip[0])))
 
 
 @dataclass(frozen=True)
@@ -125,7 +152,7 @@ def plan_delivery(*, trigger_at: datetime, now: datetime, customer: Customer, ma
     the first channel may carry it: an SMS-first delivery to a US number waits for the
     SMS hours of the customer's state; when those open only after the deadline, a later
     channel goes at the end of quiet hours instead, and with none the delivery expires
-    (`sms_hours`)."""
+    (`sms_hours`). The channels passed over for the first one are the plan's `skipped`."""
     deadline_at = deadline_for(trigger_at)
     timezone = customer_zone(customer, market)
     due_at = outside_quiet_hours(trigger_at, timezone, market.quiet_start, market.quiet_end)
@@ -138,13 +165,17 @@ def plan_delivery(*, trigger_at: datetime, now: datetime, customer: Customer, ma
     if not channels:
         return Plan(DeliveryState.SUPPRESSED, _no_channel_reason(customer, market, configured, opted_out, suppressed),
                     due_at, deadline_at)
-    if channels[0] == SMS:
+    first, skipped = channels[0], []
+    if first == SMS:
         sms_at = channel_allowed_at(SMS, trigger_at, timezone, market, sms_rule_for(customer, market))
         if sms_at < deadline_at - ATTEMPT_MARGIN:
             due_at = sms_at
         elif len(channels) == 1:
             return Plan(DeliveryState.EXPIRED, Reason.SMS_HOURS, sms_at, deadline_at)
-    return Plan(DeliveryState.SCHEDULED, None, due_at, deadline_at)
+        else:
+            first, skipped = channels[1], [(SMS, Reason.SMS_HOURS.value)]
+    skipped += _suppressed_before(first, customer, market, configured, opted_out, (), suppressed)
+    return Plan(DeliveryState.SCHEDULED, None, due_at, deadline_at, _in_market_order(skipped, market))
 
 
 @dataclass(frozen=True)
@@ -162,6 +193,9 @@ class SendDecision:
     reason: str | None = None  # a Reason, or the last provider's reason
     channel_attempts: int = 0
     channels: tuple[str, ...] = ()
+    # For send: channels passed over on the way to `channel` (rules 17, 18), market order.
+    # The same ones come back at every claim: the caller records each once.
+    skipped: tuple[Skip, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -215,7 +249,8 @@ def decide_send(*, now: datetime, deadline_at: datetime, customer: Customer, mar
     the delivery's last transient failure, which an expiry keeps (rule 12); `suppressed`:
     channels whose address is suppressed (rule 18), passed over like a channel that cannot
     be used. An SMS turn outside the SMS hours of the customer's state (rule 17) waits for
-    them; when they open only after the deadline, the turn passes to the next channel."""
+    them; when they open only after the deadline, the turn passes to the next channel.
+    Either way a passed-over channel is in the send decision's `skipped`."""
     if all_orders_refunded:
         return SendDecision(SendAction.END, state=DeliveryState.CANCELLED, reason=Reason.REFUNDED)
     if now >= deadline_at:
@@ -231,6 +266,7 @@ def decide_send(*, now: datetime, deadline_at: datetime, customer: Customer, mar
         return SendDecision(SendAction.END, state=DeliveryState.SUPPRESSED,
                             reason=_no_channel_reason(customer, market, configured, opted_out, suppressed))
     timezone = customer_zone(customer, market)
+    skipped: list[Skip] = []
     if turn.channel == SMS:
         sms_at = channel_allowed_at(SMS, now, timezone, market, sms_rule_for(customer, market))
         if now < sms_at < deadline_at - ATTEMPT_MARGIN:
@@ -242,11 +278,14 @@ def decide_send(*, now: datetime, deadline_at: datetime, customer: Customer, mar
             if turn is None:
                 return SendDecision(SendAction.END, state=DeliveryState.EXPIRED,
                                     reason=last_transient_reason or Reason.SMS_HOURS)
+            skipped.append((SMS, Reason.SMS_HOURS.value))
+    skipped += _suppressed_before(turn.channel, customer, market, configured, opted_out, failed_channels, suppressed)
     window = send_window(now=now, deadline_at=deadline_at, timezone=timezone, market=market,
                          margin=timedelta(0), last_transient_reason=last_transient_reason)
     if window.action != SendAction.SEND:
         return window
-    return SendDecision(SendAction.SEND, channel=turn.channel, channel_attempts=turn.attempts, channels=tuple(channels))
+    return SendDecision(SendAction.SEND, channel=turn.channel, channel_attempts=turn.attempts, channels=tuple(channels),
+                        skipped=_in_market_order(skipped, market))
 
 
 ATTEMPT_MARGIN = timedelta(seconds=1)

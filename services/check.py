@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from coupons.model import CHANNELS
 
 BROKER_TIMEOUT_SECONDS = 5.0
+INBOUND_PATH = "/webhooks/sms/inbound"  # Twilio's inbound message webhook (web tier)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def check_all(now: datetime, env: dict[str, str] | None = None) -> Iterator[Chec
     yield from _campaigns(settings, now)
     yield from _shops(settings)
     yield _serve(settings)
+    yield _twilio_inbound(settings)
 
 
 def _whatsapp_templates(settings) -> Iterator[CheckLine]:
@@ -150,6 +152,18 @@ def _serve(settings) -> CheckLine:
              f"unsubscribe links at {settings.public_url}" if settings.public_url
              else "no ENCORE_PUBLIC_URL (no unsubscribe links)"]
     return CheckLine("serve", True, "; ".join(parts))
+
+
+def _twilio_inbound(settings) -> CheckLine:
+    """SPEC rule 18: STOP, START and HELP replies reach Encore only through Twilio's inbound
+    webhook, which is verified with the account's auth token. Unset is a warning, not a
+    failure (an install may not text at all); the token's value is never shown."""
+    where = f"{settings.public_url}{INBOUND_PATH}" if settings.public_url else f"POST {INBOUND_PATH}"
+    if not settings.twilio_auth_token:
+        return CheckLine("twilio inbound", True, f"ENCORE_TWILIO_AUTH_TOKEN is not set: {where} answers 503, so SMS "
+                                                 "replies (STOP, START, HELP) are not obeyed", warning=True)
+    return CheckLine("twilio inbound", True, f"ENCORE_TWILIO_AUTH_TOKEN set: replies to {where} are verified "
+                                             "with X-Twilio-Signature")
 
 
 def _campaigns(settings, now: datetime) -> Iterator[CheckLine]:

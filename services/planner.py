@@ -21,12 +21,12 @@ from datetime import datetime
 from decimal import Decimal
 from operator import attrgetter
 
-from sqlalchemy import Row, Text, cast, select, update
+from sqlalchemy import Row, Text, cast, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from coupons.codes import new_codes
-from coupons.delivery_rules import Plan, plan_delivery
+from coupons.delivery_rules import SKIP_DETAIL, Plan, plan_delivery
 from coupons.experiments import Experiment, apply_variant, assign, experiment_for
 from coupons.markets import Market
 from coupons.model import ADDRESS_FIELD, Item, Offer
@@ -34,8 +34,8 @@ from coupons.offers import choose_offer
 from coupons.shops import shop_of_key
 from coupons.states import DeliveryState, Reason
 from coupons.timing import FREQUENCY_CAP, coupon_expires_at, customer_zone, stream_fallback_at
-from store.bulk import fill_where_null, insert_new, insert_new_rows, one_of
-from store.models import Coupon, Customer, Delivery, EmailSuppression, Order, Stream
+from store.bulk import fill_where_null, insert_new_rows, one_of
+from store.models import Attempt, Coupon, Customer, Delivery, EmailSuppression, Order, Stream
 from store.rows import customer_value
 
 from .bootstrap import Runtime
@@ -217,9 +217,10 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
         return 0
     inserted = insert_new_rows(session, Coupon, coupon_rows, ["trigger_key", "customer_id"],
                                ("id", "trigger_key", "customer_id"))
-    delivery_rows = []
+    delivery_rows, plans = [], {}
     for coupon_id, trigger_key, customer_id in inserted:
         request, plan, assignment, sync = delivery_plans[(trigger_key, customer_id)]
+        plans[coupon_id] = plan
         delivery_rows.append(dict(
             coupon_id=coupon_id, customer_id=customer_id, shop=customers[customer_id].shop, state=plan.state,
             reason=plan.reason,
@@ -229,7 +230,8 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
             experiment=None if assignment is None else assignment.experiment_id,
             variant=None if assignment is None else assignment.variant,
         ))
-    insert_new(session, Delivery, delivery_rows, ["coupon_id"], "id")
+    delivery_ids = insert_new_rows(session, Delivery, delivery_rows, ["coupon_id"], ("id", "coupon_id"))
+    _record_passed_over(session, delivery_ids, plans, now)
     if any(delivery_plans[(key, customer)][3] for _, key, customer in inserted):  # (request, plan, group, sync)
         runtime.doorbell.ring_after_commit(session, SYNC_CODES)
     new_keys = {(trigger_key, customer_id) for _, trigger_key, customer_id in inserted}
@@ -237,6 +239,19 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
                                       and (row["trigger_key"], row["customer_id"]) not in new_keys], now)
     _attach_orders(session, requests, {(key, customer): coupon_id for coupon_id, key, customer in inserted})
     return sum(1 for row in delivery_rows if row["state"] == DeliveryState.SCHEDULED)
+
+
+def _record_passed_over(session: Session, delivery_ids: list[Row], plans: dict[int, Plan], now: datetime) -> None:
+    """An attempt row (outcome `skipped`, not counted as an attempt) for each channel a
+    scheduled delivery's plan passed over for its first (a suppressed email, SMS hours that
+    open after the deadline: SPEC rules 16-18), as the sender records WhatsApp's: one
+    insert for the chunk, in the planning transaction."""
+    rows = [dict(delivery_id=delivery_id, at=now, channel=channel, outcome="skipped", reason=reason,
+                 detail=SKIP_DETAIL[reason])
+            for delivery_id, coupon_id in delivery_ids if (plan := plans[coupon_id]).state == DeliveryState.SCHEDULED
+            for channel, reason in plan.skipped]
+    if rows:
+        session.execute(insert(Attempt.__table__), rows)
 
 
 OFFER_COLUMNS = ("offer_type", "sku", "product_name", "currency", "price", "percent", "regular_price")

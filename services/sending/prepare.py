@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from channels.adapter import SendResult, email_sender_domain
 from channels.smtp import delivery_message_id
-from coupons.delivery_rules import SendDecision, SmsRule, after_attempt, decide_send, sms_rule_for
+from coupons.delivery_rules import SKIP_DETAIL, SendDecision, Skip, SmsRule, after_attempt, decide_send, sms_rule_for
 from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
 from coupons.model import Customer as CustomerValue
@@ -32,7 +32,7 @@ from coupons.timing import customer_zone
 from coupons.unsubscribe import unsubscribe_url
 from coupons.whatsapp import passed_over, template_message
 from store.bulk import one_of
-from store.models import FAILED, SCHEDULED, SENT, Coupon, Customer, Delivery, EmailSuppression, Order
+from store.models import FAILED, SCHEDULED, SENT, Attempt, Coupon, Customer, Delivery, EmailSuppression, Order
 from store.rows import customer_value
 
 from ..expiry import last_transient_reason
@@ -130,6 +130,7 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
         .group_by(deliveries.customer_id)
     ).all())
     suppressed_emails = suppressed_addresses(session, {row.email.lower() for row in rows if row.email})
+    recorded = _RecordedSkips(session, batch.claimed)
     updates: list[dict] = []
     for row in rows:
         decision: SendDecision | None = None
@@ -151,11 +152,13 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
                 suppressed=("email",) if customer.email and customer.email.lower() in suppressed_emails else (),
             )
             decision = decide(failed_channels=failed_channels, last_reason=row.reason)
+            _record_passed_over(session, batch, row.delivery_id, decision, recorded)
             while decision.action == "send" and (skip := _passed_over(runtime, decision.channel, customer)):
                 # Not even attempted (SPEC rule 16): recorded, and the next channel decided now.
                 failed_channels.append(decision.channel)
                 _record_skip(session, batch, row.delivery_id, decision.channel, skip, failed_channels)
                 decision = decide(failed_channels=failed_channels, last_reason=skip[0])
+                _record_passed_over(session, batch, row.delivery_id, decision, recorded)
             item = (_render(row, customer, market, decision, runtime, failed_channels)
                     if decision.action == "send" else None)
         except Exception as error:  # noqa: BLE001 - one bad row must not hold the batch
@@ -207,6 +210,41 @@ def _record_skip(session: Session, batch: ClaimedBatch, delivery_id: int, channe
     write_fenced(session, dict(delivery_id=delivery_id, claim_token=batch.token, failed_channels=list(failed_channels),
                                updated_at=batch.claimed_at),
                  dict(at=batch.claimed_at, channel=channel, outcome="skipped", reason=reason, detail=detail))
+
+
+class _RecordedSkips:
+    """The (delivery, channel) pass-overs already in the batch's attempt rows: read once,
+    and only when a decision passes a channel over (rules 17, 18), which is rare."""
+
+    def __init__(self, session: Session, claimed: list[int]) -> None:
+        self._session, self._claimed = session, claimed
+        self._recorded: set[tuple[int, str]] | None = None
+
+    def new(self, delivery_id: int, skipped: tuple[Skip, ...]) -> list[Skip]:
+        """Those of `skipped` not recorded yet for `delivery_id`, now counted as recorded."""
+        if self._recorded is None:
+            attempts = Attempt.__table__.c
+            self._recorded = {(delivery_id, channel) for delivery_id, channel in self._session.execute(
+                select(attempts.delivery_id, attempts.channel)
+                .where(one_of(self._session, attempts.delivery_id, self._claimed), attempts.outcome == "skipped"))}
+        fresh = [skip for skip in skipped if (delivery_id, skip[0]) not in self._recorded]
+        self._recorded.update((delivery_id, channel) for channel, _ in fresh)
+        return fresh
+
+
+def _record_passed_over(session: Session, batch: ClaimedBatch, delivery_id: int, decision: SendDecision,
+                        recorded: _RecordedSkips) -> None:
+    """Each channel a send decision passed over (a suppressed email, SMS hours that open
+    after the deadline) gets one attempt row, outcome `skipped`, as WhatsApp's pass-overs
+    do: the planner wrote those it already saw, and a later claim sees the same ones again.
+    Unlike WhatsApp's, the channel stays out of the failed ones: it is passed over by a
+    rule checked afresh at each claim, and ending states keep their reasons."""
+    if decision.action != "send" or not decision.skipped:
+        return
+    for channel, reason in recorded.new(delivery_id, decision.skipped):
+        write_fenced(session, dict(delivery_id=delivery_id, claim_token=batch.token, updated_at=batch.claimed_at),
+                     dict(at=batch.claimed_at, channel=channel, outcome="skipped", reason=reason,
+                          detail=SKIP_DETAIL[reason]))
 
 
 def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDecision,

@@ -63,6 +63,22 @@ def test_check_reports_each_part_and_fails_on_a_broken_channel_and_broker(tmp_pa
     assert "warn" in lines["serve"] and "ENCORE_WEBHOOK_SECRET" in lines["serve"]  # serve would refuse to start
 
 
+def test_check_reports_the_twilio_token_as_set_or_a_warning_and_never_shows_it(tmp_path):
+    token = "0123456789abcdef0123456789abcdef"
+    # Given a fresh folder without the token: a warning, and `encore check` still passes
+    result = encore("check", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("twilio inbound")]
+    assert " warn " in line and "ENCORE_TWILIO_AUTH_TOKEN is not set" in line and "503" in line
+    # When the operator sets it
+    result = encore("check", cwd=tmp_path, env={"ENCORE_TWILIO_AUTH_TOKEN": token}, timeout=120)
+    # Then the line says it is set, and the token is nowhere in the output
+    assert result.returncode == 0, result.stdout + result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("twilio inbound")]
+    assert " ok " in line and "ENCORE_TWILIO_AUTH_TOKEN set" in line
+    assert token not in result.stdout + result.stderr
+
+
 @pytest.mark.services
 def test_check_passes_against_postgresql_and_redis_and_creates_no_local_folder(tmp_path, redis_url, postgres_url):
     # Given the production layout: PostgreSQL, Redis, one email channel on a relay that checks logins

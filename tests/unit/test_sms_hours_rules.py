@@ -177,9 +177,17 @@ def test_sms_hours_that_open_after_the_deadline_expire_an_sms_only_delivery():
 def test_sms_hours_that_open_after_the_deadline_pass_the_turn_to_the_next_channel():
     result = plan(MISSISSIPPI_BOTH, SATURDAY_EVENING, market=NO_SUNDAY)
     assert result.state == DeliveryState.SCHEDULED and result.due_at == SATURDAY_EVENING
+    assert result.skipped == (("sms", "sms_hours"),)  # the planner records it (rule 16's `skipped`)
     decision = decide(MISSISSIPPI_BOTH, SATURDAY_EVENING, market=NO_SUNDAY,
                       deadline_at=SATURDAY_EVENING + timedelta(hours=24))
     assert (decision.action, decision.channel) == (SendAction.SEND, "email")
+    assert decision.skipped == (("sms", "sms_hours"),)
+
+
+def test_a_text_that_may_still_go_passes_nothing_over():
+    evening = local("America/New_York", 2026, 5, 12, 20, 30)
+    assert plan(FLORIDA_SMS, evening).skipped == ()
+    assert decide(FLORIDA_BOTH, evening).skipped == ()  # email's turn: nothing ahead of it
 
 
 # --- at send time -----------------------------------------------------------------
@@ -245,6 +253,17 @@ def test_a_suppressed_address_passes_the_turn_to_sms():
     noon = local("America/New_York", 2026, 5, 12, 12, 0)
     decision = decide(FLORIDA_BOTH, noon, suppressed=("email",))
     assert (decision.action, decision.channel) == (SendAction.SEND, "sms")
+    assert decision.skipped == (("email", "email_suppressed"),)
+    planned = plan(FLORIDA_BOTH, noon, suppressed=("email",))
+    assert (planned.state, planned.skipped) == (DeliveryState.SCHEDULED, (("email", "email_suppressed"),))
+
+
+def test_a_suppressed_address_the_customer_never_gave_consent_for_is_not_passed_over():
+    noon = local("America/New_York", 2026, 5, 12, 12, 0)
+    texts_only = Customer(id="c-t", country="US", region="US-FL", timezone="America/New_York", phone="+13055550102",
+                          email="t@example.com", consent=frozenset({"sms"}))
+    assert decide(texts_only, noon, suppressed=("email",)).skipped == ()
+    assert plan(texts_only, noon, suppressed=("email",)).skipped == ()
 
 
 def test_a_suppressed_address_with_no_other_channel_ends_suppressed_email_suppressed():

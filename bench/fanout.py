@@ -41,6 +41,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,37 +109,11 @@ def _raw_process(kind: str, host: str, port: int, payload, name: str, connection
     """One client process holding `connections` plain keep-alive connections (one thread
     each) that send back to back for `seconds` after `go`: smtplib with prebuilt bytes
     ("smtp"), channels.smtp building each email ("smtp-build"), or http.client POSTs ("http")."""
-    import http.client
-    import smtplib
-
     errors: list[BaseException] = []
 
     def loop(thread: int) -> None:
         try:
-            if kind == "smtp":
-                client = smtplib.SMTP(host, port, timeout=30)
-                client.ehlo()
-                def send(k, client=client):
-                    return client.sendmail("shop@example.com", [f"raw-{name}-{thread}-{k}@example.com"], payload)
-            elif kind == "smtp-build":
-                from channels.smtp import SmtpConnection, SmtpSettings
-
-                client = SmtpConnection(SmtpSettings(host=host, port=port, secure_mode="insecure", user=None,
-                                                     password=None, from_name=None, from_addr="shop@example.com"))
-
-                def send(k: int) -> None:
-                    if not client.send(f"raw-{name}-{thread}-{k}@example.com", payload).ok:
-                        raise RuntimeError("raw send failed")
-            else:
-                client = http.client.HTTPConnection(host, port, timeout=30)
-
-                def send(k: int) -> None:
-                    client.request("POST", f"/wa/raw-{name}-{thread}-{k}", body=payload,
-                                   headers={"Content-Type": "application/json"})
-                    response = client.getresponse()
-                    response.read()
-                    if response.status != 200:
-                        raise RuntimeError(f"raw POST answered {response.status}")
+            send = _raw_sender(kind, host, port, payload, f"{name}-{thread}")
             ready.release()
             go.wait()
             deadline, k = time.time() + seconds, 0
@@ -157,6 +132,38 @@ def _raw_process(kind: str, host: str, port: int, payload, name: str, connection
         thread.join()
     if errors:
         raise errors[0]
+
+def _raw_sender(kind: str, host: str, port: int, payload, name: str) -> Callable[[int], None]:
+    """One connection of `_raw_process` and how it sends message `k` on it."""
+    import http.client
+    import smtplib
+
+    if kind == "smtp":
+        smtp = smtplib.SMTP(host, port, timeout=30)
+        smtp.ehlo()
+
+        def send_raw(k: int) -> None:
+            smtp.sendmail("shop@example.com", [f"raw-{name}-{k}@example.com"], payload)
+        return send_raw
+    if kind == "smtp-build":
+        from channels.smtp import SmtpConnection, SmtpSettings
+
+        built = SmtpConnection(SmtpSettings(host=host, port=port, secure_mode="insecure", user=None,
+                                            password=None, from_name=None, from_addr="shop@example.com"))
+
+        def send_built(k: int) -> None:
+            if not built.send(f"raw-{name}-{k}@example.com", payload).ok:
+                raise RuntimeError("raw send failed")
+        return send_built
+    http_connection = http.client.HTTPConnection(host, port, timeout=30)
+
+    def send_post(k: int) -> None:
+        http_connection.request("POST", f"/wa/raw-{name}-{k}", body=payload, headers={"Content-Type": "application/json"})
+        response = http_connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"raw POST answered {response.status}")
+    return send_post
 
 
 # --------------------------------------------------------------------------- the run
@@ -448,9 +455,10 @@ class FanoutBench(Stack):
         print(f"  last message             +{f.last_message_seconds:.2f}s")
         print(f"  pipeline                 {f.pipeline_rate:,.0f} msg/s   ratio pipeline/raw {f.ratio:.2f}"
               + (f" (vs raw + build_email {f.pipeline_rate / f.raw_build_rate:.2f})" if f.raw_build_rate else ""))
-        if f.planning_seconds is not None and f.last_message_seconds > f.planning_seconds:
-            after = (f.buyers - f.sent_during_planning) / (f.last_message_seconds - f.planning_seconds)
-            during = f.sent_during_planning / f.planning_seconds
+        planning, last = f.planning_seconds, f.last_message_seconds
+        if planning is not None and last is not None and last > planning:
+            after = (f.buyers - f.sent_during_planning) / (last - planning)
+            during = f.sent_during_planning / planning
             print(f"  send rate                {during:,.0f} msg/s while planning, {after:,.0f} msg/s after")
         print(f"  {'SMTP sessions' if self.channel == 'email' else 'HTTP connections':<25}{self.sink_sessions}")
         busy = ", ".join(f"{name} {count}x {seconds:.1f}s" + (f" ({seconds / total * 1000:.2f} ms/item)" if total else "")
@@ -505,6 +513,7 @@ class FanoutBench(Stack):
         self.measure()
         self.verify()
         return self.report()
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -32,7 +32,7 @@ SMS = "sms"
 Skip = tuple[str, str]
 """A channel passed over before it was tried, and why: (channel, reason)."""
 
-SKIP_DETAIL = {
+SKIP_DETAIL: dict[str, str] = {
     Reason.EMAIL_SUPPRESSED: "not sent: the address complained or bounced for good",
     Reason.SMS_HOURS: "not sent: the SMS hours of the customer's state open only after the deadline",
 }

@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
-from sqlalchemy import Row, and_, any_, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, and_, any_, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from config.settings import Settings
@@ -52,7 +52,7 @@ from coupons.timing import retry_due_at
 from platforms.base import DiscountShape, PlatformError, ShopPlatform, SyncOutcome
 from platforms.shopify import ShopifyPlatform
 from platforms.woocommerce import WooCommercePlatform
-from store.db import session_scope
+from store.db import rows_changed, session_scope, table_of
 from store.models import Attempt, Coupon, Delivery
 
 from .bootstrap import Runtime
@@ -162,7 +162,7 @@ _CLAIMED = (Coupon.id, Coupon.shop, Coupon.code, Coupon.offer_type, Coupon.sku, 
             Coupon.percent, Coupon.created_at, Coupon.expires_at, Coupon.sync_attempts, Coupon.code_synced_at)
 
 
-def _picked(session: Session, pick) -> object:
+def _picked(session: Session, pick) -> ColumnElement[bool]:
     if session.get_bind().dialect.name == "postgresql":
         return Coupon.id == any_(func.array(pick.scalar_subquery()))  # see services.relay._stamp
     return Coupon.id.in_(pick.scalar_subquery())
@@ -306,7 +306,7 @@ def _record(runtime: Runtime, coupons: list[Row], outcome: SyncOutcome, claim: _
             attempts = max(c.sync_attempts for c in transient)
             retry_at = retry_due_at(now, attempts, runtime.settings.retry_base_seconds,
                                     cap=timedelta(minutes=30))
-            coupons_table = Coupon.__table__
+            coupons_table = table_of(Coupon)
             session.execute(
                 coupons_table.update().where(coupons_table.c.id == bindparam("coupon"),
                                              coupons_table.c.sync_claim_token == token)
@@ -350,8 +350,8 @@ def _record_rejected(session: Session, coupon_id: int, message: str, token: str,
     """The shop refused the code for good: the delivery ends `failed` (shop_rejected) with
     the shop's own words, masked, in an attempt row (`encore dead-letters` shows it)."""
     detail = mask_personal_data(message)[:2000]
-    owned = session.execute(update(Coupon).where(Coupon.id == coupon_id, Coupon.sync_claim_token == token)
-                            .values(sync_due_at=None, sync_claim_token=None, sync_reason=detail[:1000])).rowcount
+    owned = rows_changed(session.execute(update(Coupon).where(Coupon.id == coupon_id, Coupon.sync_claim_token == token)
+                                         .values(sync_due_at=None, sync_claim_token=None, sync_reason=detail[:1000])))
     if not owned:
         return
     delivery_ids = session.scalars(

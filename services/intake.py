@@ -12,14 +12,16 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar, cast
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, delete, select, text, update
+from sqlalchemy import Table, bindparam, delete, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from coupons import consent
-from coupons.events import Event, load_json, validate_event
+from coupons.events import CouponRedeemed, CustomerOptedOut, Event, OrderPaid, OrderRefunded, StreamEnded, load_json, validate_event
 from coupons.model import CHANNELS
 from coupons.shop_scope import stored_keys
 from coupons.shops import shop_key
@@ -35,6 +37,15 @@ from .ports import PLAN_STREAM, RELAY
 from .redemption import redeem
 
 log = logging.getLogger(__name__)
+
+Data = TypeVar("Data", OrderPaid, StreamEnded, OrderRefunded, CustomerOptedOut, CouponRedeemed)
+
+
+def data_of(event: Event, kind: type[Data]) -> Data:
+    """The event's data as the type its `type` promises (validation made them agree)."""
+    if not isinstance(event.data, kind):
+        raise TypeError(f"{event.type} event {event.id} carries {type(event.data).__name__}, not {kind.__name__}")
+    return event.data
 
 
 def store_events(session: Session, events: list[Event], now: datetime) -> list[str]:
@@ -113,20 +124,20 @@ def apply_events(session: Session, runtime: Runtime, event_ids: list[str], now: 
                 log.warning("applying %d orders together failed (%s); applying them one by one", len(orders),
                             failure_reason(exc))
         for event_id, payload, event in orders:
-            apply_alone(event_id, payload, lambda event=event: _order_paid(session, event, now), event.shop)
+            apply_alone(event_id, payload, partial(_order_paid, session, event, now), event.shop)
         orders.clear()
 
     for event_id, payload, received_at, shop in inbox:
         try:  # ids as stored: scoped to the event's shop
             event = stored_keys(validate_event(load_json(payload), received_at, shops=runtime.settings.shops))
         except Exception as exc:  # rules or shops changed since it was stored, or a row written by hand
-            apply_alone(event_id, payload, lambda exc=exc: _raise(exc), shop)
+            apply_alone(event_id, payload, partial(_raise, exc), shop)
             continue
         if event.type == "order.paid":
             orders.append((event_id, payload, event))
             continue
         apply_orders()
-        apply_alone(event_id, payload, lambda event=event: _apply(session, event, now, applied), event.shop)
+        apply_alone(event_id, payload, partial(_apply, session, event, now, applied), event.shop)
     apply_orders()
     if inbox:
         session.execute(update(InboxEvent).where(InboxEvent.id.in_([row.id for row in inbox]))
@@ -145,21 +156,23 @@ def _raise(exc: Exception) -> list[PlanRequest]:
 
 
 def _apply(session: Session, event: Event, now: datetime, applied: Applied) -> list[PlanRequest]:
-    data = event.data
     if event.type == "order.paid":
         return _order_paid(session, event, now)
     if event.type == "stream.ended":
-        session.execute(dialect_insert(session)(Stream).values(id=data.stream_id, shop=event.shop)
+        stream_id = data_of(event, StreamEnded).stream_id
+        session.execute(dialect_insert(session)(Stream).values(id=stream_id, shop=event.shop)
                         .on_conflict_do_nothing(index_elements=["id"]))
-        session.execute(update(Stream).where(Stream.id == data.stream_id, Stream.ended_at.is_(None))
+        session.execute(update(Stream).where(Stream.id == stream_id, Stream.ended_at.is_(None))
                         .values(ended_at=event.occurred_at))
-        applied.streams_to_plan.add(data.stream_id)
+        applied.streams_to_plan.add(stream_id)
     elif event.type == "order.refunded":
         _order_refunded(session, event, now)
     elif event.type == "customer.opted_out":
         _opted_out(session, event)
     elif event.type == "coupon.redeemed":  # in its shop; for its customer when the event names one
-        result = redeem(session, data.code, data.order_id, now, shop=event.shop, customer_id=data.customer_id)
+        redeemed = data_of(event, CouponRedeemed)
+        result = redeem(session, redeemed.code, redeemed.order_id, now, shop=event.shop,
+                        customer_id=redeemed.customer_id)
         log.info("coupon.redeemed %s: %s", event.id, result.status)
     return []
 
@@ -174,14 +187,15 @@ def _orders_paid(session: Session, events: list[Event], now: datetime) -> list[P
     _merge_order_customers(session, events)
     first_per_order: dict[str, Event] = {}
     for event in events:
-        first_per_order.setdefault(event.data.order_id, event)  # the same order under another event id
+        first_per_order.setdefault(data_of(event, OrderPaid).order_id, event)  # the same order under another event id
     _lock_order_ids(session, sorted(first_per_order))
     inserted = set(insert_new(session, Order, [_order_row(event) for event in first_per_order.values()], ["id"], "id"))
     if not inserted:
         return []
     insert_new(session, OrderItem, [  # one row per item, for campaign audiences
         row for order_id, event in first_per_order.items() if order_id in inserted
-        for row in order_item_rows(order_id, event.data.customer.id, event.data.currency, event.occurred_at,
+        for row in order_item_rows(order_id, data_of(event, OrderPaid).customer.id, data_of(event, OrderPaid).currency,
+                                   event.occurred_at,
                                    _order_row(event)["items"], shop=event.shop)], ["id"], "id")
     refunded = _take_early_refunds(session, inserted)
     requests: list[PlanRequest] = []
@@ -189,7 +203,7 @@ def _orders_paid(session: Session, events: list[Event], now: datetime) -> list[P
     for order_id, event in first_per_order.items():
         if order_id not in inserted:
             continue
-        data = event.data
+        data = data_of(event, OrderPaid)
         if order_id not in refunded:
             _redeem_discount_codes(session, event, now)
         if data.stream_id is not None:
@@ -206,7 +220,7 @@ def _orders_paid(session: Session, events: list[Event], now: datetime) -> list[P
 
 
 def _order_row(event: Event) -> dict:
-    data = event.data
+    data = data_of(event, OrderPaid)
     return dict(id=data.order_id, shop=event.shop, event_id=event.id, customer_id=data.customer.id,
                 stream_id=data.stream_id,
                 currency=data.currency, occurred_at=event.occurred_at,
@@ -216,7 +230,7 @@ def _order_row(event: Event) -> dict:
 
 
 def _profile(event: Event) -> dict:
-    c = event.data.customer
+    c = data_of(event, OrderPaid).customer
     return dict(name=c.name, country=c.country, locale=c.locale, timezone=c.timezone, email=c.email,
                 phone=c.phone, whatsapp=c.whatsapp, line_id=c.line_id, telegram_id=c.telegram_id,
                 region=c.region)
@@ -228,16 +242,17 @@ def _merge_order_customers(session: Session, events: list[Event]) -> None:
     sorted order, so two workers lock shared customers in the same order."""
     per_customer: dict[str, list[Event]] = defaultdict(list)
     for event in events:
-        per_customer[event.data.customer.id].append(event)
+        per_customer[data_of(event, OrderPaid).customer.id].append(event)
     ids = sorted(per_customer)
     new_rows = []
     for customer_id in ids:
         state: consent.ConsentState = {}
-        profile, updated_at = None, None
+        profile: dict = {}
+        updated_at = None
         for event in per_customer[customer_id]:
             if updated_at is None or event.occurred_at >= updated_at:  # the profile comes from the newest order
                 profile, updated_at = _profile(event), event.occurred_at
-            state = consent.after_order(state, event.data.customer.consent, event.occurred_at)
+            state = consent.after_order(state, data_of(event, OrderPaid).customer.consent, event.occurred_at)
         new_rows.append(dict(id=customer_id, shop=per_customer[customer_id][0].shop, updated_at=updated_at,
                              consent_changes=_dump_consent(state),
                              consent=consent.consented(state), opted_out=consent.opted_out(state), **profile))
@@ -256,7 +271,7 @@ def _merge_order_customers(session: Session, events: list[Event]) -> None:
                 for name, value in _profile(event).items():
                     setattr(customer, name, value)
                 customer.updated_at = event.occurred_at
-            set_consent(customer, consent.after_order(consent_state(customer), event.data.customer.consent,
+            set_consent(customer, consent.after_order(consent_state(customer), data_of(event, OrderPaid).customer.consent,
                                                       event.occurred_at))
 
 
@@ -267,7 +282,7 @@ def _take_early_refunds(session: Session, order_ids: set[str]) -> set[str]:
                             .where(PendingRefund.order_id.in_(sorted(order_ids)))).all()
     if not early:
         return set()
-    orders = Order.__table__
+    orders = cast(Table, Order.__table__)
     session.execute(orders.update().where(orders.c.id == bindparam("order")).values(refunded_at=bindparam("at")),
                     [{"order": order_id, "at": at} for order_id, at in early])
     session.execute(delete(PendingRefund).where(PendingRefund.order_id.in_([order_id for order_id, _ in early])))
@@ -275,7 +290,7 @@ def _take_early_refunds(session: Session, order_ids: set[str]) -> set[str]:
 
 
 def _order_refunded(session: Session, event: Event, now: datetime) -> None:
-    order_id = event.data.order_id
+    order_id = data_of(event, OrderRefunded).order_id
     _lock_order_id(session, order_id)
     order = session.scalars(select(Order).where(Order.id == order_id)
                             .execution_options(populate_existing=True)).one_or_none()
@@ -307,7 +322,7 @@ def _order_refunded(session: Session, event: Event, now: datetime) -> None:
 
 
 def _opted_out(session: Session, event: Event) -> None:
-    data = event.data
+    data = data_of(event, CustomerOptedOut)
     channels = data.channels if data.channels is not None else list(CHANNELS)
     customer = _locked_customer(session, data.customer_id)
     if customer is None:
@@ -316,6 +331,8 @@ def _opted_out(session: Session, event: Event) -> None:
         if _insert_customer(session, data.customer_id, state, event.occurred_at, country="", shop=event.shop):
             return
         customer = _locked_customer(session, data.customer_id)
+        if customer is None:  # the insert lost to another worker's, whose row must now exist
+            raise RuntimeError(f"customer {data.customer_id!r} neither inserted nor found")
     set_consent(customer, consent.after_opt_out(consent_state(customer), channels, event.occurred_at))
 
 
@@ -388,8 +405,8 @@ def _redeem_discount_codes(session: Session, event: Event, now: datetime) -> Non
     redeems its coupon, when the coupon is the order's customer's and of the order's shop
     (a code passed on to someone else, or used in another shop, redeems nothing). Codes
     Encore never issued (the shop's own) are ignored."""
-    order_id = event.data.order_id
-    for code in dict.fromkeys(event.data.discount_codes or []):
-        result = redeem(session, code, order_id, now, shop=event.shop, customer_id=event.data.customer.id)
+    data = data_of(event, OrderPaid)
+    for code in dict.fromkeys(data.discount_codes or []):
+        result = redeem(session, code, data.order_id, now, shop=event.shop, customer_id=data.customer.id)
         if result.status != "unknown":
-            log.info("order %s used coupon %s: %s", order_id, result.code, result.status)
+            log.info("order %s used coupon %s: %s", data.order_id, result.code, result.status)

@@ -35,6 +35,7 @@ from coupons.shops import shop_of_key
 from coupons.states import DeliveryState, Reason
 from coupons.timing import FREQUENCY_CAP, coupon_expires_at, customer_zone, stream_fallback_at
 from store.bulk import fill_where_null, insert_new_rows, one_of
+from store.db import rows_changed, table_of
 from store.models import Attempt, Coupon, Customer, Delivery, EmailSuppression, Order, Stream
 from store.rows import customer_value
 
@@ -251,7 +252,7 @@ def _record_passed_over(session: Session, delivery_ids: list[Row], plans: dict[i
             for delivery_id, coupon_id in delivery_ids if (plan := plans[coupon_id]).state == DeliveryState.SCHEDULED
             for channel, reason in plan.skipped]
     if rows:
-        session.execute(insert(Attempt.__table__), rows)
+        session.execute(insert(table_of(Attempt)), rows)
 
 
 OFFER_COLUMNS = ("offer_type", "sku", "product_name", "currency", "price", "percent", "regular_price")
@@ -271,10 +272,10 @@ def _rechoose_unsent_offers(session: Session, coupon_rows: list[dict], now: date
             Coupon.trigger_key == row["trigger_key"], Coupon.customer_id == row["customer_id"]))
         if coupon_id is None:
             continue
-        unseen = session.execute(
+        unseen = rows_changed(session.execute(
             update(Delivery).where(Delivery.coupon_id == coupon_id, Delivery.state == DeliveryState.SCHEDULED,
                                    Delivery.attempts == 0).values(updated_at=now)
-        ).rowcount
+        ))
         if unseen:
             # A code that may already be in its shop keeps the offer it was made with there.
             session.execute(update(Coupon).where(Coupon.id == coupon_id, Coupon.redeemed_at.is_(None),

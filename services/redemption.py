@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from coupons.codes import normalize_code
@@ -50,7 +50,7 @@ def redeem(session: Session, code_text: str, order_id: str, now: datetime, *, sh
     code = normalize_code(code_text)
     if code is None:
         return Redemption(RedemptionStatus.UNKNOWN)
-    condition = [Coupon.code.in_(_spellings(code))]
+    condition: list[ColumnElement[bool]] = [Coupon.code.in_(_spellings(code))]
     if shop is not None:
         condition.append(Coupon.shop == shop)
     if customer_id is not None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, case, cast, func, select
+from sqlalchemy import ColumnElement, Float, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from coupons.experiments import CONTROL
@@ -43,6 +43,7 @@ def nearest_rank(count: int, percent: int) -> int:
 
 def _latency_seconds(dialect: str):
     """Seconds from the original due time to the send, never below 0, as SQL."""
+    seconds: ColumnElement[Any]
     if dialect == "postgresql":
         seconds = cast(func.extract("epoch", Delivery.sent_at - Delivery.due_at), Float)
     else:

@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any, cast
 from pathlib import Path
 
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, Table, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -89,7 +89,7 @@ def upgrade_schema(engine: Engine) -> None:
                 # while foreign keys are enforced. Alembic's documentation ("Dealing with
                 # Referencing Foreign Keys") says to turn them off meanwhile, which SQLite only
                 # takes outside a transaction; they are checked before the commit instead.
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+                _driver(connection).execute("PRAGMA foreign_keys=OFF")
             try:
                 with connection.begin():
                     if engine.dialect.name == "postgresql":
@@ -101,7 +101,7 @@ def upgrade_schema(engine: Engine) -> None:
                         raise RuntimeError("the upgraded database has rows whose references are broken")
             finally:
                 if sqlite:
-                    connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+                    _driver(connection).execute("PRAGMA foreign_keys=ON")
         _upgraded.add(key)
 
 
@@ -165,3 +165,18 @@ def rows_changed(result: Result[Any]) -> int:
     """How many rows an UPDATE or DELETE changed: what `Session.execute` returns for one
     is a `CursorResult`, which its signature does not say."""
     return cast(CursorResult[Any], result).rowcount
+
+
+def table_of(model: Any) -> Table:
+    """A model's `Table`, for Core statements (the ORM declares `__table__` as a
+    `FromClause`, which has no `update()` or `insert()` in its signature)."""
+    return cast(Table, model.__table__)
+
+
+def _driver(connection: Connection) -> Any:
+    """The DB-API connection under `connection`: statements on it bypass SQLAlchemy's
+    transaction (SQLite takes `PRAGMA foreign_keys` only outside one)."""
+    driver = connection.connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the database connection is closed")
+    return driver

@@ -269,7 +269,7 @@ def _latest_streams(session: Session, since: datetime | None, until: datetime | 
     for key, buyers in session.execute(
             select(Order.stream_id, func.count(func.distinct(Order.customer_id)))
             .where(Order.stream_id.in_(list(streams))).group_by(Order.stream_id)):
-        streams[key].buyers = buyers
+        streams[str(key)].buyers = buyers
     for key, coupons, on_time, finished, redeemed_count in session.execute(
             select(Coupon.trigger_key, func.count(), _count_if(SENT_ON_TIME), _count_if(COUNTS_TOWARD_ON_TIME),
                    _count_if(Coupon.redeemed_at.is_not(None)))
@@ -333,7 +333,7 @@ def _sent_over_time(session: Session, now: datetime,
     """Messages sent per hour (or per day when the history is longer than 3 days), by channel."""
     first, last = session.execute(select(func.min(Delivery.sent_at), func.max(Delivery.sent_at))
                                   .where(Delivery.state == SENT, *_of_shop(Delivery, shop))).one()
-    if first is None:
+    if first is None or last is None:
         return [], "hour"
     bucket = "hour" if last - first <= timedelta(days=3) else "day"
     step = timedelta(hours=1) if bucket == "hour" else timedelta(days=1)

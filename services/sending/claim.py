@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from channels.adapter import SendResult
 from store.bulk import one_of
-from store.db import engine_for
+from store.db import engine_for, table_of
 from store.models import SCHEDULED, SENDING, Coupon, Delivery
 
 from ..bootstrap import Runtime
@@ -33,8 +33,8 @@ from .group_commit import GroupWriter, write_patience
 
 log = logging.getLogger(__name__)
 
-_DELIVERIES = Delivery.__table__
-_COUPONS = Coupon.__table__
+_DELIVERIES = table_of(Delivery)
+_COUPONS = table_of(Coupon)
 
 
 def new_claim_token() -> str:

@@ -17,10 +17,11 @@ from sqlalchemy import Connection, String, bindparam, select
 from sqlalchemy.orm import Session
 
 from store.bulk import unnest
+from store.db import rows_changed, table_of
 from store.models import SENDING, Attempt, Delivery, UTCDateTime
 
-_DELIVERIES = Delivery.__table__
-_ATTEMPTS = Attempt.__table__
+_DELIVERIES = table_of(Delivery)
+_ATTEMPTS = table_of(Attempt)
 
 _ATTEMPT_COLUMNS = ("at", "channel", "outcome", "reason", "detail")
 _ATTEMPT_TYPES = {"at": UTCDateTime(), "channel": String(), "outcome": String(), "reason": String(),
@@ -90,7 +91,7 @@ def write_fenced_group(connection: Connection | Session, token: str, writes: lis
                 # Scalar parameters: for one row, cheaper to send and to plan than arrays.
                 if connection.execute(_lone_write_postgresql(columns, with_attempt), params).first() is not None:
                     applied.add(values["delivery_id"])
-            elif connection.execute(fenced_update(columns), params).rowcount == 1:
+            elif rows_changed(connection.execute(fenced_update(columns), params)) == 1:
                 applied.add(values["delivery_id"])
                 if attempt is not None:
                     connection.execute(_INSERT_ATTEMPT, params)

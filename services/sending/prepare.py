@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from datetime import datetime
 from decimal import Decimal
+from typing import cast
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
@@ -27,11 +28,12 @@ from coupons.delivery_rules import SKIP_DETAIL, SendDecision, Skip, SmsRule, aft
 from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
 from coupons.model import Customer as CustomerValue
-from coupons.model import Message, MessageContext, Offer
+from coupons.model import Message, MessageContext, Offer, OfferType
 from coupons.timing import customer_zone
 from coupons.unsubscribe import unsubscribe_url
 from coupons.whatsapp import passed_over, template_message
 from store.bulk import one_of
+from store.db import table_of
 from store.models import FAILED, SCHEDULED, SENT, Attempt, Coupon, Customer, Delivery, EmailSuppression, Order
 from store.rows import customer_value
 
@@ -77,16 +79,16 @@ class ClaimedBatch:
 def offer_of(coupon: Coupon | Row) -> Offer:
     """The offer of a coupon (an ORM object or a row with its column names)."""
     return Offer(
-        type=coupon.offer_type, sku=coupon.sku, product_name=coupon.product_name, currency=coupon.currency,
+        type=cast(OfferType, coupon.offer_type), sku=coupon.sku, product_name=coupon.product_name, currency=coupon.currency,
         price=None if coupon.price is None else Decimal(coupon.price),
         percent=None if coupon.percent is None else Decimal(coupon.percent),
         regular_price=None if coupon.regular_price is None else Decimal(coupon.regular_price),
     )
 
 
-_DELIVERIES = Delivery.__table__
-_COUPONS = Coupon.__table__
-_CUSTOMERS = Customer.__table__
+_DELIVERIES = table_of(Delivery)
+_COUPONS = table_of(Coupon)
+_CUSTOMERS = table_of(Customer)
 
 _PREPARE_COLUMNS = (
     # the delivery: what the decision and the send need
@@ -153,7 +155,8 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
             )
             decision = decide(failed_channels=failed_channels, last_reason=row.reason)
             _record_passed_over(session, batch, row.delivery_id, decision, recorded)
-            while decision.action == "send" and (skip := _passed_over(runtime, decision.channel, customer)):
+            while (decision.action == "send" and decision.channel is not None
+                   and (skip := _passed_over(runtime, decision.channel, customer))):
                 # Not even attempted (SPEC rule 16): recorded, and the next channel decided now.
                 failed_channels.append(decision.channel)
                 _record_skip(session, batch, row.delivery_id, decision.channel, skip, failed_channels)

@@ -116,11 +116,12 @@ def test_a_reply_signed_with_another_token_or_for_another_url_is_401_and_changes
     assert sms_consent(site, "c1")
 
 
-def test_without_a_twilio_token_replies_are_503_and_change_nothing(untokened):
+def test_without_a_twilio_token_replies_are_401_and_change_nothing(untokened):
+    """SPEC section 3: without ENCORE_TWILIO_AUTH_TOKEN the endpoint answers 401."""
     site = untokened
     order(site, "e1", "c1")
     answer = reply(site, "STOP")
-    assert answer.status_code == 503
+    assert answer.status_code == 401
     assert "ENCORE_TWILIO_AUTH_TOKEN" in answer.json()["error"]
     assert sms_consent(site, "c1")
 

@@ -26,7 +26,7 @@ TWIML = "text/xml; charset=utf-8"
 _TWILIO_FORM = {"requestBody": {"required": True, "description": "Twilio's inbound message parameters (more are "
                                 "sent; all of them are signed).",
                                 "content": {"application/x-www-form-urlencoded": {"schema": {
-                                    "type": "object", "required": ["From", "To", "MessageSid"], "properties": {
+                                    "type": "object", "required": ["From"], "properties": {
                                         "From": {"type": "string", "description": "the customer's number, E.164"},
                                         "To": {"type": "string", "description": "the seller's number"},
                                         "Body": {"type": "string", "description": "the reply's text"},
@@ -47,9 +47,9 @@ _NOTICE = {"type": "object", "required": ["type", "email", "occurred_at"], "prop
                          "form parameters, key ENCORE_TWILIO_AUTH_TOKEN; the URL is ENCORE_PUBLIC_URL + the path "
                          "when set). Answers TwiML: the help line for HELP, an empty `<Response/>` otherwise.",
              responses={200: {"description": "TwiML", "content": {"text/xml": {}}},
-                        400: {"description": "A required field (From, To, MessageSid) is missing."},
-                        401: {"description": "Missing or wrong X-Twilio-Signature; nothing changed."},
-                        503: {"description": "ENCORE_TWILIO_AUTH_TOKEN is not set; nothing changed."},
+                        400: {"description": "The sender (From) is missing."},
+                        401: {"description": "Missing or wrong X-Twilio-Signature, or ENCORE_TWILIO_AUTH_TOKEN "
+                                             "not set; nothing changed."},
                         408: BODY_ERRORS[408], 413: BODY_ERRORS[413]},
              openapi_extra=_TWILIO_FORM)
 async def sms_inbound(request: Request, body: RawBody, deps: Deps) -> Response:
@@ -59,8 +59,8 @@ async def sms_inbound(request: Request, body: RawBody, deps: Deps) -> Response:
         raise Refused(400, "body: must be a UTF-8 form (application/x-www-form-urlencoded)") from None
     try:
         verify_inbound(deps.runtime, _called_url(request, deps), params, request.headers.get(TWILIO_SIGNATURE))
-    except TwilioNotConfigured as error:
-        raise Refused(503, str(error)) from None
+    except TwilioNotConfigured as error:  # SPEC section 3: no token, the endpoint answers 401
+        raise Refused(401, str(error)) from None
     except BadTwilioSignature as error:
         raise Refused(401, str(error)) from None
     try:

@@ -116,6 +116,14 @@ def test_a_reply_signed_with_another_token_or_for_another_url_is_401_and_changes
     assert sms_consent(site, "c1")
 
 
+def test_a_reply_signed_for_the_url_it_was_posted_to_is_obeyed_beside_the_public_one(site):
+    """A number's webhook pointed straight at `encore serve` (no proxy): Twilio signs the
+    URL it called, which is not ENCORE_PUBLIC_URL."""
+    order(site, "e1", "c1")
+    assert reply(site, "STOP", url="http://testserver" + INBOUND).status_code == 200
+    assert not sms_consent(site, "c1")
+
+
 def test_without_a_twilio_token_replies_are_401_and_change_nothing(untokened):
     """SPEC section 3: without ENCORE_TWILIO_AUTH_TOKEN the endpoint answers 401."""
     site = untokened

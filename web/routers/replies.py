@@ -58,7 +58,7 @@ async def sms_inbound(request: Request, body: RawBody, deps: Deps) -> Response:
     except ValueError:
         raise Refused(400, "body: must be a UTF-8 form (application/x-www-form-urlencoded)") from None
     try:
-        verify_inbound(deps.runtime, _called_url(request, deps), params, request.headers.get(TWILIO_SIGNATURE))
+        verify_inbound(deps.runtime, _called_urls(request, deps), params, request.headers.get(TWILIO_SIGNATURE))
     except TwilioNotConfigured as error:  # SPEC section 3: no token, the endpoint answers 401
         raise Refused(401, str(error)) from None
     except BadTwilioSignature as error:
@@ -70,14 +70,16 @@ async def sms_inbound(request: Request, body: RawBody, deps: Deps) -> Response:
     return Response(outcome.twiml, media_type=TWIML)
 
 
-def _called_url(request: Request, deps: Deps) -> str:
-    """The URL Twilio called, as Twilio signs it: ENCORE_PUBLIC_URL + path + query when set
-    (behind a proxy the request's own URL is not the one Twilio saw), else the request's."""
+def _called_urls(request: Request, deps: Deps) -> list[str]:
+    """The URLs Twilio may have called, as Twilio signs them: ENCORE_PUBLIC_URL + path +
+    query when set (behind a proxy the request's own URL is not the one Twilio saw), and
+    the request's own (a number whose webhook points straight at `encore serve`)."""
+    own = str(request.url)
     public = deps.runtime.settings.public_url
     if not public:
-        return str(request.url)
+        return [own]
     query = f"?{request.url.query}" if request.url.query else ""
-    return f"{public}{request.url.path}{query}"
+    return [f"{public}{request.url.path}{query}", own]
 
 
 @router.post("/webhooks/email/feedback",

@@ -61,17 +61,27 @@ variants = [                        # weights: shares of the customers not held 
 ]
 """
 
+TEMPLATE_EXPERIMENT = """\
+variants = [
+  { name = "standard", weight = 0.5 },
+  { name = "template_b", weight = 0.5, template = "cupom_b" },
+]
+"""
+
 TWILIO_TOKEN = "f0e1d2c3b4a5968778695a4b3c2d1e0f"
 SHIPPED_MARKETS = Path(__file__).resolve().parents[2] / "coupons" / "markets.toml"
 
 
 def markets_with_the_spec_experiment(folder: Path) -> Path:
-    """The shipped markets file with SPEC section 9's experiment added to north_america."""
+    """The shipped markets file with SPEC section 9's experiment added to north_america, and
+    one whose variant is another approved WhatsApp template to latin_america."""
     text = SHIPPED_MARKETS.read_text()
-    anchor = 'countries.CA = { timezone = "America/Toronto" }\n'
-    assert anchor in text
+    for anchor, experiment in (('countries.CA = { timezone = "America/Toronto" }\n', EXPERIMENT),
+                               ('countries.PE = { timezone = "America/Lima" }\n', TEMPLATE_EXPERIMENT)):
+        assert anchor in text
+        text = text.replace(anchor, anchor + experiment, 1)
     path = folder / "markets.toml"
-    path.write_text(text.replace(anchor, anchor + EXPERIMENT, 1))
+    path.write_text(text)
     return path
 
 
@@ -172,7 +182,8 @@ def running(tmp_path_factory):
     name, database_url = _database()
     _purge_redis()
     smtp, sms = SmtpSink(), HttpSink()
-    cloud = WhatsAppCloudStandIn([Template("kupon_belanja_lagi", "id"), Template("repurchase_coupon", "en_US")])
+    cloud = WhatsAppCloudStandIn([Template("kupon_belanja_lagi", "id"), Template("repurchase_coupon", "en_US"),
+                                  Template("cupom_b", "en_US")])
     templates = folder / "whatsapp-templates.toml"
     templates.write_text(TEMPLATES_FILE)
     daemons: list[Daemon] = []
@@ -259,6 +270,23 @@ def test_whatsapp_goes_as_the_approved_template_and_plus_one_numbers_are_skipped
     assert ana["skipped"] == [{"channel": "whatsapp", "reason": "whatsapp_us_blocked"}]
     assert not [m for m in running.cloud.accepted if m.to.endswith("4155550123")]
     assert "/sms/+14155550123" in [r.path for r in running.sms.requests]
+
+
+def test_a_variant_naming_another_template_sends_that_template(running):
+    zone = midday()
+    # Given Brazilian customers on WhatsApp, in a market whose variant template_b is another approved template
+    people = [f"acc-br-{n}" for n in range(12)]
+    running.emit(*(order_paid(f"acc-br-o-{c}", customer_id=c, country="BR", currency="BRL", consent=["whatsapp"],
+                              whatsapp=f"+55119876500{n:02d}", timezone=zone) for n, c in enumerate(people)))
+    rows = running.settled(people, states=("sent",))
+    # Then each customer got their group's template (Portuguese has none in the file: the default's language)
+    sent = {m.to: m for m in running.cloud.accepted}
+    by_variant = {"standard": "repurchase_coupon", "template_b": "cupom_b"}
+    assert {row["variant"] for row in rows.values()} == set(by_variant)
+    for n, customer in enumerate(people):
+        message = sent[f"+55119876500{n:02d}"]
+        assert (message.template, message.language) == (by_variant[rows[customer]["variant"]], "en_US")
+        assert message.coupon_code == rows[customer]["code"].replace("-", "")
 
 
 # ---------------------------------------------------------------------------------------------- section 9

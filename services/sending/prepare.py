@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from functools import partial
 from datetime import datetime
@@ -23,11 +24,12 @@ from sqlalchemy.orm import Session
 
 from channels.adapter import SendResult, email_sender_domain
 from channels.smtp import delivery_message_id
-from coupons.delivery_rules import SendDecision, SmsRule, after_attempt, decide_send, sms_rule_for
+from coupons.delivery_rules import SendDecision, SmsRule, after_attempt, decide_send, sms_rule_for, usable_channels
 from coupons.markets import Market
 from coupons.messages import render_message, resolve_language
 from coupons.model import Customer as CustomerValue
 from coupons.model import Message, MessageContext, Offer
+from coupons.states import Reason
 from coupons.timing import customer_zone
 from coupons.unsubscribe import unsubscribe_url
 from coupons.whatsapp import passed_over, template_message
@@ -151,6 +153,10 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
                 suppressed=("email",) if customer.email and customer.email.lower() in suppressed_emails else (),
             )
             decision = decide(failed_channels=failed_channels, last_reason=row.reason)
+            if _email_passed_over(runtime, decision, customer, market, row.opted_out or (), failed_channels,
+                                  suppressed_emails):
+                failed_channels.append("email")
+                _record_skip(session, batch, row.delivery_id, "email", EMAIL_SUPPRESSED_SKIP, failed_channels)
             while decision.action == "send" and (skip := _passed_over(runtime, decision.channel, customer)):
                 # Not even attempted (SPEC rule 16): recorded, and the next channel decided now.
                 failed_channels.append(decision.channel)
@@ -189,6 +195,24 @@ def prepare(session: Session, runtime: Runtime, batch: ClaimedBatch) -> None:
         session.execute(statement, [{"delivery_id": r["delivery_id"], "owner_token": r["claim_token"],
                                      **{f"new_{c}": r[c] for c in r if c not in ("delivery_id", "claim_token")}}
                                     for r in group])
+
+
+EMAIL_SUPPRESSED_SKIP = (Reason.EMAIL_SUPPRESSED.value, "the address complained or bounced for good (rule 18)")
+
+
+def _email_passed_over(runtime: Runtime, decision: SendDecision, customer: CustomerValue, market: Market,
+                       opted_out: Collection[str], failed_channels: list[str], suppressed_emails: set[str]) -> bool:
+    """Whether email would have come before the decided channel (or was the last one
+    left) but for its suppressed address (rule 18): `skipped` in `encore deliveries`
+    names it, as rule 16 asks of every channel passed over. Recorded once."""
+    ended_for_it = decision.action == "end" and decision.reason == Reason.EMAIL_SUPPRESSED
+    if not (decision.action == "send" or ended_for_it) or "email" in failed_channels:
+        return False
+    if not customer.email or customer.email.lower() not in suppressed_emails:
+        return False
+    usable = usable_channels(customer, market, runtime.configured_channels, opted_out, failed=failed_channels)
+    before = usable[:usable.index(decision.channel)] if decision.channel in usable else usable
+    return "email" in before
 
 
 def _passed_over(runtime: Runtime, channel: str | None, customer: CustomerValue) -> tuple[str, str] | None:

@@ -359,6 +359,9 @@ def test_an_experiment_in_the_markets_file_splits_buyers_and_the_review_reports_
     assert json.loads(running.run("review", "acc-live", "--shop", "default", "--json").stdout)["buyers"] == 40
     text = running.run("review", "acc-live")
     assert text.returncode == 0 and "1016.25" in text.stdout.replace(",", "")
+    page = httpx.get(running.serve_url + "/streams/default/acc-live", timeout=10)
+    assert page.status_code == 200 and "acc-early" in page.text  # the previous stream beside it
+    assert "1016.25" in page.text.replace(",", "")
 
 
 # ---------------------------------------------------------------------------------------------- rule 18
@@ -430,6 +433,12 @@ def test_a_complaint_suppresses_the_next_email(running):
 
     [row] = wait_until(stream_row, timeout=60, interval=0.3)
     assert (row["state"], row["reason"]) == ("suppressed", "email_suppressed")
+    # And another customer with that address, who also agreed to texts, gets the coupon by SMS: email skipped
+    running.emit(order_paid("acc-mail-sms", customer_id="acc-mia-2", consent=["email", "sms"],
+                            email="mia@example.com", phone="+12125550142", timezone=zone))
+    texted = running.settled(["acc-mia-2"])["acc-mia-2"]
+    assert (texted["state"], texted["channel"]) == ("sent", "sms")
+    assert texted["skipped"] == [{"channel": "email", "reason": "email_suppressed"}]
     assert not [m for m in running.smtp.messages if "mia@example.com" in m["To"].lower()]
 
 
@@ -459,5 +468,6 @@ def test_preview_with_every_option(running, tmp_path):
     # Bad options are named
     bad = running.run("preview", "--offer", "free_lunch")
     assert bad.returncode != 0 and "--offer" in bad.stderr
+
 
 

@@ -163,6 +163,9 @@ def test_a_complaint_suppresses_the_next_email_and_the_delivery_moves_to_sms(sit
     services.relay_and_send()
     assert len(services.smtp.messages) == 1
     assert [r.path for r in services.http.requests] == ["/sms/+15555550123"]
+    # with email named as passed over (SPEC rule 16's `skipped`)
+    sms = [d for d in services.deliveries() if d["customer_id"] == "c2"][-1]
+    assert (sms["channel"], sms["skipped"]) == ("sms", [{"channel": "email", "reason": "email_suppressed"}])
 
 
 def test_a_complaint_stops_an_email_already_scheduled_at_send_time(site):
@@ -179,6 +182,7 @@ def test_a_complaint_stops_an_email_already_scheduled_at_send_time(site):
     assert services.smtp.messages == []
     [delivery] = services.deliveries()
     assert (delivery["state"], delivery["reason"]) == ("suppressed", "email_suppressed")
+    assert (delivery["channel"], delivery["skipped"]) == (None, [{"channel": "email", "reason": "email_suppressed"}])
 
 
 def test_a_transient_bounce_counts_against_the_delivery_and_it_is_sent_again(site):

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -263,7 +264,7 @@ def test_whatsapp_goes_as_the_approved_template_and_plus_one_numbers_are_skipped
     assert "30" in offer and expires.strip()
     assert message.coupon_code == sari["code"].replace("-", "")
     assert len(message.coupon_code) <= 15 and "-" not in message.coupon_code
-    assert (sari["channel"], sari["skipped"]) == ("whatsapp", [])
+    assert (sari["channel"], sari["skipped"], sari["variant"]) == ("whatsapp", [], None)  # no experiment there
     # And the +1 number got no WhatsApp at all: the coupon went by SMS, WhatsApp listed as skipped
     ana = rows["acc-ana"]
     assert ana["channel"] == "sms"
@@ -319,6 +320,12 @@ def test_an_experiment_in_the_markets_file_splits_buyers_and_the_review_reports_
             assert row["state"] == "sent"
             assert row["offer"]["percent"] == row["variant"].removeprefix("depth")
     treated = sorted((row for row in rows.values() if row["variant"] != "control"), key=lambda r: r["customer_id"])
+    # ... each email with its delivery's own Message-ID (rule 19)
+    by_address = {m["To"]: m["Message-ID"] for m in running.smtp.messages}
+    ids = [by_address[f"{row['customer_id']}@example.com"] for row in treated]
+    assert len(set(ids)) == len(treated)
+    assert all(mid.startswith(f"<encore.{row['id']}.") and mid.endswith("@example.com>")
+               for mid, row in zip(ids, treated, strict=True))
 
     # When two treated customers order again with their codes (813.00 and 203.25 USD)
     again = []
@@ -471,3 +478,23 @@ def test_preview_with_every_option(running, tmp_path):
 
 
 
+
+
+# ---------------------------------------------------------------------------------------------- rule 17
+
+def test_a_florida_text_in_the_evening_waits_for_eight_in_the_morning(running):
+    # Given 20:xx in the customer's zone: after Florida's 20:00, before the federal 21:00
+    wait_until(lambda: datetime.now(UTC).minute < 58, timeout=150)
+    evening = zone_where_local_hour_is(20)
+    running.emit(order_paid("acc-fl", customer_id="acc-fl", consent=["sms"], phone="+13055550177",
+                            timezone=evening, region="US-FL"),
+                 order_paid("acc-ny", customer_id="acc-ny", consent=["sms"], phone="+12125550178",
+                            timezone=evening, region="US-NY"))
+    # Then the New York text goes now (federal hours), and the Florida one is due at 08:00 tomorrow, local
+    rows = running.settled(["acc-ny"], states=("sent",))
+    [florida] = running.deliveries("acc-fl")
+    assert florida["state"] == "scheduled" and rows["acc-ny"]["channel"] == "sms"
+    due = datetime.fromisoformat(florida["due_at"].replace("Z", "+00:00")).astimezone(ZoneInfo(evening))
+    today = datetime.now(UTC).astimezone(ZoneInfo(evening)).date()
+    assert (due.date(), due.hour, due.minute) == (today + timedelta(days=1), 8, 0)
+    assert "/sms/+13055550177" not in [r.path for r in running.sms.requests]

@@ -160,7 +160,7 @@ def _twilio_inbound(settings) -> CheckLine:
     failure (an install may not text at all); the token's value is never shown."""
     where = f"{settings.public_url}{INBOUND_PATH}" if settings.public_url else f"POST {INBOUND_PATH}"
     if not settings.twilio_auth_token:
-        return CheckLine("twilio inbound", True, f"ENCORE_TWILIO_AUTH_TOKEN is not set: {where} answers 503, so SMS "
+        return CheckLine("twilio inbound", True, f"ENCORE_TWILIO_AUTH_TOKEN is not set: {where} answers 401, so SMS "
                                                  "replies (STOP, START, HELP) are not obeyed", warning=True)
     return CheckLine("twilio inbound", True, f"ENCORE_TWILIO_AUTH_TOKEN set: replies to {where} are verified "
                                              "with X-Twilio-Signature")

@@ -18,7 +18,7 @@ from coupons.errors import EncoreError
 from coupons.messages import render_message
 from coupons.model import Message
 from coupons.preview import TEST_MARK, PreviewSelectionError, Sample, samples
-from coupons.whatsapp import WhatsAppTemplates, template_message
+from coupons.whatsapp import WhatsAppTemplates, clean_parameter, template_message
 
 from .bootstrap import Runtime
 
@@ -122,10 +122,16 @@ def channels_for(address: str) -> tuple[str, ...]:
 
 
 def marked(message: Message) -> Message:
-    """The test version: `[TEST]` starts the subject, or the text's first line."""
+    """The test version: `[TEST]` starts the subject, or the text's first line. A WhatsApp
+    template's text is the seller's approved copy, so the mark goes where the template
+    lets it: at the start of its first body parameter ({{1}})."""
     if message.subject is not None:
         return replace(message, subject=f"{TEST_MARK} {message.subject}")
-    return replace(message, text=f"{TEST_MARK} {message.text}")
+    template = message.whatsapp_template
+    if template is not None and template.body:
+        first = clean_parameter(f"{TEST_MARK} {template.body[0]}")
+        template = replace(template, body=(first, *template.body[1:]))
+    return replace(message, text=f"{TEST_MARK} {message.text}", whatsapp_template=template)
 
 
 def send_previews(runtime: Runtime, previews: list[Preview], address: str) -> list[TestSend]:

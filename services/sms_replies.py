@@ -13,7 +13,7 @@ what an opt-out took (`coupons.consent.after_opt_in`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,12 +50,14 @@ class ReplyOutcome:
     twiml: str
 
 
-def verify_inbound(runtime: Runtime, url: str, params: list[tuple[str, str]], signature: str | None) -> None:
-    """Raise unless Twilio signed this request (`url`: the URL Twilio called)."""
+def verify_inbound(runtime: Runtime, urls: Sequence[str], params: list[tuple[str, str]],
+                   signature: str | None) -> None:
+    """Raise unless Twilio signed this request for one of `urls` (the URLs Twilio may have
+    called: the public one, then the request's own)."""
     token = runtime.settings.twilio_auth_token
     if not token:
         raise TwilioNotConfigured("ENCORE_TWILIO_AUTH_TOKEN is not set: Twilio's inbound messages cannot be verified")
-    if not verify_twilio_signature(url, params, token, signature):
+    if not any(verify_twilio_signature(url, params, token, signature) for url in urls):
         raise BadTwilioSignature("X-Twilio-Signature: missing or wrong signature for this URL and body")
 
 

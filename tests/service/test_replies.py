@@ -116,11 +116,20 @@ def test_a_reply_signed_with_another_token_or_for_another_url_is_401_and_changes
     assert sms_consent(site, "c1")
 
 
-def test_without_a_twilio_token_replies_are_503_and_change_nothing(untokened):
+def test_a_reply_signed_for_the_url_it_was_posted_to_is_obeyed_beside_the_public_one(site):
+    """A number's webhook pointed straight at `encore serve` (no proxy): Twilio signs the
+    URL it called, which is not ENCORE_PUBLIC_URL."""
+    order(site, "e1", "c1")
+    assert reply(site, "STOP", url="http://testserver" + INBOUND).status_code == 200
+    assert not sms_consent(site, "c1")
+
+
+def test_without_a_twilio_token_replies_are_401_and_change_nothing(untokened):
+    """SPEC section 3: without ENCORE_TWILIO_AUTH_TOKEN the endpoint answers 401."""
     site = untokened
     order(site, "e1", "c1")
     answer = reply(site, "STOP")
-    assert answer.status_code == 503
+    assert answer.status_code == 401
     assert "ENCORE_TWILIO_AUTH_TOKEN" in answer.json()["error"]
     assert sms_consent(site, "c1")
 
@@ -154,6 +163,9 @@ def test_a_complaint_suppresses_the_next_email_and_the_delivery_moves_to_sms(sit
     services.relay_and_send()
     assert len(services.smtp.messages) == 1
     assert [r.path for r in services.http.requests] == ["/sms/+15555550123"]
+    # with email named as passed over (SPEC rule 16's `skipped`)
+    sms = [d for d in services.deliveries() if d["customer_id"] == "c2"][-1]
+    assert (sms["channel"], sms["skipped"]) == ("sms", [{"channel": "email", "reason": "email_suppressed"}])
 
 
 def test_a_complaint_stops_an_email_already_scheduled_at_send_time(site):
@@ -170,6 +182,7 @@ def test_a_complaint_stops_an_email_already_scheduled_at_send_time(site):
     assert services.smtp.messages == []
     [delivery] = services.deliveries()
     assert (delivery["state"], delivery["reason"]) == ("suppressed", "email_suppressed")
+    assert (delivery["channel"], delivery["skipped"]) == (None, [{"channel": "email", "reason": "email_suppressed"}])
 
 
 def test_a_transient_bounce_counts_against_the_delivery_and_it_is_sent_again(site):

@@ -21,8 +21,8 @@ answer, `hold()` keeps requests waiting (a client's timeout). Accepted messages 
 in `accepted`. Sources: channels/WHATSAPP.md.
 
 For another process: `python -m tests.standins.whatsapp_cloud --port 9200 --template
-id:kupon_belanja_lagi:id:4` prints `listening 127.0.0.1:9200`; `GET /_standin/messages`
-lists what it accepted and `POST /_standin/faults` ({"code", "times"} or {"code",
+id:kupon_belanja_lagi:4` (LANGUAGE_CODE:NAME:PARAMETERS) prints `listening
+127.0.0.1:9200`; `GET /_standin/messages` lists what it accepted and `POST /_standin/faults` ({"code", "times"} or {"code",
 "recipient"}) injects faults.
 """
 

@@ -92,3 +92,15 @@ def test_a_locale_picks_the_markets_country_that_speaks_it():
 def test_an_unknown_shop_is_named(tmp_path):
     with pytest.raises(PreviewError, match="--shop: unknown shop 'nope'"):
         preview_messages(_runtime(tmp_path), shop="nope")
+
+
+def test_a_test_whatsapp_template_is_marked_in_its_first_parameter(tmp_path):
+    """An approved template's copy cannot change, so a test sent through the Cloud API
+    carried no [TEST] at all: the mark goes at the start of {{1}}."""
+    (tmp_path / "templates.toml").write_text(TEMPLATES)
+    runtime = _runtime(tmp_path, ENCORE_WHATSAPP_TEMPLATES=str(tmp_path / "templates.toml"))
+    [preview] = preview_messages(runtime, market="latin_america", locale="pt-BR", offer_type="percent_off",
+                                 channel="whatsapp")
+    template = marked(preview.message).whatsapp_template
+    assert template.body[0] == "[TEST] " + preview.message.whatsapp_template.body[0]
+    assert template.body[1:] == preview.message.whatsapp_template.body[1:]

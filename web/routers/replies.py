@@ -26,7 +26,7 @@ TWIML = "text/xml; charset=utf-8"
 _TWILIO_FORM = {"requestBody": {"required": True, "description": "Twilio's inbound message parameters (more are "
                                 "sent; all of them are signed).",
                                 "content": {"application/x-www-form-urlencoded": {"schema": {
-                                    "type": "object", "required": ["From", "To", "MessageSid"], "properties": {
+                                    "type": "object", "required": ["From"], "properties": {
                                         "From": {"type": "string", "description": "the customer's number, E.164"},
                                         "To": {"type": "string", "description": "the seller's number"},
                                         "Body": {"type": "string", "description": "the reply's text"},
@@ -47,9 +47,9 @@ _NOTICE = {"type": "object", "required": ["type", "email", "occurred_at"], "prop
                          "form parameters, key ENCORE_TWILIO_AUTH_TOKEN; the URL is ENCORE_PUBLIC_URL + the path "
                          "when set). Answers TwiML: the help line for HELP, an empty `<Response/>` otherwise.",
              responses={200: {"description": "TwiML", "content": {"text/xml": {}}},
-                        400: {"description": "A required field (From, To, MessageSid) is missing."},
-                        401: {"description": "Missing or wrong X-Twilio-Signature; nothing changed."},
-                        503: {"description": "ENCORE_TWILIO_AUTH_TOKEN is not set; nothing changed."},
+                        400: {"description": "The sender (From) is missing."},
+                        401: {"description": "Missing or wrong X-Twilio-Signature, or ENCORE_TWILIO_AUTH_TOKEN "
+                                             "not set; nothing changed."},
                         408: BODY_ERRORS[408], 413: BODY_ERRORS[413]},
              openapi_extra=_TWILIO_FORM)
 async def sms_inbound(request: Request, body: RawBody, deps: Deps) -> Response:
@@ -58,9 +58,9 @@ async def sms_inbound(request: Request, body: RawBody, deps: Deps) -> Response:
     except ValueError:
         raise Refused(400, "body: must be a UTF-8 form (application/x-www-form-urlencoded)") from None
     try:
-        verify_inbound(deps.runtime, _called_url(request, deps), params, request.headers.get(TWILIO_SIGNATURE))
-    except TwilioNotConfigured as error:
-        raise Refused(503, str(error)) from None
+        verify_inbound(deps.runtime, _called_urls(request, deps), params, request.headers.get(TWILIO_SIGNATURE))
+    except TwilioNotConfigured as error:  # SPEC section 3: no token, the endpoint answers 401
+        raise Refused(401, str(error)) from None
     except BadTwilioSignature as error:
         raise Refused(401, str(error)) from None
     try:
@@ -70,14 +70,16 @@ async def sms_inbound(request: Request, body: RawBody, deps: Deps) -> Response:
     return Response(outcome.twiml, media_type=TWIML)
 
 
-def _called_url(request: Request, deps: Deps) -> str:
-    """The URL Twilio called, as Twilio signs it: ENCORE_PUBLIC_URL + path + query when set
-    (behind a proxy the request's own URL is not the one Twilio saw), else the request's."""
+def _called_urls(request: Request, deps: Deps) -> list[str]:
+    """The URLs Twilio may have called, as Twilio signs them: ENCORE_PUBLIC_URL + path +
+    query when set (behind a proxy the request's own URL is not the one Twilio saw), and
+    the request's own (a number whose webhook points straight at `encore serve`)."""
+    own = str(request.url)
     public = deps.runtime.settings.public_url
     if not public:
-        return str(request.url)
+        return [own]
     query = f"?{request.url.query}" if request.url.query else ""
-    return f"{public}{request.url.path}{query}"
+    return [f"{public}{request.url.path}{query}", own]
 
 
 @router.post("/webhooks/email/feedback",

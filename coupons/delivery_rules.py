@@ -263,8 +263,10 @@ def decide_send(*, now: datetime, deadline_at: datetime, customer: Customer, mar
         if failed_channels:
             return SendDecision(SendAction.END, state=DeliveryState.FAILED,
                                 reason=last_reason or Reason.CHANNELS_EXHAUSTED)
-        return SendDecision(SendAction.END, state=DeliveryState.SUPPRESSED,
-                            reason=_no_channel_reason(customer, market, configured, opted_out, suppressed))
+        reason = _no_channel_reason(customer, market, configured, opted_out, suppressed)
+        # The last channel left, passed over for its suppressed address, is listed too.
+        return SendDecision(SendAction.END, state=DeliveryState.SUPPRESSED, reason=reason,
+                            skipped=(("email", reason.value),) if reason == Reason.EMAIL_SUPPRESSED else ())
     timezone = customer_zone(customer, market)
     skipped: list[Skip] = []
     if turn.channel == SMS:

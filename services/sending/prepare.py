@@ -241,8 +241,9 @@ def _record_passed_over(session: Session, batch: ClaimedBatch, delivery_id: int,
     after the deadline) gets one attempt row, outcome `skipped`, as WhatsApp's pass-overs
     do: the planner wrote those it already saw, and a later claim sees the same ones again.
     Unlike WhatsApp's, the channel stays out of the failed ones: it is passed over by a
-    rule checked afresh at each claim, and ending states keep their reasons."""
-    if decision.action != "send" or not decision.skipped:
+    rule checked afresh at each claim, and ending states keep their reasons (a delivery
+    ended for a suppressed address lists it as well)."""
+    if not decision.skipped:
         return
     for channel, reason in recorded.new(delivery_id, decision.skipped):
         write_fenced(session, dict(delivery_id=delivery_id, claim_token=batch.token, updated_at=batch.claimed_at),

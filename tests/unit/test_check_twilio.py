@@ -1,5 +1,5 @@
 """`encore check`'s line for Twilio's inbound webhook (SPEC rule 18): whether the auth token
-that verifies replies is set, never its value; unset is a warning (the endpoint answers 503)."""
+that verifies replies is set, never its value; unset is a warning (the endpoint answers 401)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def test_a_set_token_is_reported_ok_without_its_value(tmp_path):
     assert TOKEN not in str(line) and TOKEN[:8] not in str(line)
 
 
-def test_an_unset_token_is_a_warning_saying_replies_get_503(tmp_path):
+def test_an_unset_token_is_a_warning_saying_replies_get_401(tmp_path):
     line = twilio_line(tmp_path, ENCORE_TWILIO_AUTH_TOKEN="  ")
     assert (line.ok, line.warning) == (True, True)
-    assert "ENCORE_TWILIO_AUTH_TOKEN is not set" in line.detail and "503" in line.detail
+    assert "ENCORE_TWILIO_AUTH_TOKEN is not set" in line.detail and "401" in line.detail
     assert str(line).startswith("twilio inbound   warn ")

@@ -7,7 +7,8 @@ the schema it keeps what Shopify keeps:
 
 - auth: `X-Shopify-Access-Token` must match, else HTTP 401 with Shopify's body;
   `Content-Type: application/json` is required (else 400); only
-  `/admin/api/2026-10/graphql.json` answers (else 404).
+  `/admin/api/2026-10/graphql.json` answers (else 404; `path_version` moves it, as a
+  shops file's `api_url` may name another version).
 - the calculated query cost (https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits):
   a leaky bucket of `bucket` points restored at `restore` points/s; the bucket must
   hold a request's *requested* cost before it runs, else the answer is `THROTTLED`
@@ -238,8 +239,13 @@ class ShopifyAdmin:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         port: int = 0,
+        path_version: str = SCHEMA_VERSION,
     ) -> None:
         self.token = token
+        self.path_version = path_version
+        """The version in the endpoint's path: a shops file's `api_url` names it (SPEC section 7's
+        example says 2025-07), and the client must call that URL as written. The schema
+        served there is still this stand-in's (2026-10)."""
         self.shop_name = shop_name
         self.domain = domain
         self.currency = currency.upper()
@@ -375,7 +381,7 @@ class ShopifyAdmin:
     @property
     def url(self) -> str:
         """The GraphQL endpoint, as `api_url` in a shops file."""
-        return f"http://127.0.0.1:{self.port}/admin/api/{SCHEMA_VERSION}/graphql.json"
+        return f"http://127.0.0.1:{self.port}/admin/api/{self.path_version}/graphql.json"
 
     def start(self) -> ShopifyAdmin:
         handler = type("Handler", (_Handler,), {"admin": self})
@@ -404,7 +410,7 @@ class ShopifyAdmin:
         """Status and JSON body for one POST, everything but the latency."""
         with self._lock:
             self.stats.requests += 1
-            if path != f"/admin/api/{SCHEMA_VERSION}/graphql.json":
+            if path != f"/admin/api/{self.path_version}/graphql.json":
                 return 404, {"errors": "Not Found"}
             fault = self._fault()
             if fault:

@@ -1,0 +1,230 @@
+"""SPEC section 7 and rule 15 as an acceptance check runs them: the installed `encore`
+command in separate processes (emit, worker, beat, deliveries, status, dead-letters,
+check) on PostgreSQL and Redis, with a shops file written exactly as SPEC section 7
+shows it (only `api_url` and the WooCommerce `domain` point at the stand-ins), the
+secrets in the variables the file names, and events naming their shop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from channels.sinks import SmtpSink
+from tests.standins.shopify_admin import CheckoutRefused, ShopifyAdmin
+from tests.standins.woocommerce import CouponRefused, WooCommerceStandIn
+from tests.support import order_paid, wait_until, zone_where_local_hour_is
+
+ENCORE = str(Path(sys.executable).with_name("encore"))
+SPEC_API_URL = "https://glow-us.myshopify.com/admin/api/2025-07/graphql.json"
+
+SPEC_SHOPS_FILE = """\
+[shops.glow-us]
+platform = "shopify"                        # "shopify", "woocommerce" or "none"
+domain = "glow-us.myshopify.com"            # Shopify: the myshopify domain; WooCommerce: the site URL
+api_url = "https://glow-us.myshopify.com/admin/api/2025-07/graphql.json"  # optional: the default is built from
+                                            # domain; tests point it at a stand-in
+token_env = "GLOW_US_SHOPIFY_TOKEN"         # Shopify: the variable holding the Admin API access token
+webhook_secret_env = "GLOW_US_SHOPIFY_SECRET"  # Shopify: the variable holding the webhook signing secret
+brand = "Glow"                              # the shop's name in its messages (optional)
+
+[shops.glow-wc]
+platform = "woocommerce"
+domain = "https://glow.example"             # REST base: {domain}/wp-json/wc/v3/
+key_env = "GLOW_WC_KEY"                     # the variables holding the REST consumer key and secret
+secret_env = "GLOW_WC_SECRET"
+"""
+"""SPEC section 7's example, verbatim."""
+
+
+def shops_file(shopify: ShopifyAdmin, woo: WooCommerceStandIn) -> str:
+    """The SPEC's file with the two addresses a test points at its stand-ins."""
+    text = SPEC_SHOPS_FILE.replace(SPEC_API_URL, shopify.url)
+    assert text != SPEC_SHOPS_FILE
+    return text.replace('domain = "https://glow.example"', f'domain = "{woo.url}"')
+
+
+def encore(*args: str, env: dict, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([ENCORE, *args], input=stdin, text=True, capture_output=True, env=env, timeout=timeout)
+
+
+def jsonl(*events: dict) -> str:
+    return "".join(json.dumps(event) + "\n" for event in events)
+
+
+class Background:
+    """`encore worker` or `encore beat` as its own process group, with its log."""
+
+    def __init__(self, args: list[str], env: dict, log: Path) -> None:
+        self.log_path = log
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen([ENCORE, *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+
+
+@pytest.fixture()
+def stand_ins():
+    shopify = ShopifyAdmin(token="shpat_glow_us", path_version="2025-07", bulk_delay=0.05)
+    shopify.seed_variant("shampoo-refill", "20.00")
+    with shopify, WooCommerceStandIn(consumer_key="ck_glow_wc", consumer_secret="cs_glow_wc") as woo:
+        woo.add_product("serum", "40.00")
+        yield shopify, woo
+
+
+@pytest.fixture()
+def env(tmp_path, postgres_url, redis_url, stand_ins):
+    shopify, woo = stand_ins
+    path = tmp_path / "shops.toml"
+    path.write_text(shops_file(shopify, woo))
+    smtp = SmtpSink().start()
+    settings = {k: v for k, v in os.environ.items() if not k.startswith("ENCORE_")}
+    settings.update({
+        "ENCORE_SHOPS_FILE": str(path),
+        "ENCORE_DATA_DIR": str(tmp_path),
+        "ENCORE_DATABASE_URL": postgres_url,
+        "ENCORE_BROKER_URL": redis_url,
+        "ENCORE_CHANNEL_EMAIL": f"mailto://127.0.0.1:{smtp.port}?from=shop@example.com&to={{email}}",
+        "ENCORE_RETRY_BASE_SECONDS": "0.2",
+        "GLOW_US_SHOPIFY_TOKEN": shopify.token,
+        "GLOW_US_SHOPIFY_SECRET": "glow-us-webhook-secret",
+        "GLOW_WC_KEY": "ck_glow_wc",
+        "GLOW_WC_SECRET": "cs_glow_wc",
+    })
+    try:
+        yield settings, smtp
+    finally:
+        smtp.stop()
+
+
+def buyer(event_id: str, customer_id: str, shop: str | None, **kwargs) -> dict:
+    event = order_paid(event_id, customer_id=customer_id, timezone=zone_where_local_hour_is(13), **kwargs)
+    if shop is not None:
+        event["shop"] = shop
+    return event
+
+
+def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_path, env, stand_ins):
+    settings, smtp = env
+    shopify, woo = stand_ins
+    serum = {"sku": "serum", "name": "Serum", "unit_price": "40.00", "quantity": 2}
+    # Given the same customer "ann" buying in both shops, a WooCommerce buyer of a SKU the
+    # store lacks, an event without a shop (the file has no `default`) and one of an unknown shop
+    emitted = encore("emit", "-", env=settings, stdin=jsonl(
+        buyer("us-1", "ann", "glow-us", order_id="o-1"),
+        buyer("wc-1", "ann", "glow-wc", order_id="o-1", items=[serum]),
+        buyer("wc-2", "bob", "glow-wc", items=[{"sku": "gone", "name": "Gone", "unit_price": "9.00", "quantity": 1}]),
+        buyer("none-1", "cid", None),
+        buyer("eu-1", "dan", "glow-eu"),
+    ))
+    # Then the two events without a shop of the file are rejected, naming `shop`
+    assert (emitted.returncode, emitted.stdout.strip()) == (1, "accepted 3, rejected 2"), emitted.stderr
+    errors = emitted.stderr.strip().splitlines()
+    assert [line.split(":", 2)[:2] for line in errors] == [["line 4", " shop"], ["line 5", " shop"]], errors
+    assert "glow-eu" in errors[1]
+
+    # When a worker and the scheduler run
+    worker = Background(["worker", "--concurrency", "2", "-n", f"spec-shops-{os.getpid()}@%h"], settings,
+                        tmp_path / "worker.log")
+    beat = Background(["beat"], settings, tmp_path / "beat.log")
+    try:
+        def finished() -> list[dict] | None:
+            shown = encore("deliveries", "--json", env=settings)
+            assert shown.returncode == 0, shown.stderr
+            rows = json.loads(shown.stdout)
+            done = len(rows) == 3 and all(row["state"] in ("sent", "failed") for row in rows)
+            return rows if done and smtp.count >= 2 else None
+
+        rows = wait_until(finished, timeout=90, interval=0.5)
+    except AssertionError:
+        raise AssertionError(f"worker:\n{worker.log()}\nbeat:\n{beat.log()}") from None
+    finally:
+        worker.stop()
+        beat.stop()
+
+    by_key = {(row["shop"], row["customer_id"]): row for row in rows}
+    assert set(by_key) == {("glow-us", "ann"), ("glow-wc", "ann"), ("glow-wc", "bob")}
+    us, wc, bob = by_key["glow-us", "ann"], by_key["glow-wc", "ann"], by_key["glow-wc", "bob"]
+    # Then the same customer id in two shops is two customers, each with a coupon of their own
+    assert (us["state"], wc["state"]) == ("sent", "sent")
+    assert us["code"] != wc["code"]
+    for row in (us, wc):
+        assert row["expires_at"] and row["code_synced_at"] and row["sent_at"]
+        assert datetime.fromisoformat(row["code_synced_at"]) <= datetime.fromisoformat(row["sent_at"])
+        assert datetime.fromisoformat(row["expires_at"]) > datetime.fromisoformat(row["sent_at"])
+    # ...each message carries its code, signed by its shop
+    bodies = [message.get_body(("plain",)).get_content() for message in smtp.messages]
+    assert len(bodies) == 2
+    assert any(us["code"] in body and "Glow" in body for body in bodies)
+    assert any(wc["code"] in body for body in bodies)
+    # ...each code is in its own store only, and works there once
+    assert us["code"] in shopify.codes() and woo.coupon(us["code"]) is None
+    assert woo.coupon(wc["code"]) is not None and wc["code"] not in shopify.codes()
+    assert shopify.checkout(us["code"], {"shampoo-refill": 1}) == Decimal("14.00")
+    with pytest.raises(CheckoutRefused):
+        shopify.checkout(us["code"], {"shampoo-refill": 1})
+    assert woo.checkout(wc["code"], [("serum", 2)]) == Decimal("60.00")
+    with pytest.raises(CouponRefused):
+        woo.checkout(wc["code"], [("serum", 2)])
+    # And the SKU the WooCommerce store lacks ends failed, shop_rejected, with no message
+    assert (bob["state"], bob["reason"], bob["sent_at"]) == ("failed", "shop_rejected", None)
+    assert bob["code_synced_at"] is None
+
+    # And the reports per shop say the same
+    status = json.loads(encore("status", "--json", "--shop", "glow-wc", env=settings).stdout)
+    assert (status["deliveries"]["sent"], status["deliveries"]["failed"]) == (1, 1)
+    status = json.loads(encore("status", "--json", "--shop", "glow-us", env=settings).stdout)
+    assert (status["deliveries"]["sent"], status["deliveries"]["failed"]) == (1, 0)
+    dead = encore("dead-letters", "--json", "--shop", "glow-wc", env=settings)
+    assert dead.returncode == 0, dead.stderr
+    assert "shop_rejected" in dead.stdout and "gone" in dead.stdout
+    assert "shop_rejected" not in encore("dead-letters", "--json", "--shop", "glow-us", env=settings).stdout
+
+
+def test_check_prints_one_line_per_shop_and_names_the_shop_whose_token_is_wrong(env, stand_ins):
+    settings, _smtp = env
+
+    def shop_lines(result: subprocess.CompletedProcess) -> dict[str, str]:
+        lines = [line for line in result.stdout.splitlines() if "glow-us" in line or "glow-wc" in line]
+        assert len(lines) == 2, result.stdout
+        return {("glow-us" if "glow-us" in line else "glow-wc"): line for line in lines}
+
+    good = encore("check", env=settings)
+    assert good.returncode == 0, good.stdout + good.stderr
+    lines = shop_lines(good)
+    assert all("ERROR" not in line and "FAIL" not in line.upper() for line in lines.values()), lines
+    bad = encore("check", env={**settings, "GLOW_US_SHOPIFY_TOKEN": "shpat_wrong"})
+    assert bad.returncode == 1, bad.stdout
+    lines = shop_lines(bad)
+    assert "ERROR" in lines["glow-us"] and "ERROR" not in lines["glow-wc"], lines
+
+
+@pytest.mark.parametrize("command", [["emit", "-"], ["worker"], ["beat"], ["deliveries", "--json"],
+                                     ["status", "--json"], ["dead-letters"], ["check"]])
+def test_a_broken_shops_file_stops_every_command_naming_the_file_the_shop_and_the_field(
+        tmp_path, env, command):
+    settings, _smtp = env
+    path = Path(settings["ENCORE_SHOPS_FILE"])
+    path.write_text(path.read_text().replace('domain = "glow-us.myshopify.com"', 'domain = "glow-us.example"'))
+    result = encore(*command, env=settings, stdin="", timeout=60)
+    assert result.returncode not in (0, None), result.stdout + result.stderr
+    said = result.stderr if command != ["check"] else result.stdout + result.stderr  # check reports on stdout
+    assert str(path) in said and "shops.glow-us.domain" in said, result.stdout + result.stderr

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import pytest
 from channels.sinks import SmtpSink
 from tests.standins.shopify_admin import CheckoutRefused, ShopifyAdmin
 from tests.standins.woocommerce import CouponRefused, WooCommerceStandIn
-from tests.support import order_paid, wait_until, zone_where_local_hour_is
+from tests.support import free_port, order_paid, shopify_headers, shopify_order, wait_until, zone_where_local_hour_is
 
 ENCORE = str(Path(sys.executable).with_name("encore"))
 SPEC_API_URL = "https://glow-us.myshopify.com/admin/api/2025-07/graphql.json"
@@ -85,6 +85,7 @@ class Background:
 def stand_ins():
     shopify = ShopifyAdmin(token="shpat_glow_us", path_version="2025-07", bulk_delay=0.05)
     shopify.seed_variant("shampoo-refill", "20.00")
+    shopify.seed_variant("IPOD2008BLACK", "199.00")  # what tests.support.shopify_order buys
     with shopify, WooCommerceStandIn(consumer_key="ck_glow_wc", consumer_secret="cs_glow_wc") as woo:
         woo.add_product("serum", "40.00")
         yield shopify, woo
@@ -104,6 +105,8 @@ def env(tmp_path, postgres_url, redis_url, stand_ins):
         "ENCORE_BROKER_URL": redis_url,
         "ENCORE_CHANNEL_EMAIL": f"mailto://127.0.0.1:{smtp.port}?from=shop@example.com&to={{email}}",
         "ENCORE_RETRY_BASE_SECONDS": "0.2",
+        "ENCORE_WEBHOOK_SECRET": "spec-shops-webhook-secret-0123",
+        "ENCORE_SHOPIFY_SECRET": "the-install-wide-secret-unused-with-shops",
         "GLOW_US_SHOPIFY_TOKEN": shopify.token,
         "GLOW_US_SHOPIFY_SECRET": "glow-us-webhook-secret",
         "GLOW_WC_KEY": "ck_glow_wc",
@@ -113,6 +116,44 @@ def env(tmp_path, postgres_url, redis_url, stand_ins):
         yield settings, smtp
     finally:
         smtp.stop()
+
+
+def daytime_country(now: datetime) -> str:
+    """A country whose main zone is between 10:00 and 19:00 now: a Shopify order carries no
+    timezone, so its customer lives in the country's main zone and quiet hours would hold
+    the message."""
+    from zoneinfo import ZoneInfo
+
+    zones = {"MX": "America/Mexico_City", "US": "America/New_York", "BR": "America/Sao_Paulo",
+             "GB": "Europe/London", "DE": "Europe/Berlin", "AE": "Asia/Dubai", "IN": "Asia/Kolkata",
+             "ID": "Asia/Jakarta", "JP": "Asia/Tokyo", "NZ": "Pacific/Auckland"}
+    return next(country for country, zone in zones.items() if 10 <= now.astimezone(ZoneInfo(zone)).hour < 19)
+
+
+class Serve(Background):
+    """`encore serve` on a free port, ready when it answers."""
+
+    def __init__(self, env: dict, log: Path) -> None:
+        import httpx
+
+        self.url = f"http://127.0.0.1:{(port := free_port())}"
+        super().__init__(["serve", "--port", str(port)], env, log)
+
+        def ready() -> bool:
+            assert self.process.poll() is None, self.log()
+            try:
+                return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout=60, interval=0.2)
+
+    def shopify(self, payload: dict, webhook_id: str, secret: str, domain: str = "glow-us.myshopify.com"):
+        import httpx
+
+        body = json.dumps(payload).encode()
+        headers = {**shopify_headers(body, webhook_id, secret), "X-Shopify-Shop-Domain": domain}
+        return httpx.post(self.url + "/webhooks/shopify/orders-paid", content=body, headers=headers, timeout=10)
 
 
 def buyer(event_id: str, customer_id: str, shop: str | None, **kwargs) -> dict:
@@ -126,77 +167,112 @@ def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_p
     settings, smtp = env
     shopify, woo = stand_ins
     serum = {"sku": "serum", "name": "Serum", "unit_price": "40.00", "quantity": 2}
-    # Given the same customer "ann" buying in both shops, a WooCommerce buyer of a SKU the
-    # store lacks, an event without a shop (the file has no `default`) and one of an unknown shop
-    emitted = encore("emit", "-", env=settings, stdin=jsonl(
-        buyer("us-1", "ann", "glow-us", order_id="o-1"),
-        buyer("wc-1", "ann", "glow-wc", order_id="o-1", items=[serum]),
-        buyer("wc-2", "bob", "glow-wc", items=[{"sku": "gone", "name": "Gone", "unit_price": "9.00", "quantity": 1}]),
-        buyer("none-1", "cid", None),
-        buyer("eu-1", "dan", "glow-eu"),
-    ))
-    # Then the two events without a shop of the file are rejected, naming `shop`
-    assert (emitted.returncode, emitted.stdout.strip()) == (1, "accepted 3, rejected 2"), emitted.stderr
-    errors = emitted.stderr.strip().splitlines()
-    assert [line.split(":", 2)[:2] for line in errors] == [["line 4", " shop"], ["line 5", " shop"]], errors
-    assert "glow-eu" in errors[1]
-
-    # When a worker and the scheduler run
-    worker = Background(["worker", "--concurrency", "2", "-n", f"spec-shops-{os.getpid()}@%h"], settings,
-                        tmp_path / "worker.log")
-    beat = Background(["beat"], settings, tmp_path / "beat.log")
+    processes = [Serve(settings, tmp_path / "serve.log")]
     try:
-        def finished() -> list[dict] | None:
+        serve = processes[0]
+        # Given a Shopify order of glow-us, by webhook: signed with glow-us's secret it is
+        # taken; with the install's ENCORE_SHOPIFY_SECRET, or from a domain of no shop, refused
+        country = daytime_country(datetime.now(UTC))
+        order = shopify_order(5001, customer_id=7001, country=country, email="jo@example.com")
+        secret = settings["GLOW_US_SHOPIFY_SECRET"]
+        assert serve.shopify(order, "w-0", settings["ENCORE_SHOPIFY_SECRET"]).status_code == 401
+        assert serve.shopify(order, "w-1", secret, domain="glow-eu.myshopify.com").status_code == 401
+        taken = serve.shopify(order, "w-2", secret, domain="GLOW-US.myshopify.com")
+        assert taken.status_code == 200, taken.text
+        # ...the same customer "ann" buying in both shops, a WooCommerce buyer of a SKU the
+        # store lacks, an event without a shop (the file has no `default`) and one of an unknown shop
+        emitted = encore("emit", "-", env=settings, stdin=jsonl(
+            buyer("us-1", "ann", "glow-us", order_id="o-1"),
+            buyer("wc-1", "ann", "glow-wc", order_id="o-1", items=[serum]),
+            buyer("wc-2", "bob", "glow-wc",
+                  items=[{"sku": "gone", "name": "Gone", "unit_price": "9.00", "quantity": 1}]),
+            buyer("none-1", "cid", None),
+            buyer("eu-1", "dan", "glow-eu"),
+        ))
+        # Then the two events without a shop of the file are rejected, naming `shop`
+        assert (emitted.returncode, emitted.stdout.strip()) == (1, "accepted 3, rejected 2"), emitted.stderr
+        errors = emitted.stderr.strip().splitlines()
+        assert [line.split(":", 2)[:2] for line in errors] == [["line 4", " shop"], ["line 5", " shop"]], errors
+        assert "glow-eu" in errors[1]
+
+        # When a worker and the scheduler run
+        processes.append(Background(["worker", "--concurrency", "2", "-n", f"spec-shops-{os.getpid()}@%h"],
+                                    settings, tmp_path / "worker.log"))
+        processes.append(Background(["beat"], settings, tmp_path / "beat.log"))
+
+        def deliveries() -> list[dict]:
             shown = encore("deliveries", "--json", env=settings)
             assert shown.returncode == 0, shown.stderr
-            rows = json.loads(shown.stdout)
-            done = len(rows) == 3 and all(row["state"] in ("sent", "failed") for row in rows)
-            return rows if done and smtp.count >= 2 else None
+            return json.loads(shown.stdout)
+
+        def finished() -> list[dict] | None:
+            rows = deliveries()
+            done = len(rows) == 4 and all(row["state"] in ("sent", "failed") for row in rows)
+            return rows if done and smtp.count >= 3 else None
 
         rows = wait_until(finished, timeout=90, interval=0.5)
-    except AssertionError:
-        raise AssertionError(f"worker:\n{worker.log()}\nbeat:\n{beat.log()}") from None
-    finally:
-        worker.stop()
-        beat.stop()
+        by_key = {(row["shop"], row["customer_id"]): row for row in rows}
+        assert set(by_key) == {("glow-us", "ann"), ("glow-wc", "ann"), ("glow-wc", "bob"),
+                               ("glow-us", "shopify:7001")}
+        us, wc, bob = by_key["glow-us", "ann"], by_key["glow-wc", "ann"], by_key["glow-wc", "bob"]
+        jo = by_key["glow-us", "shopify:7001"]
+        # Then the same customer id in two shops is two customers, each with a coupon of their own
+        assert (us["state"], wc["state"], jo["state"]) == ("sent", "sent", "sent")
+        assert len({us["code"], wc["code"], jo["code"]}) == 3
+        for row in (us, wc, jo):
+            assert row["expires_at"] and row["code_synced_at"] and row["sent_at"]
+            assert datetime.fromisoformat(row["code_synced_at"]) <= datetime.fromisoformat(row["sent_at"])
+            assert datetime.fromisoformat(row["expires_at"]) > datetime.fromisoformat(row["sent_at"])
+        # ...each message carries its code, signed by its shop
+        bodies = [message.get_body(("plain",)).get_content() for message in smtp.messages]
+        assert len(bodies) == 3
+        assert any(us["code"] in body and "Glow" in body for body in bodies)
+        assert any(wc["code"] in body for body in bodies) and any(jo["code"] in body for body in bodies)
+        # ...each code is in its own store only, stops working at the coupon's expiry, and works there once
+        assert {us["code"], jo["code"]} <= shopify.codes() and woo.coupon(us["code"]) is None
+        assert woo.coupon(wc["code"]) is not None and wc["code"] not in shopify.codes()
+        expires = datetime.fromisoformat(us["expires_at"])
+        assert shopify.discount_of(us["code"]).ends_at == expires
+        with pytest.raises(CheckoutRefused, match="expired"):
+            shopify.checkout(us["code"], {"shampoo-refill": 1}, at=expires)
+        assert shopify.checkout(us["code"], {"shampoo-refill": 1}) == Decimal("14.00")
+        with pytest.raises(CheckoutRefused):
+            shopify.checkout(us["code"], {"shampoo-refill": 1})
+        percent = Decimal(jo["offer"]["percent"])
+        assert shopify.checkout(jo["code"], {"IPOD2008BLACK": 1}) == Decimal("199.00") * (100 - percent) / 100
+        assert woo.checkout(wc["code"], [("serum", 2)]) == Decimal("60.00")
+        with pytest.raises(CouponRefused):
+            woo.checkout(wc["code"], [("serum", 2)])
+        # And the SKU the WooCommerce store lacks ends failed, shop_rejected, with no message
+        assert (bob["state"], bob["reason"], bob["sent_at"]) == ("failed", "shop_rejected", None)
+        assert bob["code_synced_at"] is None
 
-    by_key = {(row["shop"], row["customer_id"]): row for row in rows}
-    assert set(by_key) == {("glow-us", "ann"), ("glow-wc", "ann"), ("glow-wc", "bob")}
-    us, wc, bob = by_key["glow-us", "ann"], by_key["glow-wc", "ann"], by_key["glow-wc", "bob"]
-    # Then the same customer id in two shops is two customers, each with a coupon of their own
-    assert (us["state"], wc["state"]) == ("sent", "sent")
-    assert us["code"] != wc["code"]
-    for row in (us, wc):
-        assert row["expires_at"] and row["code_synced_at"] and row["sent_at"]
-        assert datetime.fromisoformat(row["code_synced_at"]) <= datetime.fromisoformat(row["sent_at"])
-        assert datetime.fromisoformat(row["expires_at"]) > datetime.fromisoformat(row["sent_at"])
-    # ...each message carries its code, signed by its shop
-    bodies = [message.get_body(("plain",)).get_content() for message in smtp.messages]
-    assert len(bodies) == 2
-    assert any(us["code"] in body and "Glow" in body for body in bodies)
-    assert any(wc["code"] in body for body in bodies)
-    # ...each code is in its own store only, and works there once
-    assert us["code"] in shopify.codes() and woo.coupon(us["code"]) is None
-    assert woo.coupon(wc["code"]) is not None and wc["code"] not in shopify.codes()
-    assert shopify.checkout(us["code"], {"shampoo-refill": 1}) == Decimal("14.00")
-    with pytest.raises(CheckoutRefused):
-        shopify.checkout(us["code"], {"shampoo-refill": 1})
-    assert woo.checkout(wc["code"], [("serum", 2)]) == Decimal("60.00")
-    with pytest.raises(CouponRefused):
-        woo.checkout(wc["code"], [("serum", 2)])
-    # And the SKU the WooCommerce store lacks ends failed, shop_rejected, with no message
-    assert (bob["state"], bob["reason"], bob["sent_at"]) == ("failed", "shop_rejected", None)
-    assert bob["code_synced_at"] is None
+        # When glow-us's next order uses jo's code (Shopify's orders/paid with the code)
+        again = shopify_order(5002, customer_id=7001, country=country, email="jo@example.com",
+                              discount_codes=[jo["code"].lower()])
+        assert serve.shopify(again, "w-3", secret).status_code == 200
+        # Then the coupon is redeemed (rule 13)
+        wait_until(lambda: next(r for r in deliveries() if r["code"] == jo["code"])["redeemed_at"], timeout=60,
+                   interval=0.5)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\n" + "\n".join(f"{p.process.args[1]}:\n{p.log()}" for p in processes)) \
+            from failure
+    finally:
+        for process in processes:
+            process.stop()
 
     # And the reports per shop say the same
     status = json.loads(encore("status", "--json", "--shop", "glow-wc", env=settings).stdout)
     assert (status["deliveries"]["sent"], status["deliveries"]["failed"]) == (1, 1)
     status = json.loads(encore("status", "--json", "--shop", "glow-us", env=settings).stdout)
-    assert (status["deliveries"]["sent"], status["deliveries"]["failed"]) == (1, 0)
+    assert status["deliveries"]["sent"] == 2 and status["deliveries"]["failed"] == 0
     dead = encore("dead-letters", "--json", "--shop", "glow-wc", env=settings)
     assert dead.returncode == 0, dead.stderr
     assert "shop_rejected" in dead.stdout and "gone" in dead.stdout
     assert "shop_rejected" not in encore("dead-letters", "--json", "--shop", "glow-us", env=settings).stdout
+    # ...and a customer id found in both shops shows both coupons
+    both = json.loads(encore("deliveries", "--customer", "ann", "--json", env=settings).stdout)
+    assert sorted(row["shop"] for row in both) == ["glow-us", "glow-wc"]
 
 
 def test_check_prints_one_line_per_shop_and_names_the_shop_whose_token_is_wrong(env, stand_ins):

@@ -254,6 +254,17 @@ def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_p
         # Then the coupon is redeemed (rule 13)
         wait_until(lambda: next(r for r in deliveries() if r["code"] == jo["code"])["redeemed_at"], timeout=60,
                    interval=0.5)
+
+        # When glow-us refunds order o-1 (glow-wc has an order o-1 too)
+        refund = {"id": "r-1", "type": "order.refunded", "occurred_at": order_paid("x")["occurred_at"],
+                  "shop": "glow-us", "data": {"order_id": "o-1"}}
+        assert encore("emit", "-", env=settings, stdin=jsonl(refund)).returncode == 0
+        # Then glow-us's coupon is void and its code leaves the Shopify store within a minute;
+        # glow-wc's coupon of its own order o-1 stays, in its store
+        wait_until(lambda: us["code"] not in shopify.codes(), timeout=60, interval=0.5)
+        rows = {row["code"]: row for row in deliveries()}
+        assert rows[us["code"]]["void"] is True and rows[wc["code"]]["void"] is False
+        assert woo.coupon(wc["code"]) is not None
     except AssertionError as failure:
         raise AssertionError(f"{failure}\n" + "\n".join(f"{p.process.args[1]}:\n{p.log()}" for p in processes)) \
             from failure

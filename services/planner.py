@@ -230,7 +230,7 @@ def plan_coupons(session: Session, runtime: Runtime, requests: list[PlanRequest]
             variant=None if assignment is None else assignment.variant,
         ))
     insert_new(session, Delivery, delivery_rows, ["coupon_id"], "id")
-    if any(delivery_plans[(key, customer)][2] for _, key, customer in inserted):
+    if any(delivery_plans[(key, customer)][3] for _, key, customer in inserted):  # (…, assignment, sync)
         runtime.doorbell.ring_after_commit(session, SYNC_CODES)
     new_keys = {(trigger_key, customer_id) for _, trigger_key, customer_id in inserted}
     _rechoose_unsent_offers(session, [row for row in coupon_rows if row["trigger_key"].startswith("stream:")

@@ -20,7 +20,9 @@ import pytest
 from channels.sinks import SmtpSink
 from tests.standins.shopify_admin import CheckoutRefused, ShopifyAdmin
 from tests.standins.woocommerce import CouponRefused, WooCommerceStandIn
-from tests.support import free_port, order_paid, shopify_headers, shopify_order, wait_until, zone_where_local_hour_is
+from tests.support import (
+    free_port, order_paid, shopify_headers, shopify_order, stream_ended, wait_until, zone_where_local_hour_is,
+)
 
 ENCORE = str(Path(sys.executable).with_name("encore"))
 SPEC_API_URL = "https://glow-us.myshopify.com/admin/api/2025-07/graphql.json"
@@ -186,13 +188,16 @@ def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_p
             buyer("wc-1", "ann", "glow-wc", order_id="o-1", items=[serum]),
             buyer("wc-2", "bob", "glow-wc",
                   items=[{"sku": "gone", "name": "Gone", "unit_price": "9.00", "quantity": 1}]),
+            buyer("wc-3", "cat", "glow-wc", stream_id="live-1", items=[{**serum, "quantity": 1}]),
+            buyer("us-3", "dee", "glow-us", stream_id="live-1"),
+            {**stream_ended("end-1", "live-1"), "shop": "glow-wc"},
             buyer("none-1", "cid", None),
             buyer("eu-1", "dan", "glow-eu"),
         ))
         # Then the two events without a shop of the file are rejected, naming `shop`
-        assert (emitted.returncode, emitted.stdout.strip()) == (1, "accepted 3, rejected 2"), emitted.stderr
+        assert (emitted.returncode, emitted.stdout.strip()) == (1, "accepted 6, rejected 2"), emitted.stderr
         errors = emitted.stderr.strip().splitlines()
-        assert [line.split(":", 2)[:2] for line in errors] == [["line 4", " shop"], ["line 5", " shop"]], errors
+        assert [line.split(":", 2)[:2] for line in errors] == [["line 7", " shop"], ["line 8", " shop"]], errors
         assert "glow-eu" in errors[1]
 
         # When a worker runs (the scheduler's rings are for retries and removals: the first
@@ -207,14 +212,17 @@ def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_p
 
         def finished() -> list[dict] | None:
             rows = deliveries()
-            done = len(rows) == 4 and all(row["state"] in ("sent", "failed") for row in rows)
+            done = len(rows) == 5 and all(row["state"] in ("sent", "failed") for row in rows)
             return rows if done else None
 
         rows = wait_until(finished, timeout=60, interval=0.5)
         assert smtp.wait_for(sum(row["state"] == "sent" for row in rows), timeout=10)
         by_key = {(row["shop"], row["customer_id"]): row for row in rows}
+        # (glow-wc's stream live-1 ended, glow-us's stream of the same id did not: dee waits)
         assert set(by_key) == {("glow-us", "ann"), ("glow-wc", "ann"), ("glow-wc", "bob"),
-                               ("glow-us", "shopify:7001")}
+                               ("glow-us", "shopify:7001"), ("glow-wc", "cat")}
+        cat = by_key["glow-wc", "cat"]
+        assert (cat["state"], cat["trigger"]) == ("sent", "stream") and woo.coupon(cat["code"]) is not None
         us, wc, bob = by_key["glow-us", "ann"], by_key["glow-wc", "ann"], by_key["glow-wc", "bob"]
         jo = by_key["glow-us", "shopify:7001"]
         # Then the same customer id in two shops is two customers, each with a coupon of their own
@@ -226,7 +234,7 @@ def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_p
             assert datetime.fromisoformat(row["expires_at"]) > datetime.fromisoformat(row["sent_at"])
         # ...each message carries its code, signed by its shop
         bodies = [message.get_body(("plain",)).get_content() for message in smtp.messages]
-        assert len(bodies) == 3
+        assert len(bodies) == 4
         assert any(us["code"] in body and "Glow" in body for body in bodies)
         assert any(wc["code"] in body for body in bodies) and any(jo["code"] in body for body in bodies)
         # ...each code is in its own store only, stops working at the coupon's expiry, and works there once
@@ -276,7 +284,7 @@ def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_p
 
     # And the reports per shop say the same
     status = json.loads(encore("status", "--json", "--shop", "glow-wc", env=settings).stdout)
-    assert (status["deliveries"]["sent"], status["deliveries"]["failed"]) == (1, 1)
+    assert (status["deliveries"]["sent"], status["deliveries"]["failed"]) == (2, 1)
     status = json.loads(encore("status", "--json", "--shop", "glow-us", env=settings).stdout)
     assert status["deliveries"]["sent"] == 2 and status["deliveries"]["failed"] == 0
     dead = encore("dead-letters", "--json", "--shop", "glow-wc", env=settings)
@@ -304,6 +312,10 @@ def test_check_prints_one_line_per_shop_and_names_the_shop_whose_token_is_wrong(
     assert bad.returncode == 1, bad.stdout
     lines = shop_lines(bad)
     assert "ERROR" in lines["glow-us"] and "ERROR" not in lines["glow-wc"], lines
+    bad = encore("check", env={**settings, "GLOW_WC_SECRET": "cs_wrong"})
+    assert bad.returncode == 1, bad.stdout
+    lines = shop_lines(bad)
+    assert "ERROR" in lines["glow-wc"] and "ERROR" not in lines["glow-us"], lines
 
 
 @pytest.mark.parametrize("command", [["emit", "-"], ["worker"], ["beat"], ["deliveries", "--json"],

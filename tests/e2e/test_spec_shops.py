@@ -21,7 +21,7 @@ from channels.sinks import SmtpSink
 from tests.standins.shopify_admin import CheckoutRefused, ShopifyAdmin
 from tests.standins.woocommerce import CouponRefused, WooCommerceStandIn
 from tests.support import (
-    free_port, order_paid, shopify_headers, shopify_order, stream_ended, wait_until, zone_where_local_hour_is,
+    free_port, order_paid, shopify_headers, signed_headers, shopify_order, stream_ended, wait_until, zone_where_local_hour_is,
 )
 
 ENCORE = str(Path(sys.executable).with_name("encore"))
@@ -138,6 +138,7 @@ class Serve(Background):
     def __init__(self, env: dict, log: Path) -> None:
         import httpx
 
+        self.env = env
         self.url = f"http://127.0.0.1:{(port := free_port())}"
         super().__init__(["serve", "--port", str(port)], env, log)
 
@@ -149,6 +150,13 @@ class Serve(Background):
                 return False
 
         wait_until(ready, timeout=60, interval=0.2)
+
+    def redeem(self, code: str, order_id: str):
+        import httpx
+
+        body = json.dumps({"code": code, "order_id": order_id}).encode()
+        return httpx.post(f"{self.url}/coupons/{code}/redeem", content=body, timeout=10,
+                          headers=signed_headers(body, self.env["ENCORE_WEBHOOK_SECRET"]))
 
     def shopify(self, payload: dict, webhook_id: str, secret: str, domain: str = "glow-us.myshopify.com"):
         import httpx
@@ -263,6 +271,10 @@ def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_p
         # Then the coupon is redeemed (rule 13)
         wait_until(lambda: next(r for r in deliveries() if r["code"] == jo["code"])["redeemed_at"], timeout=60,
                    interval=0.5)
+
+        # And a code redeems once by `POST /coupons/{code}/redeem`, in any case (rule 13)
+        assert serve.redeem(wc["code"].lower(), "wc-order-9").status_code == 200
+        assert serve.redeem(wc["code"], "wc-order-10").status_code == 409
 
         # When glow-us refunds order o-1 (glow-wc has an order o-1 too)
         refund = {"id": "r-1", "type": "order.refunded", "occurred_at": order_paid("x")["occurred_at"],

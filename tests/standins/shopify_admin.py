@@ -1203,6 +1203,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--currency", default="USD", help="the shop's currency")
     parser.add_argument("--shop-name", default="Glow")
     parser.add_argument("--domain", default="glow-us.myshopify.com")
+    parser.add_argument("--path-version", default=SCHEMA_VERSION,
+                        help="the Admin API version in the endpoint's path (as a shops file's api_url names it)")
     parser.add_argument("--seed-sku", action="append", default=[], metavar="SKU=PRICE",
                         help="a product variant to seed (repeatable)")
     parser.add_argument("--seed-file", help='JSON {"currency": "USD", "variants": {"SKU": "PRICE", ...}}')
@@ -1220,7 +1222,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds[sku] = price
     admin = ShopifyAdmin(token=args.token, shop_name=args.shop_name, domain=args.domain, currency=currency,
                          bucket=args.bucket, restore=args.restore, latency=args.latency_ms / 1000,
-                         bulk_delay=args.bulk_delay_ms / 1000, port=args.port)
+                         bulk_delay=args.bulk_delay_ms / 1000, port=args.port, path_version=args.path_version)
     for sku, price in seeds.items():
         admin.seed_variant(sku, price)
     admin.start()

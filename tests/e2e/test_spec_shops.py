@@ -250,6 +250,8 @@ def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_p
         assert woo.coupon(wc["code"]) is not None and wc["code"] not in shopify.codes()
         expires = datetime.fromisoformat(us["expires_at"])
         assert shopify.discount_of(us["code"]).ends_at == expires
+        assert woo.coupon(wc["code"]).date_expires == datetime.fromisoformat(wc["expires_at"])
+        assert woo.coupon(wc["code"]).usage_limit == 1
         with pytest.raises(CheckoutRefused, match="expired"):
             shopify.checkout(us["code"], {"shampoo-refill": 1}, at=expires)
         assert shopify.checkout(us["code"], {"shampoo-refill": 1}) == Decimal("14.00")

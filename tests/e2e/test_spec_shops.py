@@ -352,3 +352,14 @@ def test_a_broken_shops_file_stops_every_command_naming_the_file_the_shop_and_th
     assert result.returncode not in (0, None), result.stdout + result.stderr
     said = result.stderr if command != ["check"] else result.stdout + result.stderr  # check reports on stdout
     assert str(path) in said and "shops.glow-us.domain" in said, result.stdout + result.stderr
+
+
+def test_the_demo_under_a_shops_file_without_default_says_why_nothing_was_accepted_and_stops(tmp_path, env):
+    # The demo's sample events name no shop, so under SPEC section 7's file they belong to
+    # no shop: it says so at once instead of waiting for deliveries that cannot come
+    settings, _smtp = env
+    settings = {k: v for k, v in settings.items() if k not in ("ENCORE_DATABASE_URL", "ENCORE_BROKER_URL")}
+    demo = subprocess.run([ENCORE, "demo", "--buyers", "2"], cwd=tmp_path, env=settings, text=True,
+                          capture_output=True, timeout=90)
+    assert demo.returncode == 1, demo.stdout + demo.stderr
+    assert "shop: unknown shop 'default'" in demo.stdout and "no sample event was accepted" in demo.stdout

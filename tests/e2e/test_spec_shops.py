@@ -151,6 +151,13 @@ class Serve(Background):
 
         wait_until(ready, timeout=60, interval=0.2)
 
+    def events(self, events: list[dict]):
+        import httpx
+
+        body = json.dumps(events).encode()
+        return httpx.post(f"{self.url}/events", content=body, timeout=10,
+                          headers=signed_headers(body, self.env["ENCORE_WEBHOOK_SECRET"]))
+
     def redeem(self, code: str, order_id: str):
         import httpx
 
@@ -189,6 +196,8 @@ def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_p
         assert serve.shopify(order, "w-1", secret, domain="glow-eu.myshopify.com").status_code == 401
         taken = serve.shopify(order, "w-2", secret, domain="GLOW-US.myshopify.com")
         assert taken.status_code == 200, taken.text
+        posted = serve.events([buyer("http-1", "eve", "glow-eu")])
+        assert posted.status_code == 400 and posted.json()["rejected"][0]["error"].startswith("shop: "), posted.text
         # ...the same customer "ann" buying in both shops, a WooCommerce buyer of a SKU the
         # store lacks, an event without a shop (the file has no `default`) and one of an unknown shop
         emitted = encore("emit", "-", env=settings, stdin=jsonl(

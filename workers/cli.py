@@ -47,7 +47,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
     from tasks.app import runtime
 
     for path in args.files:
-        if path != "-" and not Path(path).is_file():
+        if path != "-" and (not Path(path).exists() or Path(path).is_dir()):  # a pipe (`<(...)`) is read too
             print(f"encore emit: {path}: no such file", file=sys.stderr)
             return 2
     several = len(args.files) > 1

@@ -30,7 +30,7 @@ from platforms.base import KEY_PREFIX, DiscountShape, PlatformError, SyncOutcome
 from platforms.shopify_api import (
     API_VERSION, AdminApi, BULK_ADD, BULK_ADD_LIMIT, BULK_RESULTS, BULK_RESULTS_PAGE, BULK_STATUS, CREATE,
     DELETE_CODES, DISCOUNTS_BY_TITLE, JOB, OWNER_BATCH, OWNER_BATCH_WITH_IDS, SHOP, VARIANTS_BY_SKU, VARIANT_PAGE,
-    is_taken_code, messages,
+    everyone_may_use, is_taken_code, messages,
 )
 
 
@@ -133,7 +133,7 @@ class ShopifyPlatform:
     def check(self) -> str:
         shop = self.api.call("EncoreShop", SHOP, {})["shop"]
         self._currency = shop["currencyCode"]
-        return f"{shop['name']} ({shop['myshopifyDomain']}, {shop['currencyCode']}, Admin API {API_VERSION})"
+        return f"{shop['name']} ({shop['myshopifyDomain']}, {shop['currencyCode']}, Admin API {self.api.version})"
 
     def create_codes(self, shape: DiscountShape, codes: Sequence[str]) -> SyncOutcome:
         tally = _Tally(codes)
@@ -169,7 +169,7 @@ class ShopifyPlatform:
             "usageLimit": 1,
             "appliesOncePerCustomer": False,
             "combinesWith": {"orderDiscounts": False, "productDiscounts": False, "shippingDiscounts": False},
-            "context": {"all": "ALL"},
+            **everyone_may_use(self.api.version),
         }
         if shape.offer_type == "refill":
             amount = self._refill_amount(shape, variant)

@@ -6,6 +6,7 @@ the documented fields this relies on are in platforms/SHOPIFY.md."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -16,6 +17,11 @@ from platforms.base import PlatformError
 
 API_VERSION = "2026-10"
 """The one place the Admin API version is pinned (a stable version on shopify.dev)."""
+
+CONTEXT_SINCE = "2025-10"
+"""The first version whose discount inputs take `context`; older ones only take the
+deprecated `customerSelection` (https://shopify.dev/changelog/discount-eligibility-management)."""
+_URL_VERSION = re.compile(r"/admin/api/(\d{4}-\d{2}|unstable)/graphql\.json$")
 
 TOKEN_HEADER = "X-Shopify-Access-Token"
 BULK_ADD_LIMIT = 250  # discountRedeemCodeBulkAdd: "Maximum: 250 codes"
@@ -160,6 +166,22 @@ class CostPacer:
             return max(0.05, (needed - self._available) / self._restore)
 
 
+def version_of(api_url: str) -> str:
+    """The Admin API version an endpoint's path names (a shops file's `api_url` may name
+    another than API_VERSION, as SPEC section 7's example does); API_VERSION when it names none."""
+    found = _URL_VERSION.search(api_url.split("?", 1)[0].rstrip("/"))
+    return found.group(1) if found else API_VERSION
+
+
+def everyone_may_use(version: str) -> dict:
+    """The discount input field that makes a code usable by every customer, in `version`'s
+    terms: `context: {all: ALL}` from 2025-10, `customerSelection: {all: true}` before
+    (which 2025-10 to 2027-01 still take, deprecated)."""
+    if version == "unstable" or version >= CONTEXT_SINCE:
+        return {"context": {"all": "ALL"}}
+    return {"customerSelection": {"all": True}}
+
+
 class AdminApi:
     """One shop's GraphQL endpoint: a named operation posted with the access token, paced
     by the shop's cost bucket (`CostPacer`), a THROTTLED answer waited out and retried,
@@ -169,6 +191,7 @@ class AdminApi:
                  timeout: float | tuple[float, float], clock: Callable[[], float], sleep: Callable[[float], None],
                  max_throttle_retries: int) -> None:
         self.api_url = api_url
+        self.version = version_of(api_url)
         self._token = token
         self._session = session
         self._timeout = timeout

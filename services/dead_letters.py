@@ -78,6 +78,8 @@ class ReplayResult:
     message: str
     event_id: str | None = None
     delivery_id: int | None = None
+    code_sync: bool = False
+    """The delivery waits for its code to be made in the shop: ring the sync, not only the relay."""
 
 
 def replay(session: Session, item_id: str, now: datetime, fixed_text: str | bytes | None = None,
@@ -183,5 +185,6 @@ def _requeue_delivery(session: Session, number: int, item_id: str, now: datetime
         delivery.next_attempt_at = None
         session.execute(update(Coupon).where(Coupon.id == delivery.coupon_id, Coupon.code_synced_at.is_(None))
                         .values(sync_due_at=now, sync_reason=None, sync_claim_token=None))
-        return ReplayResult(item_id, True, "re-queued: its code is made in the shop first", delivery_id=delivery.id)
+        return ReplayResult(item_id, True, "re-queued: its code is made in the shop first", delivery_id=delivery.id,
+                            code_sync=True)
     return ReplayResult(item_id, True, "re-queued", delivery_id=delivery.id)

@@ -82,7 +82,7 @@ def redeem_alone(database_url: str, code_text: str, order_id: str, now: datetime
     the code finds its shop, and `order_id` is taken as an order of that shop."""
     with session_scope(database_url) as session:
         code = normalize_code(code_text)
-        shop = session.scalar(select(Coupon.shop).where(Coupon.code == code)) if code else None
+        shop = session.scalar(select(Coupon.shop).where(Coupon.code.in_(_spellings(code)))) if code else None
         if shop is None:
             return Redemption(RedemptionStatus.UNKNOWN)
         # The order is one of the coupon's shop: its key is scoped like every order id.

@@ -47,7 +47,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
     from tasks.app import runtime
 
     for path in args.files:
-        if path != "-" and not Path(path).is_file():
+        if path != "-" and (not Path(path).exists() or Path(path).is_dir()):  # a pipe (`<(...)`) is read too
             print(f"encore emit: {path}: no such file", file=sys.stderr)
             return 2
     several = len(args.files) > 1
@@ -222,7 +222,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from services.dead_letters import replay
-    from services.ports import APPLY_EVENTS, RELAY
+    from services.ports import APPLY_EVENTS, RELAY, SYNC_CODES
     from store.db import session_scope
     from tasks.app import runtime
 
@@ -240,6 +240,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         failures += not result.ok
         if result.event_id:
             doorbell.ring(APPLY_EVENTS, [result.event_id])
+        if result.code_sync:
+            doorbell.ring(SYNC_CODES)
         if result.delivery_id:
             doorbell.ring(RELAY)
     if doorbell.failure:

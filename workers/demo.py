@@ -170,6 +170,9 @@ def run_demo(buyers: int = 40, timeout: float = 180.0) -> int:
             on_purpose = " (broken on purpose, to show a rejection; `encore dead-letters` lists it)" \
                 if lines[number - 1] == BROKEN_LINE else ""
             print(f"  rejected line {number}{on_purpose}: {reason}")
+        if not report.accepted:  # nothing to wait for (a shops file without a `default` shop rejects them all)
+            print("no sample event was accepted: nothing to deliver")
+            return 1
         started = time.monotonic()
         last = ""
         while True:

@@ -110,3 +110,16 @@ def test_dead_letters_can_be_listed_and_replayed_with_a_fix(tmp_path):
     assert result.returncode == 0 and "accepted as event fix-me" in result.stdout
     assert json.loads(encore("dead-letters", "--json", cwd=tmp_path).stdout) == []
     assert json.loads(encore("status", "--json", cwd=tmp_path).stdout)["events"]["accepted"] == 1
+
+
+def test_emit_reads_a_named_pipe_as_a_file(tmp_path):
+    # `encore emit <(jq -c ... orders.json)`: the shell passes /dev/fd/N, a pipe, not a regular file
+    import threading
+
+    fifo = tmp_path / "events.pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(json.dumps(order_paid("ok-1")) + "\n"))
+    writer.start()
+    result = encore("emit", str(fifo), cwd=tmp_path)
+    writer.join(timeout=30)
+    assert (result.returncode, result.stdout.strip()) == (0, "accepted 1, rejected 0"), result.stderr

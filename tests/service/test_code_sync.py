@@ -277,6 +277,18 @@ def test_redemption_finds_a_code_typed_with_or_without_dashes(services):
         assert redeem(session, grouped, "o9", services.clock()).ok
 
 
+def test_the_redeem_endpoints_lookup_finds_a_platform_shops_code_in_either_form(services):
+    # POST /coupons/{code}/redeem finds the code's shop by the code: a platform shop's code
+    # is stored without dashes, and the customer may type it with them or in lower case
+    from services.redemption import ALREADY_REDEEMED, REDEEMED, redeem_alone
+
+    services.emit(buyer(services, "e1", "c1"))
+    code = coupon_of(services, "c1").code
+    grouped = "-".join(code[i:i + 5] for i in range(0, 15, 5)).lower()
+    assert redeem_alone(services.runtime.database_url, grouped, "o9", services.clock()).status == REDEEMED
+    assert redeem_alone(services.runtime.database_url, code, "o10", services.clock()).status == ALREADY_REDEEMED
+
+
 def test_the_sync_paces_itself_and_never_drains_the_bucket(make_services, tmp_path, clock):
     # A small bucket (200 points, 20/s) and 600 codes: the pacer keeps a reserve
     admin = ShopifyAdmin(wall_clock=clock, bulk_delay=0.0, bucket=200, restore=20)

@@ -7,7 +7,9 @@ the schema it keeps what Shopify keeps:
 
 - auth: `X-Shopify-Access-Token` must match, else HTTP 401 with Shopify's body;
   `Content-Type: application/json` is required (else 400); only
-  `/admin/api/2026-10/graphql.json` answers (else 404).
+  `/admin/api/2026-10/graphql.json` answers (else 404; `path_version` moves it, as a
+  shops file's `api_url` may name another version: served at a version before 2025-10,
+  the discount inputs have no `context`, only `customerSelection`, as in Shopify's).
 - the calculated query cost (https://shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits):
   a leaky bucket of `bucket` points restored at `restore` points/s; the bucket must
   hold a request's *requested* cost before it runs, else the answer is `THROTTLED`
@@ -238,8 +240,13 @@ class ShopifyAdmin:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         port: int = 0,
+        path_version: str = SCHEMA_VERSION,
     ) -> None:
         self.token = token
+        self.path_version = path_version
+        """The version in the endpoint's path: a shops file's `api_url` names it (SPEC section 7's
+        example says 2025-07), and the client must call that URL as written. The schema
+        served there is still this stand-in's (2026-10)."""
         self.shop_name = shop_name
         self.domain = domain
         self.currency = currency.upper()
@@ -262,7 +269,7 @@ class ShopifyAdmin:
         self._fail_status = 0
         self._fail_count: int | None = None
         self._fail_until: float | None = None
-        self._schema = _build_schema()
+        self._schema = _build_schema(path_version)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -375,7 +382,7 @@ class ShopifyAdmin:
     @property
     def url(self) -> str:
         """The GraphQL endpoint, as `api_url` in a shops file."""
-        return f"http://127.0.0.1:{self.port}/admin/api/{SCHEMA_VERSION}/graphql.json"
+        return f"http://127.0.0.1:{self.port}/admin/api/{self.path_version}/graphql.json"
 
     def start(self) -> ShopifyAdmin:
         handler = type("Handler", (_Handler,), {"admin": self})
@@ -404,7 +411,7 @@ class ShopifyAdmin:
         """Status and JSON body for one POST, everything but the latency."""
         with self._lock:
             self.stats.requests += 1
-            if path != f"/admin/api/{SCHEMA_VERSION}/graphql.json":
+            if path != f"/admin/api/{self.path_version}/graphql.json":
                 return 404, {"errors": "Not Found"}
             fault = self._fault()
             if fault:
@@ -782,9 +789,16 @@ class _MutationRoot:
         def err(code: str, path: list[str], message: str) -> None:
             errors.append(_user_error(code, [argument, *path], message))
 
-        for name in ("title", "code", "startsAt", "context", "customerGets") + (("customerBuys",) if kind == "bxgy" else ()):
+        for name in ("title", "code", "startsAt", "customerGets") + (("customerBuys",) if kind == "bxgy" else ()):
             if given.get(name) in (None, ""):
                 err("BLANK", [name], f"{name} can't be blank")
+        if not given.get("context") and not given.get("customerSelection"):  # "context (or deprecated customerSelection)"
+            err("BLANK", ["context"], "context can't be blank")
+        selection = given.get("customerSelection") or {}
+        if selection and (selection.get("all") is not True or selection.get("customers")
+                          or selection.get("customerSegments") or given.get("context")):
+            err("INVALID", ["customerSelection"], "The stand-in supports customerSelection { all: true } only, "
+                                                  "without context")
         code = given.get("code") or ""
         for problem in _code_errors(code, [argument, "code"]) if code else []:
             errors.append(problem)
@@ -901,8 +915,17 @@ def _check_array(name: str, values: list) -> None:
 # ------------------------------------------------------------------ schema and costs
 
 
-def _build_schema() -> GraphQLSchema:
+CONTEXT_SINCE = "2025-10"
+"""The discount inputs' `context` exists from this version on
+(https://shopify.dev/changelog/discount-eligibility-management); before it, only
+`customerSelection` says who may use a code."""
+
+
+def _build_schema(version: str = SCHEMA_VERSION) -> GraphQLSchema:
+    """The 2026-10 schema; served at an older version's path, without what that version lacks."""
     sdl = (Path(__file__).with_name("shopify_admin.graphql")).read_text(encoding="utf-8")
+    if version != "unstable" and version < CONTEXT_SINCE:
+        sdl = sdl.replace("  context: DiscountContextInput\n", "")
     currencies = sorted(code for code in list_currencies() if re.fullmatch(r"[A-Z]{3}", code))
     sdl += "\nenum CurrencyCode {\n" + "\n".join(f"  {code}" for code in currencies) + "\n}\n"
     schema = build_schema(sdl)
@@ -1180,6 +1203,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--currency", default="USD", help="the shop's currency")
     parser.add_argument("--shop-name", default="Glow")
     parser.add_argument("--domain", default="glow-us.myshopify.com")
+    parser.add_argument("--path-version", default=SCHEMA_VERSION,
+                        help="the Admin API version in the endpoint's path (as a shops file's api_url names it)")
     parser.add_argument("--seed-sku", action="append", default=[], metavar="SKU=PRICE",
                         help="a product variant to seed (repeatable)")
     parser.add_argument("--seed-file", help='JSON {"currency": "USD", "variants": {"SKU": "PRICE", ...}}')
@@ -1197,7 +1222,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds[sku] = price
     admin = ShopifyAdmin(token=args.token, shop_name=args.shop_name, domain=args.domain, currency=currency,
                          bucket=args.bucket, restore=args.restore, latency=args.latency_ms / 1000,
-                         bulk_delay=args.bulk_delay_ms / 1000, port=args.port)
+                         bulk_delay=args.bulk_delay_ms / 1000, port=args.port, path_version=args.path_version)
     for sku, price in seeds.items():
         admin.seed_variant(sku, price)
     admin.start()

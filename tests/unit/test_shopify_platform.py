@@ -380,3 +380,23 @@ def test_equal_offers_have_one_key_and_different_ones_another():
     assert shape("refill", "REFILL-1", price="14.00", expires_at=EXPIRY + timedelta(days=1)).key() != base.key()
     with pytest.raises(ValueError, match="aware"):
         DiscountShape("refill", "R", "USD", Decimal(1), None, datetime(2026, 1, 1), EXPIRY).key()
+
+
+@pytest.mark.parametrize("version", ["2025-07", "2025-10", API_VERSION])
+def test_codes_work_at_the_version_the_api_url_names(version):
+    # SPEC section 7's example names 2025-07, whose discount inputs have no `context`
+    # (from 2025-10): every offer must still become a working code there
+    admin = ShopifyAdmin(bulk_delay=0.02, restore=1000, path_version=version)
+    admin.seed_variant("REFILL-1", "20.00")
+    admin.seed_variant("SERUM", "30.00")
+    with admin:
+        client = client_for(admin)
+        assert client.check().endswith(f"Admin API {version})")
+        for offer, made in ((shape("refill", "REFILL-1", price="14.00"), ["R0", "R1"]),
+                            (shape("second_half_price", "SERUM"), ["H0", "H1"]),
+                            (shape("percent_off", "SERUM"), ["P0", "P1"])):
+            outcome = client.create_codes(offer, made)
+            assert (outcome.synced, outcome.permanent, outcome.transient) == (frozenset(made), {}, {})
+        assert admin.checkout("R1", {"REFILL-1": 1}) == Decimal("14.00")
+        assert admin.checkout("H0", {"SERUM": 2}) == Decimal("45.00")
+        assert admin.checkout("P1", {"SERUM": 1}) == Decimal("21.00")

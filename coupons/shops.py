@@ -38,8 +38,8 @@ ENCORE_SIGNATURE = "Encore"
 """How the messages of the default shop without a brand are signed (as before shops)."""
 
 SHOPIFY_API_VERSION = "2026-10"
-"""The Shopify Admin API version of the default `api_url`. There is no `platforms.shopify`
-package in this tree yet: the lead will make this the one pinned version (SPEC section 7)."""
+"""The one place the Shopify Admin API version is pinned (a stable version on shopify.dev):
+the default `api_url` and `platforms.shopify_api` both use it (SPEC section 7)."""
 
 SHOP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MYSHOPIFY_DOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.myshopify\.com")

@@ -13,10 +13,11 @@ from typing import Any
 
 import requests
 
+from coupons.shops import SHOPIFY_API_VERSION
 from platforms.base import PlatformError
 
-API_VERSION = "2026-10"
-"""The one place the Admin API version is pinned (a stable version on shopify.dev)."""
+API_VERSION = SHOPIFY_API_VERSION
+"""The Admin API version spoken when the shop's `api_url` names none (pinned in `coupons.shops`)."""
 
 CONTEXT_SINCE = "2025-10"
 """The first version whose discount inputs take `context`; older ones only take the

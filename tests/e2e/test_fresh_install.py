@@ -69,7 +69,7 @@ def test_check_reports_the_twilio_token_as_set_or_a_warning_and_never_shows_it(t
     result = encore("check", cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     [line] = [line for line in result.stdout.splitlines() if line.startswith("twilio inbound")]
-    assert " warn " in line and "ENCORE_TWILIO_AUTH_TOKEN is not set" in line and "503" in line
+    assert " warn " in line and "ENCORE_TWILIO_AUTH_TOKEN is not set" in line and "401" in line
     # When the operator sets it
     result = encore("check", cwd=tmp_path, env={"ENCORE_TWILIO_AUTH_TOKEN": token}, timeout=120)
     # Then the line says it is set, and the token is nowhere in the output

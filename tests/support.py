@@ -205,13 +205,7 @@ class WorkerProcess:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop_process_group(self.process)
 
 
 @contextmanager
@@ -407,11 +401,44 @@ class ServeProcess:
             return f.read()[-4000:]
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
+        stop_process_group(self.process)
+
+
+ENCORE_SCRIPT = str(Path(sys.executable).with_name("encore"))
+"""The installed console script, as a user runs it."""
+
+
+def stop_process_group(process: subprocess.Popen | None) -> None:
+    """Stop a process started in a session of its own (with its pool children) as a
+    deploy does: SIGTERM, then SIGKILL if it is still there after 30 s."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+class EncoreDaemon:
+    """A long-running installed `encore` command (worker, beat, serve) in its own
+    process group, its output in `log_path`."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> None:
+        self.log_path = log_path
+        with open(log_path, "ab") as out:
+            self.process = subprocess.Popen([ENCORE_SCRIPT, *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                            cwd=cwd, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def alive(self) -> bool:
+        """True while it runs; an exit fails the test with the command's log."""
+        if self.process.poll() is not None:
+            raise AssertionError(f"{self.log_path.name}: exited {self.process.returncode}\n{self.log()}")
+        return True
+
+    def stop(self) -> None:
+        stop_process_group(self.process)

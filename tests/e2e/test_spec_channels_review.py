@@ -13,9 +13,7 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,7 +28,9 @@ from channels.sinks import HttpSink, SmtpSink
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, need_service
 from tests.standins.whatsapp_cloud import Template, WhatsAppCloudStandIn
 from tests.support import (
+    ENCORE_SCRIPT,
     WEBHOOK_SECRET,
+    EncoreDaemon,
     free_port,
     iso,
     order_paid,
@@ -40,7 +40,6 @@ from tests.support import (
     zone_where_local_hour_is,
 )
 
-ENCORE = str(Path(sys.executable).with_name("encore"))
 """The console script the package installs, as a user runs it."""
 
 TEMPLATES_FILE = """\
@@ -88,35 +87,9 @@ def markets_with_the_spec_experiment(folder: Path) -> Path:
 
 def encore(*args: str, env: dict[str, str], cwd: Path, stdin: str | None = None,
            timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([ENCORE, *args], env=env, cwd=cwd, input=stdin, text=True, capture_output=True,
+    return subprocess.run([ENCORE_SCRIPT, *args], env=env, cwd=cwd, input=stdin, text=True, capture_output=True,
                           timeout=timeout)
 
-
-class Daemon:
-    """A long-running `encore` command (worker, beat, serve) with its log."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], cwd: Path):
-        self.log_path = cwd / f"{name}.log"
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen([ENCORE, *args], env=env, cwd=cwd, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text()[-4000:]
-
-    def alive(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"{self.log_path.name}: exited {self.process.returncode}\n{self.log()}")
-        return True
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
 
 
 class Encore:
@@ -187,7 +160,7 @@ def running(tmp_path_factory):
                                   Template("cupom_b", "en_US")])
     templates = folder / "whatsapp-templates.toml"
     templates.write_text(TEMPLATES_FILE)
-    daemons: list[Daemon] = []
+    daemons: list[EncoreDaemon] = []
     try:
         smtp.start()
         sms.start()
@@ -208,10 +181,10 @@ def running(tmp_path_factory):
             "ENCORE_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
             "ENCORE_RETRY_BASE_SECONDS": "0.5",
         })
-        daemons.append(worker := Daemon("worker", ["worker", "--concurrency", "2", "--loglevel", "INFO"],
-                                        env, folder))
-        daemons.append(beat := Daemon("beat", ["beat"], env, folder))
-        daemons.append(serve := Daemon("serve", ["serve", "--port", str(port)], env, folder))
+        daemons.append(worker := EncoreDaemon(["worker", "--concurrency", "2", "--loglevel", "INFO"],
+                                              env, folder / "worker.log", folder))
+        daemons.append(beat := EncoreDaemon(["beat"], env, folder / "beat.log", folder))
+        daemons.append(serve := EncoreDaemon(["serve", "--port", str(port)], env, folder / "serve.log", folder))
         serve_url = f"http://127.0.0.1:{port}"
 
         def serving() -> bool:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -21,10 +19,9 @@ from channels.sinks import SmtpSink
 from tests.standins.shopify_admin import CheckoutRefused, ShopifyAdmin
 from tests.standins.woocommerce import CouponRefused, WooCommerceStandIn
 from tests.support import (
-    free_port, order_paid, shopify_headers, signed_headers, shopify_order, stream_ended, wait_until, zone_where_local_hour_is,
+    ENCORE_SCRIPT, EncoreDaemon, free_port, order_paid, shopify_headers, signed_headers, shopify_order, stream_ended, wait_until, zone_where_local_hour_is,
 )
 
-ENCORE = str(Path(sys.executable).with_name("encore"))
 SPEC_API_URL = "https://glow-us.myshopify.com/admin/api/2025-07/graphql.json"
 
 SPEC_SHOPS_FILE = """\
@@ -54,33 +51,12 @@ def shops_file(shopify: ShopifyAdmin, woo: WooCommerceStandIn) -> str:
 
 
 def encore(*args: str, env: dict, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([ENCORE, *args], input=stdin, text=True, capture_output=True, env=env, timeout=timeout)
+    return subprocess.run([ENCORE_SCRIPT, *args], input=stdin, text=True, capture_output=True, env=env, timeout=timeout)
 
 
 def jsonl(*events: dict) -> str:
     return "".join(json.dumps(event) + "\n" for event in events)
 
-
-class Background:
-    """`encore worker` or `encore beat` as its own process group, with its log."""
-
-    def __init__(self, args: list[str], env: dict, log: Path) -> None:
-        self.log_path = log
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen([ENCORE, *args], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
 
 
 @pytest.fixture()
@@ -132,7 +108,7 @@ def daytime_country(now: datetime) -> str:
     return next(country for country, zone in zones.items() if 10 <= now.astimezone(ZoneInfo(zone)).hour < 19)
 
 
-class Serve(Background):
+class Serve(EncoreDaemon):
     """`encore serve` on a free port, ready when it answers."""
 
     def __init__(self, env: dict, log: Path) -> None:
@@ -219,7 +195,7 @@ def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_p
 
         # When a worker runs (the scheduler's rings are for retries and removals: the first
         # sync of a code is rung by its planning, so nothing here waits for `encore beat`)
-        processes.append(Background(["worker", "--concurrency", "2", "-n", f"spec-shops-{os.getpid()}@%h"],
+        processes.append(EncoreDaemon(["worker", "--concurrency", "2", "-n", f"spec-shops-{os.getpid()}@%h"],
                                     settings, tmp_path / "worker.log"))
 
         def deliveries() -> list[dict]:
@@ -304,7 +280,7 @@ def test_codes_of_two_shops_exist_in_their_own_store_before_their_messages(tmp_p
         refund = {"id": "r-1", "type": "order.refunded", "occurred_at": order_paid("x")["occurred_at"],
                   "shop": "glow-us", "data": {"order_id": "o-1"}}
         assert encore("emit", "-", env=settings, stdin=jsonl(refund)).returncode == 0
-        processes.append(Background(["beat"], settings, tmp_path / "beat.log"))  # removals run on its schedule
+        processes.append(EncoreDaemon(["beat"], settings, tmp_path / "beat.log"))  # removals run on its schedule
         # Then glow-us's coupon is void and its code leaves the Shopify store within a minute;
         # glow-wc's coupon of its own order o-1 stays, in its store
         wait_until(lambda: us["code"] not in shopify.codes(), timeout=60, interval=0.5)
@@ -368,7 +344,7 @@ def test_the_demo_under_a_shops_file_without_default_says_why_nothing_was_accept
     # no shop: it says so at once instead of waiting for deliveries that cannot come
     settings, _smtp = env
     settings = {k: v for k, v in settings.items() if k not in ("ENCORE_DATABASE_URL", "ENCORE_BROKER_URL")}
-    demo = subprocess.run([ENCORE, "demo", "--buyers", "2"], cwd=tmp_path, env=settings, text=True,
+    demo = subprocess.run([ENCORE_SCRIPT, "demo", "--buyers", "2"], cwd=tmp_path, env=settings, text=True,
                           capture_output=True, timeout=90)
     assert demo.returncode == 1, demo.stdout + demo.stderr
     assert "shop: unknown shop 'default'" in demo.stdout and "no sample event was accepted" in demo.stdout

@@ -198,12 +198,6 @@ class SmtpSink:
         return len(self._received.snapshot())
 
     @property
-    def all_clients_waiting_in_rcpt(self) -> bool:
-        """True when every connected client is inside the RCPT delay: none of them has
-        a message the server accepted but the client has not heard about."""
-        return bool(self._controller.live) and self.waiting_in_rcpt == len(self._controller.live)
-
-    @property
     def sessions(self) -> int:
         with self._sessions_lock:
             return self._sessions

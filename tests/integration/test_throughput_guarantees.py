@@ -13,15 +13,11 @@ from datetime import datetime
 import pytest
 from sqlalchemy import func, select
 
-from store.models import Delivery, InboxEvent
+from store.models import InboxEvent
 from tests.support import codes_at, order_paid, stream_ended, wait_until, zone_where_local_hour_is
 
 
 
-
-
-def sent_count(stack) -> int:
-    return stack.query(select(func.count()).select_from(Delivery).where(Delivery.state == "sent"))[0][0]
 
 
 def codes_at_the_smtp_server(stack) -> Counter:
@@ -64,9 +60,7 @@ def test_a_worker_killed_with_many_sends_in_flight_and_a_flushed_redis_still_sen
     # When the server starts holding every new message, so that the senders pile up
     # in flight, and everything it accepted is recorded (the one duplicate window, a
     # message accepted but not yet recorded, is documented and not this test's subject)
-    stack.smtp.rcpt_held = True
-    wait_until(lambda: stack.smtp.waiting_in_rcpt >= 8 and not stack.smtp.past_rcpt
-               and sent_count(stack) == stack.smtp.count, timeout=60, interval=0.01)
+    stack.hold_smtp_until_settled(senders_waiting=8)
     # ...the worker is killed with SIGKILL
     stack.worker.kill()
     sent_before_crash = stack.smtp.count
@@ -94,7 +88,7 @@ def test_an_http_provider_that_answers_503_for_a_while_gets_every_message_once_a
                             timezone=zone) for i in range(buyers)])
     # When every delivery has been refused at least once
     wait_until(lambda: len({r.path for r in stack.http.requests}) == buyers, timeout=60)
-    assert sent_count(stack) == 0
+    assert stack.sent_count() == 0
     # ...and the provider recovers
     recovered_at = datetime.now().astimezone().replace(microsecond=0)  # sent_at is shown in whole seconds
     stack.http.respond("/sms/", [])

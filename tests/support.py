@@ -172,13 +172,15 @@ class Stack:
 
         return self.query(select(func.count()).select_from(Delivery).where(Delivery.state == "sent"))[0][0]
 
-    def hold_smtp_until_settled(self, senders_waiting: int, timeout: float = 60.0) -> None:
-        """Make the SMTP server hold every new recipient, and wait until `senders_waiting`
-        senders are held there and everything it accepted is recorded as sent: a worker
-        killed now leaves no message accepted but unrecorded (the one duplicate window,
-        documented in the README, that crash tests are not about). Waiting for a held
-        state, not a passing moment, keeps this true on a loaded machine."""
-        self.smtp.rcpt_held = True
+    def hold_smtp_until_settled(self, senders_waiting: int, after: int = 0, timeout: float = 60.0) -> None:
+        """Make the SMTP server hold every new recipient once it accepted `after` messages,
+        and wait until `senders_waiting` senders are held there and everything it accepted
+        is recorded as sent: a worker killed now leaves no message accepted but unrecorded
+        (the one duplicate window, documented in the README, that crash tests are not
+        about). Waiting for a held state, not a passing moment, keeps this true on a
+        loaded machine."""
+        self.smtp.hold_after = after
+        wait_until(lambda: self.smtp.count >= after, timeout=timeout)
         wait_until(lambda: self.smtp.waiting_in_rcpt >= senders_waiting and not self.smtp.past_rcpt
                    and self.sent_count() == self.smtp.count, timeout=timeout, interval=0.01)
 

@@ -45,6 +45,9 @@ class _SmtpHandler:
         return f"250 {server.hostname}"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        hold_after = self._sink.hold_after
+        if hold_after is not None and self._sink.count >= hold_after:
+            self._sink.rcpt_held = True
         if self._sink.rcpt_delay or self._sink.rcpt_held:
             # A slow provider, before anything is accepted: a client killed now
             # leaves no message behind (crash tests rely on this).
@@ -152,6 +155,9 @@ class SmtpSink:
         # While True, no recipient is accepted at all (also those already waiting out
         # rcpt_delay): the server accepts nothing new until it is released.
         self.rcpt_held = False
+        # Once this many messages were accepted, `rcpt_held` turns on by itself: a test
+        # that must act mid-stream gets its moment from the server, not from a race.
+        self.hold_after: int | None = None
         # Sessions whose recipient was accepted and whose DATA is not answered yet: a
         # message that may still be accepted. Empty + every new RCPT held = nothing new
         # can be accepted (crash tests wait for that before they kill a worker).
@@ -217,6 +223,11 @@ class SmtpSink:
     def accept_everyone(self) -> None:
         """End `refuse_everyone` (addresses refused one by one with `refuse` stay refused)."""
         self._refusing_everyone = None
+
+    def release_recipients(self) -> None:
+        """End `rcpt_held` and `hold_after`: every held and new recipient is answered again."""
+        self.hold_after = None
+        self.rcpt_held = False
 
     def drop_connections(self, timeout: float = 5.0) -> int:
         """Close every open client connection, as a server restart or idle cut would."""

@@ -334,16 +334,15 @@ def test_a_killed_worker_and_a_flushed_redis_still_send_each_coupon_once(stack, 
     # Given a stream with 300 buyers and an SMTP provider that takes 50 ms per recipient
     stack.smtp.rcpt_delay = 0.05
     end_stream_with_buyers(stack, "crash", buyers)
-    wait_until(lambda: stack.smtp.count >= 40, timeout=60)
     # When the worker is killed with SIGKILL in the middle of sending, its senders held
     # by the provider before it accepted anything
-    stack.hold_smtp_until_settled(senders_waiting=1)
+    stack.hold_smtp_until_settled(senders_waiting=1, after=40)
     stack.worker.kill()
     sent_before_crash = stack.smtp.count
     assert sent_before_crash < buyers
     # ...restarted, and Redis loses every queued message
     redis.Redis.from_url(redis_url).flushdb()
-    stack.smtp.rcpt_held = False
+    stack.smtp.release_recipients()
     stack.worker.start()
     # Then every buyer ends with exactly one sent delivery
     rows = stack.wait_for_states(buyers, ("sent",), timeout=120)

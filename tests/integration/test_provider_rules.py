@@ -116,17 +116,21 @@ def test_a_graceful_stop_mid_stream_sends_nothing_twice(stack, whom):
     wait_until(lambda: all_events_applied(stack), timeout=60)
     stack.emit(stream_ended("e-term-end", "term"))
     # When the worker is stopped with SIGTERM in the middle of it, as a deploy does
-    wait_until(lambda: stack.smtp.count >= 20, timeout=60, interval=0.005)
+    # (the provider holds new recipients meanwhile, so that sends are surely in flight
+    # and most of the stream unsent when the signal comes, however loaded the machine)
+    stack.smtp.hold_after = 20
+    wait_until(lambda: stack.smtp.count >= 20 and stack.smtp.waiting_in_rcpt >= 1, timeout=60, interval=0.01)
     process = stack.worker.process
     if whom == "process group":
         os.killpg(process.pid, signal.SIGTERM)
+        wait_until(lambda: "asked to stop: finishing its sends in flight" in stack.worker.log(), timeout=30)
     else:
         os.kill(process.pid, signal.SIGTERM)
+    stack.smtp.release_recipients()
     process.wait(timeout=60)
     if whom == "process group":
         # the batch's pool process took no new send once asked to stop: the rest went back
         assert stack.smtp.count < buyers
-        assert "asked to stop: finishing its sends in flight" in stack.worker.log()
     # ...and the next release's worker takes over
     stack.worker.start()
     rows = stack.wait_for_states(buyers, ("sent",), timeout=120)

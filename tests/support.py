@@ -111,6 +111,25 @@ def stream_ended(event_id: str, stream_id: str, occurred_at: datetime | None = N
             "data": {"stream_id": stream_id}}
 
 
+# SPEC section 7's example shops file, verbatim: the unit and the acceptance tests read the same text.
+SPEC_SHOPS_FILE = """\
+[shops.glow-us]
+platform = "shopify"                        # "shopify", "woocommerce" or "none"
+domain = "glow-us.myshopify.com"            # Shopify: the myshopify domain; WooCommerce: the site URL
+api_url = "https://glow-us.myshopify.com/admin/api/2025-07/graphql.json"  # optional: the default is built from
+                                            # domain; tests point it at a stand-in
+token_env = "GLOW_US_SHOPIFY_TOKEN"         # Shopify: the variable holding the Admin API access token
+webhook_secret_env = "GLOW_US_SHOPIFY_SECRET"  # Shopify: the variable holding the webhook signing secret
+brand = "Glow"                              # the shop's name in its messages (optional)
+
+[shops.glow-wc]
+platform = "woocommerce"
+domain = "https://glow.example"             # REST base: {domain}/wp-json/wc/v3/
+key_env = "GLOW_WC_KEY"                     # the variables holding the REST consumer key and secret
+secret_env = "GLOW_WC_SECRET"
+"""
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> object:
     """Poll `predicate` until it returns something truthy; fail with what it last saw."""
     deadline = time.monotonic() + timeout

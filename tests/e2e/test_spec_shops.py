@@ -19,28 +19,12 @@ from channels.sinks import SmtpSink
 from tests.standins.shopify_admin import CheckoutRefused, ShopifyAdmin
 from tests.standins.woocommerce import CouponRefused, WooCommerceStandIn
 from tests.support import (
-    ENCORE_SCRIPT, EncoreDaemon, free_port, order_paid, shopify_headers, signed_headers, shopify_order, stream_ended, wait_until, zone_where_local_hour_is,
+    ENCORE_SCRIPT, SPEC_SHOPS_FILE, EncoreDaemon, free_port, order_paid, shopify_headers, signed_headers, shopify_order,
+    stream_ended, wait_until, zone_where_local_hour_is,
 )
 
 SPEC_API_URL = "https://glow-us.myshopify.com/admin/api/2025-07/graphql.json"
 
-SPEC_SHOPS_FILE = """\
-[shops.glow-us]
-platform = "shopify"                        # "shopify", "woocommerce" or "none"
-domain = "glow-us.myshopify.com"            # Shopify: the myshopify domain; WooCommerce: the site URL
-api_url = "https://glow-us.myshopify.com/admin/api/2025-07/graphql.json"  # optional: the default is built from
-                                            # domain; tests point it at a stand-in
-token_env = "GLOW_US_SHOPIFY_TOKEN"         # Shopify: the variable holding the Admin API access token
-webhook_secret_env = "GLOW_US_SHOPIFY_SECRET"  # Shopify: the variable holding the webhook signing secret
-brand = "Glow"                              # the shop's name in its messages (optional)
-
-[shops.glow-wc]
-platform = "woocommerce"
-domain = "https://glow.example"             # REST base: {domain}/wp-json/wc/v3/
-key_env = "GLOW_WC_KEY"                     # the variables holding the REST consumer key and secret
-secret_env = "GLOW_WC_SECRET"
-"""
-"""SPEC section 7's example, verbatim."""
 
 
 def shops_file(shopify: ShopifyAdmin, woo: WooCommerceStandIn) -> str:

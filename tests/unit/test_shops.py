@@ -15,28 +15,12 @@ from coupons.shops import (
     missing_secrets,
     parse_shops,
 )
+from tests.support import SPEC_SHOPS_FILE
 
-# The example of SPEC section 7, as written there.
-SPEC_FILE = """
-[shops.glow-us]
-platform = "shopify"                        # "shopify", "woocommerce" or "none"
-domain = "glow-us.myshopify.com"            # Shopify: the myshopify domain; WooCommerce: the site URL
-api_url = "https://glow-us.myshopify.com/admin/api/2025-07/graphql.json"  # optional: the default is built from
-                                            # domain; tests point it at a stand-in
-token_env = "GLOW_US_SHOPIFY_TOKEN"         # Shopify: the variable holding the Admin API access token
-webhook_secret_env = "GLOW_US_SHOPIFY_SECRET"  # Shopify: the variable holding the webhook signing secret
-brand = "Glow"                              # the shop's name in its messages (optional)
-
-[shops.glow-wc]
-platform = "woocommerce"
-domain = "https://glow.example"             # REST base: {domain}/wp-json/wc/v3/
-key_env = "GLOW_WC_KEY"                     # the variables holding the REST consumer key and secret
-secret_env = "GLOW_WC_SECRET"
-"""
 FILE = "shops.toml"
 
 
-def parse(text: str = SPEC_FILE):
+def parse(text: str = SPEC_SHOPS_FILE):
     return parse_shops(text, FILE)
 
 
@@ -63,14 +47,14 @@ def test_the_spec_example_parses_as_written():
 
 
 def test_a_shopify_shop_without_api_url_gets_the_admin_graphql_endpoint_of_the_pinned_version():
-    shop = parse(SPEC_FILE.replace('api_url = "https://glow-us.myshopify.com/admin/api/2025-07/graphql.json"',
+    shop = parse(SPEC_SHOPS_FILE.replace('api_url = "https://glow-us.myshopify.com/admin/api/2025-07/graphql.json"',
                                    "")).get("glow-us")
 
     assert shop.api_url == f"https://glow-us.myshopify.com/admin/api/{SHOPIFY_API_VERSION}/graphql.json"
 
 
 def test_a_woocommerce_site_in_a_folder_and_a_trailing_slash_give_one_rest_base():
-    shop = parse(SPEC_FILE.replace('domain = "https://glow.example"', 'domain = "https://glow.example/shop/"')
+    shop = parse(SPEC_SHOPS_FILE.replace('domain = "https://glow.example"', 'domain = "https://glow.example/shop/"')
                  ).get("glow-wc")
 
     assert shop.domain == "https://glow.example/shop"
@@ -78,7 +62,7 @@ def test_a_woocommerce_site_in_a_folder_and_a_trailing_slash_give_one_rest_base(
 
 
 def test_an_api_url_pointing_at_a_stand_in_is_kept():
-    text = SPEC_FILE.replace('secret_env = "GLOW_WC_SECRET"',
+    text = SPEC_SHOPS_FILE.replace('secret_env = "GLOW_WC_SECRET"',
                              'secret_env = "GLOW_WC_SECRET"\napi_url = "http://127.0.0.1:9200/wp-json/wc/v3"')
 
     assert parse(text).get("glow-wc").api_url == "http://127.0.0.1:9200/wp-json/wc/v3/"
@@ -93,7 +77,7 @@ def test_without_a_file_there_is_one_shop_default_on_platform_none_with_encores_
 
 
 def test_a_file_may_name_a_shop_default_to_keep_the_data_of_an_install_already_in_use():
-    shops = parse('[shops.default]\nplatform = "none"\nbrand = "Glow"\n' + SPEC_FILE)
+    shops = parse('[shops.default]\nplatform = "none"\nbrand = "Glow"\n' + SPEC_SHOPS_FILE)
 
     assert shops.get("default").brand == "Glow"
     assert shops.get("default").platform == "none"
@@ -101,10 +85,10 @@ def test_a_file_may_name_a_shop_default_to_keep_the_data_of_an_install_already_i
 
 def test_load_shops_reads_the_file_and_names_it_in_errors(tmp_path):
     path = tmp_path / "shops.toml"
-    path.write_text(SPEC_FILE, encoding="utf-8")
+    path.write_text(SPEC_SHOPS_FILE, encoding="utf-8")
     assert set(load_shops(str(path)).by_name) == {"glow-us", "glow-wc"}
 
-    path.write_text(SPEC_FILE.replace('token_env = "GLOW_US_SHOPIFY_TOKEN"', ""), encoding="utf-8")
+    path.write_text(SPEC_SHOPS_FILE.replace('token_env = "GLOW_US_SHOPIFY_TOKEN"', ""), encoding="utf-8")
     with pytest.raises(ShopsFileError) as info:
         load_shops(str(path))
     assert str(info.value) == f'{path}: shops.glow-us.token_env: required for platform "shopify"'
@@ -173,8 +157,8 @@ SHOPIFY_TOKEN = "shpat_0123456789abcdef0123456789abcdef"
     ],
 )
 def test_a_broken_file_is_refused_naming_file_shop_and_field(old, new, message):
-    assert old in SPEC_FILE
-    assert refused(SPEC_FILE.replace(old, new, 1)).startswith(message)
+    assert old in SPEC_SHOPS_FILE
+    assert refused(SPEC_SHOPS_FILE.replace(old, new, 1)).startswith(message)
 
 
 @pytest.mark.parametrize(
@@ -189,7 +173,7 @@ def test_a_broken_file_is_refused_naming_file_shop_and_field(old, new, message):
     ],
 )
 def test_a_secret_written_in_the_file_is_refused_pointing_at_the_env_form_and_not_repeated(shop, line, names):
-    text = SPEC_FILE.replace(f"[shops.{shop}]\n", f"[shops.{shop}]\n{line}\n")
+    text = SPEC_SHOPS_FILE.replace(f"[shops.{shop}]\n", f"[shops.{shop}]\n{line}\n")
 
     message = refused(text)
 
@@ -203,14 +187,14 @@ def test_a_secret_pasted_where_the_variable_name_belongs_is_refused_and_not_repe
     field = "key_env" if value.startswith("ck_") else "token_env"
     old = 'key_env = "GLOW_WC_KEY"' if field == "key_env" else 'token_env = "GLOW_US_SHOPIFY_TOKEN"'
 
-    message = refused(SPEC_FILE.replace(old, f'{field} = "{value}"'))
+    message = refused(SPEC_SHOPS_FILE.replace(old, f'{field} = "{value}"'))
 
     assert "looks like a secret itself" in message and field in message
     assert value not in message
 
 
 def test_credentials_in_a_url_are_refused_and_not_repeated():
-    message = refused(SPEC_FILE.replace('domain = "https://glow.example"',
+    message = refused(SPEC_SHOPS_FILE.replace('domain = "https://glow.example"',
                                         'domain = "https://ck_abc:cs_def@glow.example"'))
 
     assert message.startswith("shops.toml: shops.glow-wc.domain: must not hold credentials"), message
@@ -225,7 +209,7 @@ def test_platform_none_takes_only_a_brand():
 
 
 def test_two_shopify_shops_with_one_domain_are_refused_whatever_the_case():
-    text = SPEC_FILE + '\n[shops.glow-copy]\nplatform = "shopify"\ndomain = "GLOW-US.myshopify.com"\n' \
+    text = SPEC_SHOPS_FILE + '\n[shops.glow-copy]\nplatform = "shopify"\ndomain = "GLOW-US.myshopify.com"\n' \
                        'token_env = "COPY_TOKEN"\nwebhook_secret_env = "COPY_SECRET"\n'
 
     message = refused(text)

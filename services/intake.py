@@ -13,10 +13,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar, cast
+from typing import TypeVar
 from datetime import UTC, datetime
 
-from sqlalchemy import Table, bindparam, delete, select, text, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from coupons.shop_scope import stored_keys
 from coupons.shops import shop_key
 from coupons.states import DeliveryState, Reason
 from store.bulk import dialect_insert, insert_new
+from store.db import table_of
 from store.models import Coupon, Customer, Delivery, InboxEvent, Order, OrderItem, PendingRefund, Stream
 from store.rows import order_item_rows
 
@@ -282,7 +283,7 @@ def _take_early_refunds(session: Session, order_ids: set[str]) -> set[str]:
                             .where(PendingRefund.order_id.in_(sorted(order_ids)))).all()
     if not early:
         return set()
-    orders = cast(Table, Order.__table__)
+    orders = table_of(Order)
     session.execute(orders.update().where(orders.c.id == bindparam("order")).values(refunded_at=bindparam("at")),
                     [{"order": order_id, "at": at} for order_id, at in early])
     session.execute(delete(PendingRefund).where(PendingRefund.order_id.in_([order_id for order_id, _ in early])))

@@ -206,12 +206,15 @@ def _passed_over(runtime: Runtime, channel: str | None, customer: CustomerValue)
 
 
 def _record_skip(session: Session, batch: ClaimedBatch, delivery_id: int, channel: str, skip: tuple[str, str],
-                 failed_channels: list[str]) -> None:
+                 failed_channels: list[str] | None = None) -> None:
     """The skipped channel in the delivery's attempt rows (outcome `skipped`, not counted
-    as an attempt) and among its failed channels, so a later claim does not skip it again."""
+    as an attempt); with `failed_channels`, also among its failed channels, so a later
+    claim does not skip it again."""
     reason, detail = skip
-    write_fenced(session, dict(delivery_id=delivery_id, claim_token=batch.token, failed_channels=list(failed_channels),
-                               updated_at=batch.claimed_at),
+    delivery = dict(delivery_id=delivery_id, claim_token=batch.token, updated_at=batch.claimed_at)
+    if failed_channels is not None:
+        delivery["failed_channels"] = list(failed_channels)
+    write_fenced(session, delivery,
                  dict(at=batch.claimed_at, channel=channel, outcome="skipped", reason=reason, detail=detail))
 
 
@@ -226,7 +229,7 @@ class _RecordedSkips:
     def new(self, delivery_id: int, skipped: tuple[Skip, ...]) -> list[Skip]:
         """Those of `skipped` not recorded yet for `delivery_id`, now counted as recorded."""
         if self._recorded is None:
-            attempts = Attempt.__table__.c
+            attempts = table_of(Attempt).c
             self._recorded = {(delivery_id, channel) for delivery_id, channel in self._session.execute(
                 select(attempts.delivery_id, attempts.channel)
                 .where(one_of(self._session, attempts.delivery_id, self._claimed), attempts.outcome == "skipped"))}
@@ -246,9 +249,7 @@ def _record_passed_over(session: Session, batch: ClaimedBatch, delivery_id: int,
     if not decision.skipped:
         return
     for channel, reason in recorded.new(delivery_id, decision.skipped):
-        write_fenced(session, dict(delivery_id=delivery_id, claim_token=batch.token, updated_at=batch.claimed_at),
-                     dict(at=batch.claimed_at, channel=channel, outcome="skipped", reason=reason,
-                          detail=SKIP_DETAIL[reason]))
+        _record_skip(session, batch, delivery_id, channel, (reason, SKIP_DETAIL[reason]))
 
 
 def _render(row: Row, customer: CustomerValue, market: Market, decision: SendDecision,

@@ -195,9 +195,7 @@ def _orders_paid(session: Session, events: list[Event], now: datetime) -> list[P
         return []
     insert_new(session, OrderItem, [  # one row per item, for campaign audiences
         row for order_id, event in first_per_order.items() if order_id in inserted
-        for row in order_item_rows(order_id, data_of(event, OrderPaid).customer.id, data_of(event, OrderPaid).currency,
-                                   event.occurred_at,
-                                   _order_row(event)["items"], shop=event.shop)], ["id"], "id")
+        for row in _item_rows(order_id, event)], ["id"], "id")
     refunded = _take_early_refunds(session, inserted)
     requests: list[PlanRequest] = []
     stream_customers: dict[str, list[str]] = defaultdict(list)
@@ -228,6 +226,12 @@ def _order_row(event: Event) -> dict:
                 total=None if data.total_price is None else str(data.total_price),
                 items=[{"sku": i.sku, "name": i.name, "unit_price": str(i.unit_price), "quantity": i.quantity,
                         "refill_sku": i.refill_sku} for i in data.items])
+
+
+def _item_rows(order_id: str, event: Event) -> list[dict]:
+    data = data_of(event, OrderPaid)
+    return order_item_rows(order_id, data.customer.id, data.currency, event.occurred_at, _order_row(event)["items"],
+                           shop=event.shop)
 
 
 def _profile(event: Event) -> dict:
